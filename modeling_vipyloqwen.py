@@ -1,0 +1,220 @@
+"""viPyloQwen model: Qwen2-VL (no LM head, no KV cache) + a per-token linear projection to ``embed_dim``.
+
+``forward`` returns the projected last hidden states (float32) of every token; the embedding of an item
+is their mean over the attention mask (text, prefix and image tokens), L2-normalised. Sentence-Transformers
+does that with its stock ``Pooling("mean")`` + ``Normalize`` modules; :meth:`ViPyloQwenModel.encode`
+does it directly. A linear map commutes with the mean, so projecting per token equals projecting the
+pooled vector.
+
+The projection (``embedding_projection``, no bias) is initialised to truncation: its weight is the
+identity on the first ``embed_dim`` hidden features, so an untrained model's embedding is the mean of the
+first ``embed_dim`` features of Qwen2-VL's last hidden states. With ``embed_dim`` equal to the text
+hidden size there is no projection.
+
+Example::
+
+    >>> from transformers import AutoModel
+    >>> model = AutoModel.from_pretrained("erax-ai/viPyloQwen", trust_remote_code=True)
+    >>> emb = model.encode(text=["Biển số xe này là gì?"], images=[Image.open("plate.jpg")], task="ocr")
+    >>> emb.shape
+    torch.Size([1, 1024])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
+
+try:
+    from .configuration_vipyloqwen import ViPyloQwenConfig
+    from .images_vipyloqwen import PATCH, image_size
+    from .processing_vipyloqwen import ViPyloQwenProcessor
+except ImportError:  # imported as a top-level module (tests, scripts)
+    from configuration_vipyloqwen import ViPyloQwenConfig
+    from images_vipyloqwen import PATCH, image_size
+    from processing_vipyloqwen import ViPyloQwenProcessor
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean over tokens, in float32: [B, L, D] x [B, L] -> [B, D]."""
+    mask = attention_mask.unsqueeze(-1).to(torch.float32)
+    return (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class ViPyloQwenModel(Qwen2VLModel):
+    """Qwen2-VL backbone + linear projection to ``config.embed_dim``; see the module docstring."""
+
+    config_class = ViPyloQwenConfig
+
+    def __init__(self, config: ViPyloQwenConfig):
+        super().__init__(config)
+        hidden = config.text_config.hidden_size
+        self.embedding_projection = (
+            nn.Linear(hidden, config.embed_dim, bias=False) if config.embed_dim != hidden else None
+        )
+        self._processor: ViPyloQwenProcessor | None = None
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is getattr(self, "embedding_projection", None):
+            # Truncation: identity on the first embed_dim features (zero rows past the hidden size).
+            init.copy_(module.weight, torch.eye(*module.weight.shape, dtype=module.weight.dtype))
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        mm_token_type_ids: torch.IntTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPast:
+        """Token embeddings: ``last_hidden_state`` is [B, L, embed_dim] float32 (projected per token).
+
+        Position ids are left to Qwen2-VL (M-RoPE rebuilt from the attention mask) and no KV cache is
+        allocated.
+        """
+        kwargs.pop("use_cache", None)
+        kwargs.pop("past_key_values", None)
+        kwargs["return_dict"] = True
+        outputs = super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            mm_token_type_ids=mm_token_type_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state.float()
+        if self.embedding_projection is not None:
+            hidden = F.linear(hidden, self.embedding_projection.weight.float())
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+    # ------------------------------------------------------------------ processor
+    @property
+    def processor(self) -> ViPyloQwenProcessor:
+        """The processor saved with the checkpoint, loaded on first use."""
+        if self._processor is None:
+            source = self.config._name_or_path
+            if not source:
+                raise ValueError("This model was not loaded from a checkpoint: set model.processor = processor")
+            # Already running this checkpoint's code: its processor code is trusted the same way.
+            self._processor = ViPyloQwenProcessor.from_pretrained(source, trust_remote_code=True)
+        return self._processor
+
+    @processor.setter
+    def processor(self, processor: ViPyloQwenProcessor) -> None:
+        self._processor = processor
+
+    # ------------------------------------------------------------------ encode
+    def _item_lengths(self, messages: list[list[dict]], max_image_tokens: int | None) -> list[int]:
+        """Approximate sequence length per item (text tokens + image tokens from the image sizes),
+        known before any image is decoded; used to batch items of similar length together."""
+        processor = self.processor
+        texts = [
+            "".join(c.get("text", "") for m in conv for c in m["content"] if c["type"] == "text") for conv in messages
+        ]
+        text_lengths = [len(ids) for ids in processor.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        size = processor.image_size_kwargs(max_image_tokens)
+        image_kwargs = {"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]}
+        lengths = []
+        for conv, text_length in zip(messages, text_lengths):
+            image_tokens = 0
+            for content in (c for m in conv for c in m["content"] if c["type"] == "image"):
+                width, height = image_size(content["image"]) or (PATCH * 32, PATCH * 32)
+                patches = processor.image_processor.get_number_of_image_patches(
+                    max(height, PATCH), max(width, PATCH), image_kwargs
+                )
+                image_tokens += patches // 4 + 2
+            lengths.append(text_length + image_tokens)
+        return lengths
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        text: str | Sequence[str | None] | None = None,
+        images: Any = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        task: str | None = None,
+        max_image_tokens: int | None = None,
+        normalize: bool = True,
+        show_progress_bar: bool = False,
+    ) -> torch.Tensor:
+        """Embed items of text, images or both: returns float32 [N, embed_dim], in input order.
+
+        Args:
+            text: one string or a list (``None`` for image-only items). A leading task prefix typed in
+                the text (``"<ocr> ..."``) selects the task too.
+            images: one image (PIL image or path), or one entry per item: ``None``, an image, or a list
+                of 1-5 images.
+            batch_size: items per forward pass; items are sorted by length first to limit padding.
+            max_length: text tokens per item (default: the processor's ``max_text_tokens``); the task
+                prefix and image tokens are never truncated.
+            task: a registry key (``text_pair``, ``instr``, ``ocr``, ``vqa_multi``, ``vqa_single``) or its
+                prefix token, applied to every item.
+            max_image_tokens: per-image token budget for this call (default: the processor's).
+            normalize: L2-normalise the embeddings (default True).
+            show_progress_bar: show a tqdm bar over batches.
+
+        Example::
+
+            >>> model.encode(text="<text_pair> Trời hôm nay đẹp quá")             # [1, 1024]
+            >>> model.encode(images=[img1, [img2, img3]], task="vqa_multi")        # [2, 1024]
+        """
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        processor = self.processor
+        messages = processor.build_messages(text=text, images=images, task=task)
+        order = sorted(range(len(messages)), key=self._item_lengths(messages, max_image_tokens).__getitem__, reverse=True)
+        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc="Encoding")
+        device = next(self.parameters()).device
+        out = torch.empty(len(messages), self.config.embed_dim, dtype=torch.float32)
+        images_kwargs = {"max_image_tokens": max_image_tokens} if max_image_tokens else {}
+        was_training = self.training
+        self.eval()
+        try:
+            for chunk in chunks:
+                canonical = [processor.canonicalize(messages[i], i, max_image_tokens) for i in chunk]
+                batch = processor.apply_chat_template(
+                    canonical,
+                    tokenize=True,
+                    return_dict=True,
+                    return_tensors="pt",
+                    processor_kwargs={
+                        "text_kwargs": {"padding": True, "truncation": True, "max_length": max_length},
+                        "images_kwargs": images_kwargs,
+                    },
+                )
+                batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                if "pixel_values" in batch:
+                    batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+                hidden = self(**batch).last_hidden_state
+                pooled = mean_pool(hidden, batch["attention_mask"])
+                if normalize:
+                    pooled = F.normalize(pooled, p=2, dim=-1)
+                out[torch.tensor(chunk)] = pooled.cpu()
+        finally:
+            self.train(was_training)
+        return out
+
+
+__all__ = ["ViPyloQwenModel", "mean_pool"]

@@ -1,0 +1,216 @@
+"""Build and export a complete viPyloQwen Hub checkpoint folder.
+
+Two sources of weights:
+
+- :func:`from_base`: a pretrained Qwen2-VL checkpoint (``Qwen/Qwen2-VL-2B-Instruct`` or a local folder).
+  The stock ``Qwen2VLModel`` loads it (it gets transformers' checkpoint key conversion, which custom code
+  does not), every backbone tensor must land (a missing or unexpected key other than ``lm_head`` is an
+  error), and the state dict is copied into :class:`ViPyloQwenModel`.
+- :func:`tiny`: a small randomly initialised Qwen2-VL with the real Qwen2 vocabulary, fully offline.
+
+Both then get the five task prefix tokens as special tokens (embedding rows initialised to the mean of
+the trained rows; the matrix is never shrunk) and are written by :func:`save_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AddedToken, AutoImageProcessor, AutoTokenizer, Qwen2VLConfig, Qwen2VLModel
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from configuration_vipyloqwen import (
+    DEFAULT_MAX_IMAGE_TOKENS,
+    DEFAULT_MAX_TEXT_TOKENS,
+    DEFAULT_MIN_IMAGE_TOKENS,
+    ViPyloQwenConfig,
+    prefix_tokens,
+    st_prompts,
+)
+from modeling_vipyloqwen import ViPyloQwenModel
+from processing_vipyloqwen import ViPyloQwenProcessor
+from vipyloqwen_tools.tokenizer import build_qwen2_vl_tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HUB_CODE_FILES = (
+    "configuration_vipyloqwen.py",
+    "modeling_vipyloqwen.py",
+    "processing_vipyloqwen.py",
+    "images_vipyloqwen.py",
+)
+# Keys transformers writes that describe the machine that saved, not the model.
+MACHINE_LOCAL_KEYS = ("is_local", "local_files_only", "_name_or_path", "name_or_path", "cache_dir", "_commit_hash")
+SUPPORTED_VERSIONS = {"transformers": ">=5.23,<6", "sentence-transformers": ">=6.2,<7"}
+
+
+def tiny_config(embed_dim: int = 32, vocab_size: int = 151_936) -> ViPyloQwenConfig:
+    """A ~10M-parameter Qwen2-VL with the real vocabulary size (text 64 x 2 layers, vision 32 x 2)."""
+    text = {
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 32768,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "pad_token_id": 151643,
+    }
+    vision = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 4, "mlp_ratio": 2}
+    return ViPyloQwenConfig(text_config=text, vision_config=vision, embed_dim=embed_dim)
+
+
+def add_task_tokens(tokenizer) -> list[int]:
+    """Add the registry's prefix tokens as special tokens; returns their ids (registry order)."""
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": [AddedToken(t, special=True, normalized=False) for t in prefix_tokens()]},
+        replace_extra_special_tokens=False,
+    )
+    return tokenizer.convert_tokens_to_ids(prefix_tokens())
+
+
+def init_task_rows(model: ViPyloQwenModel, task_ids: list[int], trained_rows: int) -> None:
+    """Make room for the task tokens (never shrinking) and set their rows to the mean trained row."""
+    embeddings = model.get_input_embeddings()
+    if max(task_ids) >= embeddings.num_embeddings:
+        model.resize_token_embeddings(max(task_ids) + 1, mean_resizing=False)
+        model.config.text_config.vocab_size = model.get_input_embeddings().num_embeddings
+        embeddings = model.get_input_embeddings()
+    with torch.no_grad():
+        embeddings.weight[task_ids] = embeddings.weight[:trained_rows].float().mean(0).to(embeddings.weight.dtype)
+
+
+def build_processor(tokenizer, max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS, image_processor=None):
+    """The viPyloQwen processor (PIL image backend: reproducible, no torchvision)."""
+    if image_processor is None or not isinstance(image_processor, Qwen2VLImageProcessorPil):
+        settings = image_processor.to_dict() if image_processor is not None else {}
+        keep = ("image_mean", "image_std", "patch_size", "merge_size", "temporal_patch_size")
+        image_processor = Qwen2VLImageProcessorPil(**{k: settings[k] for k in keep if k in settings})
+    tokenizer.model_max_length = DEFAULT_MAX_TEXT_TOKENS
+    processor = ViPyloQwenProcessor(
+        image_processor,
+        tokenizer,
+        max_image_tokens=max_image_tokens,
+        min_image_tokens=min(DEFAULT_MIN_IMAGE_TOKENS, max_image_tokens),
+    )
+    image_processor.size = processor.image_size_kwargs()
+    return processor
+
+
+def tiny(embed_dim: int = 32, seed: int = 0, max_image_tokens: int = 64):
+    """A tiny random model + processor with the real Qwen2-VL tokenizer (deterministic per seed)."""
+    torch.manual_seed(seed)
+    tokenizer = build_qwen2_vl_tokenizer()
+    trained_rows = len(tokenizer)
+    task_ids = add_task_tokens(tokenizer)
+    model = ViPyloQwenModel(tiny_config(embed_dim)).eval()
+    init_task_rows(model, task_ids, trained_rows)
+    return model, build_processor(tokenizer, max_image_tokens)
+
+
+def from_base(base: str, embed_dim: int = 1024, seed: int = 0, max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS):
+    """Load a pretrained Qwen2-VL checkpoint into a viPyloQwen model, keeping every pretrained tensor.
+
+    Raises:
+        ValueError: a backbone key is missing from or unexpected in the checkpoint.
+    """
+    torch.manual_seed(seed)
+    stock, info = Qwen2VLModel.from_pretrained(base, dtype=torch.float32, output_loading_info=True)
+    unexpected = [k for k in info["unexpected_keys"] if not k.startswith("lm_head.")]
+    if info["missing_keys"] or unexpected or info.get("mismatched_keys"):
+        raise ValueError(
+            f"{base}: checkpoint does not match Qwen2VLModel: missing {sorted(info['missing_keys'])}, "
+            f"unexpected {sorted(unexpected)}, mismatched {info.get('mismatched_keys')}"
+        )
+    settings = stock.config.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "transformers_version"):
+        settings.pop(key, None)
+    config = ViPyloQwenConfig(**settings, embed_dim=embed_dim)
+    model = ViPyloQwenModel(config).eval()
+    state = stock.state_dict()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    expected_missing = {"embedding_projection.weight"} if model.embedding_projection is not None else set()
+    if set(missing) != expected_missing or unexpected:
+        raise ValueError(f"backbone keys do not line up: missing {missing}, unexpected {unexpected}")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    trained_rows = len(tokenizer)
+    task_ids = add_task_tokens(tokenizer)
+    init_task_rows(model, task_ids, trained_rows)
+    image_processor = AutoImageProcessor.from_pretrained(base)
+    return model, build_processor(tokenizer, max_image_tokens, image_processor)
+
+
+# ---------------------------------------------------------------------------------------- ST files
+def st_files(embed_dim: int) -> dict[str, dict | list]:
+    """The Sentence-Transformers files of a checkpoint (and of the repo root): path -> JSON content."""
+    return {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.base.modules.normalize.Normalize"},
+        ],
+        "sentence_bert_config.json": {
+            "transformer_task": "feature-extraction",
+            "modality_config": {
+                "text": {"method": "forward", "method_output_name": "last_hidden_state"},
+                "image": {"method": "forward", "method_output_name": "last_hidden_state"},
+                "message": {"method": "forward", "method_output_name": "last_hidden_state", "format": "structured"},
+            },
+            "module_output_name": "token_embeddings",
+            "unpad_inputs": False,
+            "max_seq_length": DEFAULT_MAX_TEXT_TOKENS,
+        },
+        "config_sentence_transformers.json": {
+            "model_type": "SentenceTransformer",
+            "__version__": {"sentence_transformers": "6.2.0", "transformers": "5.23.0", "pytorch": "2.13.0"},
+            "prompts": st_prompts(),
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+            "requirements": dict(SUPPORTED_VERSIONS),
+        },
+        "1_Pooling/config.json": {
+            "embedding_dimension": embed_dim,
+            "pooling_mode": "mean",
+            "include_prompt": True,
+        },
+        "2_Normalize/config.json": {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"},
+    }
+
+
+def write_st_files(out: Path, embed_dim: int) -> None:
+    for relative, content in st_files(embed_dim).items():
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def strip_machine_local_keys(out: Path) -> None:
+    """Remove keys transformers writes about the saving machine (paths, local-only flags) from every JSON."""
+    for path in out.rglob("*.json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and any(key in data for key in MACHINE_LOCAL_KEYS):
+            for key in MACHINE_LOCAL_KEYS:
+                data.pop(key, None)
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def save_checkpoint(model: ViPyloQwenModel, processor: ViPyloQwenProcessor, out: str | Path) -> Path:
+    """Write a Hub-layout checkpoint: config + safetensors + code + tokenizer/processor + ST files + card."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    type(model.config).register_for_auto_class()
+    type(model).register_for_auto_class("AutoModel")
+    type(processor).register_for_auto_class("AutoProcessor")
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    for name in HUB_CODE_FILES:  # save_pretrained copies imported files; make sure all ship
+        shutil.copyfile(REPO_ROOT / name, out / name)
+    write_st_files(out, model.config.embed_dim)
+    shutil.copyfile(REPO_ROOT / "README.md", out / "README.md")
+    strip_machine_local_keys(out)
+    return out
