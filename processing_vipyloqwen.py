@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
@@ -124,9 +125,16 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         if self.min_image_tokens > self.max_image_tokens:
             raise ValueError(f"min_image_tokens ({min_image_tokens}) > max_image_tokens ({max_image_tokens})")
         self.max_text_tokens = self._check_budget("max_text_tokens", max_text_tokens)
+        if not isinstance(image_processor, Qwen2VLImageProcessorPil):
+            # Pin the PIL backend: the torchvision one resizes slightly differently, and embeddings must not
+            # depend on whether torchvision happens to be installed.
+            settings = image_processor.to_dict() if image_processor is not None else {}
+            keep = ("image_mean", "image_std", "patch_size", "merge_size", "temporal_patch_size")
+            image_processor = Qwen2VLImageProcessorPil(**{k: settings[k] for k in keep if k in settings})
         ProcessorMixin.__init__(
             self, image_processor, tokenizer, chat_template=chat_template or EMBEDDING_CHAT_TEMPLATE, **kwargs
         )
+        self.image_processor.size = self.image_size_kwargs()
         self.task_token_ids = {name: tokenizer.convert_tokens_to_ids(spec.prefix) for name, spec in TASKS.items()}
         self.vision_end_token_id = tokenizer.convert_tokens_to_ids("<|vision_end|>")
 

@@ -86,20 +86,14 @@ def init_task_rows(model: ViPyloQwenModel, task_ids: list[int], trained_rows: in
 
 
 def build_processor(tokenizer, max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS, image_processor=None):
-    """The viPyloQwen processor (PIL image backend: reproducible, no torchvision)."""
-    if image_processor is None or not isinstance(image_processor, Qwen2VLImageProcessorPil):
-        settings = image_processor.to_dict() if image_processor is not None else {}
-        keep = ("image_mean", "image_std", "patch_size", "merge_size", "temporal_patch_size")
-        image_processor = Qwen2VLImageProcessorPil(**{k: settings[k] for k in keep if k in settings})
+    """The viPyloQwen processor; the text budget is the tokenizer's model_max_length (ST reads it)."""
     tokenizer.model_max_length = DEFAULT_MAX_TEXT_TOKENS
-    processor = ViPyloQwenProcessor(
-        image_processor,
+    return ViPyloQwenProcessor(
+        image_processor or Qwen2VLImageProcessorPil(),
         tokenizer,
         max_image_tokens=max_image_tokens,
         min_image_tokens=min(DEFAULT_MIN_IMAGE_TOKENS, max_image_tokens),
     )
-    image_processor.size = processor.image_size_kwargs()
-    return processor
 
 
 def tiny(embed_dim: int = 32, seed: int = 0, max_image_tokens: int = 64):

@@ -1,0 +1,56 @@
+"""Write a complete Hub-layout viPyloQwen checkpoint folder.
+
+    python scripts/build_model.py --tiny --out build/tiny                          # offline, ~10M params
+    python scripts/build_model.py --base Qwen/Qwen2-VL-2B-Instruct --out build/2b  # or a local folder
+
+The folder holds config.json (with auto_map), model.safetensors, the Hub code files, the tokenizer
+(with the five task prefix tokens), the processor config and chat template, the Sentence-Transformers
+files and the model card. Load it with SentenceTransformer(out, trust_remote_code=True) or
+AutoModel.from_pretrained(out, trust_remote_code=True). Deterministic for a given --seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: Hub modules + vipyloqwen_tools
+
+from configuration_vipyloqwen import DEFAULT_EMBED_DIM, DEFAULT_MAX_IMAGE_TOKENS  # noqa: E402
+from vipyloqwen_tools.export import from_base, save_checkpoint, tiny  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--base", metavar="PATH_OR_ID", help="pretrained Qwen2-VL checkpoint (Hub id or local folder)")
+    source.add_argument("--tiny", action="store_true", help="small random Qwen2-VL with the real vocabulary, offline")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--embed-dim", type=int, default=None, help=f"embedding width (default {DEFAULT_EMBED_DIM}; 32 with --tiny)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for every random initialisation (default 0)")
+    parser.add_argument(
+        "--max-image-tokens", type=int, default=None,
+        help=f"default per-image token budget saved with the processor ({DEFAULT_MAX_IMAGE_TOKENS}; 64 with --tiny)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    if args.embed_dim is not None and args.embed_dim <= 0:
+        raise SystemExit(f"--embed-dim must be positive, got {args.embed_dim}")
+    if args.tiny:
+        model, processor = tiny(args.embed_dim or 32, args.seed, args.max_image_tokens or 64)
+    else:
+        model, processor = from_base(
+            args.base, args.embed_dim or DEFAULT_EMBED_DIM, args.seed, args.max_image_tokens or DEFAULT_MAX_IMAGE_TOKENS
+        )
+    out = save_checkpoint(model, processor, args.out)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out} ({params / 1e6:.1f}M parameters, embed_dim {model.config.embed_dim})")
+    return out
+
+
+if __name__ == "__main__":
+    main()
