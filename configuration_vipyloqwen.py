@@ -178,3 +178,50 @@ class ViPyloQwenConfig(Qwen2VLConfig):
         super().__post_init__(**kwargs)
         if not isinstance(self.embed_dim, int) or isinstance(self.embed_dim, bool) or self.embed_dim <= 0:
             raise ValueError(f"embed_dim must be a positive integer, got {self.embed_dim!r}")
+
+
+# --- MTEB prompt mapping (used by eval/run_mteb.py) -------------------------------------------------
+# Keys follow mteb's model-prompt keys: a task type ("STS") or "<TaskType>-query" / "<TaskType>-document"
+# (mteb tries task name, then task type + role, then task type, then the bare role). Values are registry
+# task names or the role names of ROLE_PROMPTS, never prefix strings: `mteb_prompts()` turns them into
+# the prefix text through `st_prompts()`, so a renamed prefix follows automatically.
+# - Symmetric text tasks (similarity, pair classification, clustering, classification, bitext, summary
+#   scoring) compare two texts for meaning: the text_pair task, on every input.
+# - Retrieval and reranking (text and multimodal: MIEB Any2Any, document screenshots): plain queries and
+#   plain documents carry no prefix, as in the design notes' search example. The instr task is an
+#   instruction -> response pairing, not question -> passage search, so it is not used here.
+# - Visual QA with image + question queries: vqa_single on the query side, the answer side unprefixed.
+_MTEB_SYMMETRIC_TEXT_TYPES = (
+    "STS",
+    "PairClassification",
+    "Clustering",
+    "Classification",
+    "MultilabelClassification",
+    "BitextMining",
+    "Summarization",
+)
+_MTEB_RETRIEVAL_TYPES = (
+    "Retrieval",
+    "Reranking",
+    "InstructionRetrieval",
+    "InstructionReranking",
+    "Any2AnyRetrieval",
+    "Any2AnyMultilingualRetrieval",
+    "Any2AnyReranking",
+    "DocumentUnderstanding",
+)
+MTEB_PROMPTS: dict[str, str] = {
+    **{task_type: "text_pair" for task_type in _MTEB_SYMMETRIC_TEXT_TYPES if "text_pair" in TASKS},
+    **{f"{task_type}-{role}": role for task_type in _MTEB_RETRIEVAL_TYPES for role in ROLE_PROMPTS},
+    **({"VisionCentricQA-query": "vqa_single"} if "vqa_single" in TASKS else {}),
+    "VisionCentricQA-document": "document",
+    # Anything not matched above (image classification/clustering, ...) falls back to the bare roles.
+    **{role: role for role in ROLE_PROMPTS},
+}
+
+
+def mteb_prompts() -> dict[str, str]:
+    """:data:`MTEB_PROMPTS` resolved to prompt text (the prefix token, or "" for no prefix), for mteb's
+    ``model_prompts``."""
+    prompts = st_prompts()
+    return {key: prompts[name] for key, name in MTEB_PROMPTS.items()}

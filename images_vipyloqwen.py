@@ -67,7 +67,7 @@ def _scale_to_8bit(image: Image.Image) -> Image.Image:
         array = array * 255.0
     elif image.mode.startswith("I") and array.size and array.max() > 255:
         array = array * (255.0 / 65535.0) if array.max() <= 65535 else array * (255.0 / array.max())
-    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

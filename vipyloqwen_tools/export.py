@@ -208,3 +208,15 @@ def save_checkpoint(model: ViPyloQwenModel, processor: ViPyloQwenProcessor, out:
     shutil.copyfile(REPO_ROOT / "README.md", out / "README.md")
     strip_machine_local_keys(out)
     return out
+
+
+def main() -> None:
+    """Rewrite the repo root's Sentence-Transformers files (the 1024-d release): python -m vipyloqwen_tools.export"""
+    from configuration_vipyloqwen import DEFAULT_EMBED_DIM
+
+    write_st_files(REPO_ROOT, DEFAULT_EMBED_DIM)
+    print(f"wrote {', '.join(st_files(DEFAULT_EMBED_DIM))} in {REPO_ROOT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Shared fixtures: one tiny offline checkpoint per session, small generated images."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def make_image(width: int = 120, height: int = 90, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """A small deterministic picture: coloured background with a rectangle and a line."""
+    image = Image.new("RGB", (width, height), ((37 * seed) % 256, (91 * seed + 40) % 256, (53 * seed + 90) % 256))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([width // 5, height // 5, width // 2, height // 2], fill=((200 + seed) % 256, 30, 60))
+    draw.line([0, height - 1, width - 1, 0], fill=(255, 255, 255), width=3)
+    return image.convert(mode) if mode != "RGB" else image
+
+
+@pytest.fixture(scope="session")
+def tiny_parts():
+    """(model, processor) of the tiny random model with the real vocabulary (seed 0, embed_dim 32)."""
+    from vipyloqwen_tools.export import tiny
+
+    return tiny(embed_dim=32, seed=0, max_image_tokens=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_parts, tmp_path_factory):
+    """A Hub-layout checkpoint folder of the tiny model."""
+    from vipyloqwen_tools.export import save_checkpoint
+
+    model, processor = tiny_parts
+    return save_checkpoint(model, processor, tmp_path_factory.mktemp("tiny") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def processor(tiny_checkpoint):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_checkpoint, trust_remote_code=True)
+
+
+@pytest.fixture(scope="session")
+def auto_model(tiny_checkpoint):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(tiny_checkpoint, trust_remote_code=True).eval()
+
+
+@pytest.fixture(scope="session")
+def st_model(tiny_checkpoint):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(tiny_checkpoint), trust_remote_code=True, device="cpu")

@@ -1,0 +1,157 @@
+"""Model: ST encode == AutoModel.encode == an independent stock-transformers reference, in fp32."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_image
+from transformers import Qwen2VLConfig, Qwen2VLModel
+
+from configuration_vipyloqwen import TASKS
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def reference(auto_model):
+    """Stock Qwen2VLModel on the same weights + projection + masked mean + L2 (no viPyloQwen code)."""
+    settings = auto_model.config.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "embed_dim"):
+        settings.pop(key, None)
+    stock = Qwen2VLModel(Qwen2VLConfig(**settings)).eval()
+    state = {k: v for k, v in auto_model.state_dict().items() if not k.startswith("embedding_projection")}
+    stock.load_state_dict(state, strict=True)
+    weight = auto_model.embedding_projection.weight.detach().float()
+
+    @torch.no_grad()
+    def embed(batch) -> torch.Tensor:
+        hidden = stock(**{k: v for k, v in batch.items()}, use_cache=False).last_hidden_state.float() @ weight.T
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        return F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    return embed
+
+
+def items():
+    """(name, text, images) covering text, image, text+image and multi-image items."""
+    return [
+        ("text", "Hợp đồng này quy định các điều khoản về dịch vụ điện toán đám mây.", None),
+        ("image", None, make_image(140, 100, seed=1)),
+        ("text+image", "Biển số xe này là gì?", make_image(100, 60, seed=2)),
+        ("multi-image", "So sánh hai biểu đồ doanh thu.", [make_image(90, 90, seed=3), make_image(60, 120, seed=4)]),
+    ]
+
+
+def st_input(text, images):
+    if images is None:
+        return text
+    if text is None:
+        return images if not isinstance(images, list) else {"image": images}
+    return {"text": text, "image": images}
+
+
+@pytest.mark.parametrize("task", [None, *TASKS])
+def test_st_automodel_and_reference_agree_for_every_prompt(st_model, auto_model, processor, reference, task):
+    cases = items()
+    texts = [text for _, text, _ in cases]
+    images = [image for _, _, image in cases]
+    auto = auto_model.encode(text=texts, images=images, task=task, batch_size=4)
+    st = st_model.encode([st_input(t, i) for _, t, i in cases], prompt_name=task, convert_to_tensor=True, batch_size=4)
+    typed = [f"{TASKS[task].prefix} {t}" if (task and t) else t for t in texts]
+    auto_typed = auto_model.encode(text=typed, images=images, task=None if any(typed) and task else task)
+    for index, (name, text, image) in enumerate(cases):
+        batch = processor.apply_chat_template(
+            processor.build_messages(text=[text], images=[image], task=task),
+            tokenize=True, return_dict=True, return_tensors="pt",
+        )
+        ref = reference(dict(batch))[0]
+        assert torch.allclose(auto[index], ref, atol=TOL), f"{name}: AutoModel vs reference"
+        assert torch.allclose(st[index].float().cpu(), ref, atol=TOL), f"{name}: ST vs reference"
+        if text is not None:
+            assert torch.allclose(auto_typed[index], ref, atol=TOL), f"{name}: typed prefix vs reference"
+    assert auto.shape == (len(cases), auto_model.config.embed_dim) and auto.dtype == torch.float32
+    assert torch.allclose(auto.norm(dim=-1), torch.ones(len(cases)), atol=1e-5)
+
+
+def test_item_alone_equals_item_in_mixed_padded_batch(auto_model):
+    cases = items()
+    texts = [t for _, t, _ in cases] + ["Một câu rất ngắn", "Một câu dài hơn nhiều " * 20]
+    images = [i for _, _, i in cases] + [None, None]
+    batched = auto_model.encode(text=texts, images=images, task="vqa_single", batch_size=len(texts))
+    for index in range(len(texts)):
+        alone = auto_model.encode(text=[texts[index]], images=[images[index]], task="vqa_single")
+        assert torch.allclose(alone[0], batched[index], atol=TOL), f"item {index}"
+
+
+def test_output_is_in_input_order(auto_model):
+    texts = ["ngắn", "một câu dài hơn một chút", "một câu còn dài hơn nhiều nữa, rất nhiều chữ ở đây"]
+    forward = auto_model.encode(text=texts, batch_size=1)
+    backward = auto_model.encode(text=texts[::-1], batch_size=2)
+    assert torch.allclose(forward, backward.flip(0), atol=TOL)
+
+
+def test_single_item_forms(auto_model):
+    image = make_image()
+    one = auto_model.encode(text="Biển số xe", images=image, task="ocr")
+    listed = auto_model.encode(text=["Biển số xe"], images=[image], task="ocr")
+    assert one.shape == (1, auto_model.config.embed_dim) and torch.allclose(one, listed, atol=TOL)
+    two_images = auto_model.encode(text="Hai ảnh", images=[image, make_image(seed=5)])
+    assert two_images.shape == (1, auto_model.config.embed_dim)
+    image_only = auto_model.encode(images=[image, [image, image]])
+    assert image_only.shape == (2, auto_model.config.embed_dim)
+
+
+def test_projection_is_initialised_to_truncation(tiny_parts):
+    model, _ = tiny_parts
+    weight = model.embedding_projection.weight
+    assert weight.shape == (model.config.embed_dim, model.config.text_config.hidden_size)
+    assert torch.equal(weight, torch.eye(*weight.shape))
+
+
+def test_task_rows_initialised_to_mean_of_trained_rows(tiny_parts):
+    model, processor = tiny_parts
+    table = model.get_input_embeddings().weight
+    ids = list(processor.task_token_ids.values())
+    assert table.shape[0] == 151936  # never shrunk to len(tokenizer)
+    expected = table[: min(ids)].mean(0)
+    for token_id in ids:
+        assert torch.allclose(table[token_id], expected, atol=1e-6)
+
+
+def test_loading_without_trust_remote_code_fails_loudly(tiny_checkpoint):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        AutoModel.from_pretrained(tiny_checkpoint)
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        SentenceTransformer(str(tiny_checkpoint))
+
+
+def test_save_load_keeps_embeddings_and_writes_no_machine_local_keys(auto_model, tmp_path, tiny_checkpoint):
+    from transformers import AutoModel
+
+    from vipyloqwen_tools.export import MACHINE_LOCAL_KEYS, save_checkpoint
+
+    texts = ["Trời hôm nay đẹp", None]
+    images = [None, make_image(seed=7)]
+    before = auto_model.encode(text=texts, images=images, task="ocr")
+    out = save_checkpoint(auto_model, auto_model.processor, tmp_path / "again")
+    after = AutoModel.from_pretrained(out, trust_remote_code=True).encode(text=texts, images=images, task="ocr")
+    assert torch.equal(before, after)
+    for path in [*out.rglob("*.json"), *tiny_checkpoint.rglob("*.json")]:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+        if isinstance(data, dict):
+            assert not set(MACHINE_LOCAL_KEYS) & set(data), path
+        assert str(tmp_path) not in text and "/work/" not in text and "/tmp/" not in text, path
+
+
+def test_encode_rejects_bad_arguments(auto_model):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        auto_model.encode(text=["a"], batch_size=0)
+    with pytest.raises(ValueError, match="Empty input"):
+        auto_model.encode(text=[])
