@@ -23,7 +23,9 @@ from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLConfig
 from transformers.utils.versions import require_version
 
 # Fail at import, with the fix, rather than mis-load weights or configs on an untested major version.
-require_version("transformers>=5.23,<6", "viPyloQwen needs transformers 5.x (>=5.23): pip install 'transformers>=5.23,<6'")
+require_version(
+    "transformers>=5.23,<6", "viPyloQwen needs transformers 5.x (>=5.23): pip install 'transformers>=5.23,<6'"
+)
 
 
 @dataclass(frozen=True)

@@ -98,9 +98,7 @@ def prepare_image(image: object, where: str, max_pixels: int | None = None) -> I
     if isinstance(image, (str, os.PathLike)):
         image = _open(image, where, max_pixels)
     elif not isinstance(image, Image.Image):
-        raise TypeError(
-            f"{where}: expected a PIL.Image.Image or a path to an image file, got {type(image).__name__}"
-        )
+        raise TypeError(f"{where}: expected a PIL.Image.Image or a path to an image file, got {type(image).__name__}")
     try:
         image = to_rgb(image)
     except OSError as error:  # truncated / corrupt data surfaces on first decode

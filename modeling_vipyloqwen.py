@@ -132,7 +132,7 @@ class ViPyloQwenModel(Qwen2VLModel):
         size = processor.image_size_kwargs(max_image_tokens)
         image_kwargs = {"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]}
         lengths = []
-        for conv, text_length in zip(messages, text_lengths):
+        for conv, text_length in zip(messages, text_lengths, strict=True):
             image_tokens = 0
             for content in (c for m in conv for c in m["content"] if c["type"] == "image"):
                 width, height = image_size(content["image"]) or (PATCH * 32, PATCH * 32)
@@ -180,7 +180,9 @@ class ViPyloQwenModel(Qwen2VLModel):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         processor = self.processor
         messages = processor.build_messages(text=text, images=images, task=task)
-        order = sorted(range(len(messages)), key=self._item_lengths(messages, max_image_tokens).__getitem__, reverse=True)
+        order = sorted(
+            range(len(messages)), key=self._item_lengths(messages, max_image_tokens).__getitem__, reverse=True
+        )
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         if show_progress_bar:
             from tqdm.auto import tqdm

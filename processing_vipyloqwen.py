@@ -119,7 +119,9 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
         missing = [spec.prefix for spec in TASKS.values() if spec.prefix not in tokenizer.get_vocab()]
         if missing:
-            raise ValueError(f"The tokenizer lacks the task prefix tokens {missing}; build it with scripts/build_model.py")
+            raise ValueError(
+                f"The tokenizer lacks the task prefix tokens {missing}; build it with scripts/build_model.py"
+            )
         self.max_image_tokens = self._check_budget("max_image_tokens", max_image_tokens)
         self.min_image_tokens = self._check_budget("min_image_tokens", min_image_tokens)
         if self.min_image_tokens > self.max_image_tokens:
@@ -135,6 +137,12 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
             self, image_processor, tokenizer, chat_template=chat_template or EMBEDDING_CHAT_TEMPLATE, **kwargs
         )
         self.image_processor.size = self.image_size_kwargs()
+        # The tokenizer's model_max_length is the live text budget: Sentence-Transformers' max_seq_length
+        # reads and writes it.
+        self.tokenizer.model_max_length = self.max_text_tokens
+        # Text is tokenised whole and cut after the images in __call__: the tokenizer's "longer than the
+        # maximum" warning would be a false alarm.
+        self.tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
         self.task_token_ids = {name: tokenizer.convert_tokens_to_ids(spec.prefix) for name, spec in TASKS.items()}
         self.vision_end_token_id = tokenizer.convert_tokens_to_ids("<|vision_end|>")
 
@@ -148,7 +156,10 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         """The image processor ``size`` for a token budget (defaults: this processor's budget)."""
         max_tokens = self._check_budget("max_image_tokens", max_image_tokens or self.max_image_tokens)
         min_tokens = self._check_budget("min_image_tokens", min_image_tokens or self.min_image_tokens)
-        return {"shortest_edge": min(min_tokens, max_tokens) * PATCH * PATCH, "longest_edge": max_tokens * PATCH * PATCH}
+        return {
+            "shortest_edge": min(min_tokens, max_tokens) * PATCH * PATCH,
+            "longest_edge": max_tokens * PATCH * PATCH,
+        }
 
     # ------------------------------------------------------------------ items -> messages
     def build_messages(
@@ -194,7 +205,7 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
             )
         prefix = TASKS[name].prefix if (name := resolve_task(task)) else ""
         messages = []
-        for index, (item_text, item_images) in enumerate(zip(texts, per_item_images)):
+        for index, (item_text, item_images) in enumerate(zip(texts, per_item_images, strict=True)):
             if item_text is not None and not isinstance(item_text, str):
                 raise TypeError(f"item {index}: text must be a string or None, got {type(item_text).__name__}")
             if item_images is None:
@@ -281,9 +292,9 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
     def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
         """Tokenise rendered text and process images; truncation only ever cuts text after the images.
 
-        ``max_length`` (or the processor's ``max_text_tokens``) bounds each item's text tokens, not
-        counting the task prefix and image tokens. ``max_image_tokens`` / ``min_image_tokens`` (top level
-        or in ``images_kwargs``) set the per-image budget for this call.
+        ``max_length`` (default: the tokenizer's ``model_max_length``, set from ``max_text_tokens``) bounds
+        each item's text tokens, not counting the task prefix and image tokens. ``max_image_tokens`` /
+        ``min_image_tokens`` (top level or in ``images_kwargs``) set the per-image budget for this call.
         """
         if videos is not None or audio is not None:
             raise ValueError("viPyloQwen embeds text and images only (no video or audio)")
@@ -310,7 +321,7 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         input_ids = [list(ids) for ids in out["input_ids"]]
         truncation = size["truncation"]
         if truncation not in (None, False, "do_not_truncate"):
-            budget = size["max_length"] or self.max_text_tokens
+            budget = size["max_length"] or self.tokenizer.model_max_length
             input_ids = [self._truncate_text(ids, budget) for ids in input_ids]
         padding = size["padding"] or False
         padded = self.tokenizer.pad(
@@ -331,6 +342,10 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         if return_tensors:
             out.convert_to_tensors(tensor_type=return_tensors)
         return out
+
+    def to_dict(self) -> dict[str, Any]:
+        self.max_text_tokens = self.tokenizer.model_max_length  # save the live budget
+        return super().to_dict()
 
     def _truncate_text(self, ids: list[int], budget: int) -> list[int]:
         """Keep the head (task prefix + images) and at most ``budget`` text tokens after it."""

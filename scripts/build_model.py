@@ -27,10 +27,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--base", metavar="PATH_OR_ID", help="pretrained Qwen2-VL checkpoint (Hub id or local folder)")
     source.add_argument("--tiny", action="store_true", help="small random Qwen2-VL with the real vocabulary, offline")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--embed-dim", type=int, default=None, help=f"embedding width (default {DEFAULT_EMBED_DIM}; 32 with --tiny)")
+    parser.add_argument(
+        "--embed-dim", type=int, default=None, help=f"embedding width (default {DEFAULT_EMBED_DIM}; 32 with --tiny)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for every random initialisation (default 0)")
     parser.add_argument(
-        "--max-image-tokens", type=int, default=None,
+        "--max-image-tokens",
+        type=int,
+        default=None,
         help=f"default per-image token budget saved with the processor ({DEFAULT_MAX_IMAGE_TOKENS}; 64 with --tiny)",
     )
     return parser.parse_args(argv)

@@ -65,7 +65,9 @@ def test_st_automodel_and_reference_agree_for_every_prompt(st_model, auto_model,
     for index, (name, text, image) in enumerate(cases):
         batch = processor.apply_chat_template(
             processor.build_messages(text=[text], images=[image], task=task),
-            tokenize=True, return_dict=True, return_tensors="pt",
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
         )
         ref = reference(dict(batch))[0]
         assert torch.allclose(auto[index], ref, atol=TOL), f"{name}: AutoModel vs reference"
@@ -155,3 +157,21 @@ def test_encode_rejects_bad_arguments(auto_model):
         auto_model.encode(text=["a"], batch_size=0)
     with pytest.raises(ValueError, match="Empty input"):
         auto_model.encode(text=[])
+
+
+def test_st_budgets_max_seq_length_and_per_call_image_tokens(st_model):
+    image = make_image(1200, 900)
+    image_token = st_model[0].processor.image_token_id
+    per_call = st_model.preprocess([image], processing_kwargs={"image": {"max_image_tokens": 9}})
+    assert 0 < (per_call["input_ids"] == image_token).sum() <= 9
+    previous = st_model.max_seq_length
+    try:
+        st_model.max_seq_length = 3
+        features = st_model.preprocess([{"text": "một hai ba bốn năm sáu bảy tám", "image": image}], prompt="<ocr>")
+        full = st_model[0].processor.tokenizer("một hai ba bốn năm sáu bảy tám", add_special_tokens=False)
+        ids = features["input_ids"][0].tolist()
+        vision_end = ids.index(st_model[0].processor.vision_end_token_id)
+        assert len(full["input_ids"]) > 3 and ids[vision_end + 1 :] == full["input_ids"][:3]
+        assert ids[0] == st_model[0].processor.task_token_ids["ocr"]
+    finally:
+        st_model.max_seq_length = previous

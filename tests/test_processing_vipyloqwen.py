@@ -57,7 +57,9 @@ def test_text_only_and_no_task_has_no_prefix(processor):
 def test_dict_key_order_does_not_change_the_layout(processor):
     image = make_image()
     text_first = [{"role": "user", "content": [{"type": "text", "text": "Ảnh gì?"}, {"type": "image", "image": image}]}]
-    image_first = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Ảnh gì?"}]}]
+    image_first = [
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Ảnh gì?"}]}
+    ]
     a, b = render(processor, [text_first]), render(processor, [image_first])
     assert torch.equal(a["input_ids"], b["input_ids"])
 

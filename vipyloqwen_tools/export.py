@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AddedToken, AutoImageProcessor, AutoTokenizer, Qwen2VLConfig, Qwen2VLModel
+from transformers import AddedToken, AutoImageProcessor, AutoTokenizer, Qwen2VLModel
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from configuration_vipyloqwen import (
@@ -86,13 +86,13 @@ def init_task_rows(model: ViPyloQwenModel, task_ids: list[int], trained_rows: in
 
 
 def build_processor(tokenizer, max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS, image_processor=None):
-    """The viPyloQwen processor; the text budget is the tokenizer's model_max_length (ST reads it)."""
-    tokenizer.model_max_length = DEFAULT_MAX_TEXT_TOKENS
+    """The viPyloQwen processor (it sets the tokenizer's model_max_length, which ST reads, to the text budget)."""
     return ViPyloQwenProcessor(
         image_processor or Qwen2VLImageProcessorPil(),
         tokenizer,
         max_image_tokens=max_image_tokens,
         min_image_tokens=min(DEFAULT_MIN_IMAGE_TOKENS, max_image_tokens),
+        max_text_tokens=DEFAULT_MAX_TEXT_TOKENS,
     )
 
 
@@ -145,8 +145,18 @@ def st_files(embed_dim: int) -> dict[str, dict | list]:
     return {
         "modules.json": [
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.base.modules.normalize.Normalize"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+            },
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.base.modules.normalize.Normalize",
+            },
         ],
         "sentence_bert_config.json": {
             "transformer_task": "feature-extraction",
@@ -157,7 +167,6 @@ def st_files(embed_dim: int) -> dict[str, dict | list]:
             },
             "module_output_name": "token_embeddings",
             "unpad_inputs": False,
-            "max_seq_length": DEFAULT_MAX_TEXT_TOKENS,
         },
         "config_sentence_transformers.json": {
             "model_type": "SentenceTransformer",
@@ -172,7 +181,10 @@ def st_files(embed_dim: int) -> dict[str, dict | list]:
             "pooling_mode": "mean",
             "include_prompt": True,
         },
-        "2_Normalize/config.json": {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"},
+        "2_Normalize/config.json": {
+            "module_input_name": "sentence_embedding",
+            "module_output_name": "sentence_embedding",
+        },
     }
 
 

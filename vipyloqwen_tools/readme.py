@@ -1,6 +1,6 @@
 """Generated parts of README.md (the model card): the tasks table comes from the registry.
 
-    python -m vipyloqwen_tools.readme          # rewrite the block between <!-- tasks:start/end -->
+python -m vipyloqwen_tools.readme          # rewrite the block between <!-- tasks:start/end -->
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             printable.append(byte)
             codes.append(256 + extra)
             extra += 1
-    return dict(zip(printable, map(chr, codes)))
+    return dict(zip(printable, map(chr, codes), strict=True))
 
 
 def _merge_of(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
@@ -118,9 +118,13 @@ def build_qwen2_vl_tokenizer(model_max_length: int = 32768) -> Qwen2Tokenizer:
         model_max_length=model_max_length,
         clean_up_tokenization_spaces=False,
     )
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN2_VL_SPECIAL_TOKENS], special_tokens=True)
+    tokenizer.add_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in QWEN2_VL_SPECIAL_TOKENS], special_tokens=True
+    )
     for expected_id, token in enumerate(QWEN2_VL_SPECIAL_TOKENS, start=QWEN2_BPE_RANKS):
         if tokenizer.convert_tokens_to_ids(token) != expected_id:
-            raise RuntimeError(f"special token {token} got id {tokenizer.convert_tokens_to_ids(token)}, expected {expected_id}")
+            raise RuntimeError(
+                f"special token {token} got id {tokenizer.convert_tokens_to_ids(token)}, expected {expected_id}"
+            )
     tokenizer.eos_token = "<|im_end|>"
     return tokenizer
