@@ -175,3 +175,36 @@ def test_st_budgets_max_seq_length_and_per_call_image_tokens(st_model):
         assert ids[0] == st_model[0].processor.task_token_ids["ocr"]
     finally:
         st_model.max_seq_length = previous
+
+
+def test_loads_offline_from_a_hub_id_like_from_a_path(tiny_checkpoint, auto_model, tmp_path):
+    """A Hub id resolved from the local HF cache (HF_HUB_OFFLINE=1) gives the same vectors as the folder."""
+    import shutil
+    import subprocess
+    import sys
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--erax-ai--viPyloQwen"
+    shutil.copytree(tiny_checkpoint, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    script = (
+        "import sys, torch\n"
+        "from sentence_transformers import SentenceTransformer\n"
+        "from transformers import AutoModel\n"
+        "a = AutoModel.from_pretrained('erax-ai/viPyloQwen', trust_remote_code=True).encode(text=['Xin chào'],"
+        " task='text_pair')\n"
+        "b = SentenceTransformer('erax-ai/viPyloQwen', trust_remote_code=True, device='cpu').encode("
+        "['Xin chào'], prompt_name='text_pair', convert_to_tensor=True)\n"
+        "torch.save(torch.cat([a, b.cpu()]), sys.argv[1])\n"
+    )
+    env = {
+        **__import__("os").environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    }
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.pt")], check=True, env=env, timeout=300)
+    from_hub = torch.load(tmp_path / "out.pt")
+    local = auto_model.encode(text=["Xin chào"], task="text_pair")
+    assert torch.allclose(from_hub[0], local[0], atol=TOL) and torch.allclose(from_hub[1], local[0], atol=TOL)
