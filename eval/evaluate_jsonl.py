@@ -1,0 +1,436 @@
+"""Evaluate a viPyloQwen checkpoint on a JSONL eval file in the training schema (EVAL_5k.jsonl style).
+
+Per task (registry key):
+
+- retrieval: each query is ranked against all candidates of its task, the distinct documents of that task
+  (every row's positive and explicit negative, deduplicated by text + images). Reported: R@1, R@5, R@10,
+  MRR@10 and nDCG@10 (one relevant document per query: its own positive). Ties count against the query
+  (a candidate scoring exactly the positive's cosine ranks above it). For text_pair only rows with
+  score >= --positive-threshold (default 0.5) are retrieval queries: a 0.1-scored pair is not a match.
+- text_pair: Pearson and Spearman correlation between cos(query, positive) and the gold score, all rows.
+
+Encoding follows the training convention: queries carry their task prefix; documents carry none, except
+text_pair whose two sides are symmetric (both prefixed). ``--prefix-documents`` prefixes every document.
+
+Rows (field names of vipyloqwen_tools/data.py): ``task`` (registry key or prefix token), ``query`` and
+``positive`` (a string, or {"text": str, "images": [path, ...], "turns": [{"role", "content"}, ...]}),
+optional ``negative`` (same shape), ``score`` in [0, 1] (required for text_pair), optional ``id``. Image
+paths are relative to the JSONL file's folder (or absolute). A malformed line stops the run with its line
+number (``--skip-bad-lines`` lists them and goes on).
+
+Example::
+
+    HF_HUB_OFFLINE=1 python eval/evaluate_jsonl.py --model ./ckpt --data data/sample/eval.jsonl --output runs/jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from configuration_vipyloqwen import MAX_IMAGES_PER_ITEM, TASKS, resolve_task  # noqa: E402
+from eval.results_io import markdown_table  # noqa: E402
+
+KS = (1, 5, 10)
+ROW_FIELDS = {"task", "query", "positive", "negative", "score", "id"}
+SIDE_FIELDS = {"text", "images", "turns"}
+
+
+class JsonlError(ValueError):
+    """A malformed eval file: the message names every bad line with its number."""
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a row: its text (turns rendered in) and absolute image paths."""
+
+    text: str | None
+    images: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Identity of a candidate document (same text and images = same candidate)."""
+        return json.dumps([self.text, list(self.images)], ensure_ascii=False)
+
+
+@dataclass
+class Row:
+    """One parsed eval line."""
+
+    line: int
+    task: str
+    query: Side
+    positive: Side
+    negative: Side | None = None
+    score: float | None = None
+    id: str | None = None
+
+
+def _side(value: Any, name: str, root: Path) -> Side:
+    """Parse one side; raises ValueError with the reason."""
+    if isinstance(value, str):
+        value = {"text": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: expected a string or an object, got {type(value).__name__}")
+    unknown = set(value) - SIDE_FIELDS
+    if unknown:
+        raise ValueError(f"{name}: unknown field(s) {sorted(unknown)}; valid: {', '.join(sorted(SIDE_FIELDS))}")
+    text = value.get("text")
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"{name}.text: expected a string, got {type(text).__name__}")
+    turns = value.get("turns")
+    if turns is not None:
+        if not isinstance(turns, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("role"), str) and isinstance(t.get("content"), str) for t in turns
+        ):
+            raise ValueError(f'{name}.turns: expected a list of {{"role": str, "content": str}}')
+        # Same rendering as the training data: "role: content" lines, the current text as the last user turn.
+        lines = [f"{t['role']}: {t['content']}" for t in turns]
+        text = "\n".join(lines + ([f"user: {text}"] if text and text.strip() else []))
+    images = value.get("images") or []
+    if isinstance(images, str):
+        images = [images]
+    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+        raise ValueError(f"{name}.images: expected a list of image paths")
+    if len(images) > MAX_IMAGES_PER_ITEM:
+        raise ValueError(f"{name}: {len(images)} images, at most {MAX_IMAGES_PER_ITEM}")
+    resolved = []
+    for image in images:
+        path = Path(image) if Path(image).is_absolute() else root / image
+        if not path.is_file():
+            raise ValueError(f"{name}: image {image!r} not found (looked at {path})")
+        resolved.append(str(path))
+    text = text if text and text.strip() else None
+    if text is None and not resolved:
+        raise ValueError(f"{name}: empty (no text and no images)")
+    return Side(text=text, images=tuple(resolved))
+
+
+def parse_line(raw: str, number: int, root: Path) -> Row:
+    """Parse one JSONL line; raises ValueError with the reason."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"malformed JSON: {err.msg} (column {err.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    unknown = set(obj) - ROW_FIELDS
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; valid: {', '.join(sorted(ROW_FIELDS))}")
+    for required in ("task", "query", "positive"):
+        if required not in obj:
+            raise ValueError(f"missing field {required!r}")
+    try:
+        task = resolve_task(obj["task"]) if isinstance(obj["task"], str) else None
+    except ValueError:
+        task = None
+    if task is None:
+        raise ValueError(f"unknown task {obj['task']!r}; valid: {', '.join(TASKS)}")
+    score = obj.get("score")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError(f"score must be a number in [0, 1], got {score!r}")
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"score {score} outside [0, 1]")
+    elif task == "text_pair":
+        raise ValueError("text_pair rows need a score in [0, 1]")
+    negative = obj.get("negative")
+    return Row(
+        line=number,
+        task=task,
+        query=_side(obj["query"], "query", root),
+        positive=_side(obj["positive"], "positive", root),
+        negative=_side(negative, "negative", root) if negative is not None else None,
+        score=float(score) if score is not None else None,
+        id=str(obj["id"]) if obj.get("id") is not None else None,
+    )
+
+
+def read_jsonl(path: str | Path, skip_bad_lines: bool = False) -> tuple[list[Row], list[tuple[int, str]]]:
+    """Parse every non-blank line. Returns (rows, bad lines as (line number, reason)).
+
+    Raises JsonlError naming every bad line unless ``skip_bad_lines``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JsonlError(f"{path}: no such file")
+    rows: list[Row] = []
+    bad: list[tuple[int, str]] = []
+    with path.open(encoding="utf-8") as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                rows.append(parse_line(raw, number, path.parent))
+            except ValueError as err:
+                bad.append((number, str(err)))
+    if bad and not skip_bad_lines:
+        listed = "\n".join(f"  {path}:{n}: {reason}" for n, reason in bad[:50])
+        more = f"\n  ... {len(bad) - 50} more" if len(bad) > 50 else ""
+        raise JsonlError(f"{len(bad)} bad line(s) in {path}:\n{listed}{more}")
+    if not rows:
+        raise JsonlError(f"{path}: no usable rows")
+    return rows, bad
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+
+def ranks_of_positives(similarity: np.ndarray, positives: Sequence[int]) -> np.ndarray:
+    """1-based rank of each query's positive candidate; ties rank the positive below the tied candidates."""
+    similarity = np.asarray(similarity, dtype=np.float64)
+    pos = np.asarray(positives)
+    pos_scores = similarity[np.arange(len(pos)), pos]
+    return (similarity >= pos_scores[:, None]).sum(axis=1)  # counts the positive itself: rank >= 1
+
+
+def retrieval_metrics(similarity: np.ndarray, positives: Sequence[int], ks: Sequence[int] = KS) -> dict[str, float]:
+    """R@k, MRR@10 and nDCG@10 for queries with one relevant candidate each.
+
+    Args:
+        similarity: [queries, candidates] scores.
+        positives: index of each query's relevant candidate.
+    """
+    ranks = ranks_of_positives(similarity, positives)
+    metrics = {f"r@{k}": float(np.mean(ranks <= k)) for k in ks}
+    metrics["mrr@10"] = float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))
+    # One relevant document: DCG = 1/log2(rank + 1), ideal DCG = 1.
+    metrics["ndcg@10"] = float(np.mean(np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0)))
+    return metrics
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation; NaN when either side is constant."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denom) if denom > 0 else float("nan")
+
+
+def average_ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n, tied values sharing their mean rank."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (Pearson of average ranks)."""
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class TaskReport:
+    """Metrics of one task."""
+
+    task: str
+    rows: int
+    queries: int
+    candidates: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _to_input(side: Side) -> str | dict[str, Any]:
+    """A Sentence-Transformers input, laid out like the training data (text, then the images)."""
+    if not side.images:
+        return side.text or ""
+    from PIL import Image
+
+    images = []
+    for path in side.images:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    item: dict[str, Any] = {}
+    if side.text:
+        item["text"] = side.text
+    item["image"] = images
+    return item
+
+
+def encode_sides(
+    model: Any, sides: Sequence[Side], prompt: str | None, batch_size: int, desc: str, progress: bool = True
+) -> np.ndarray:
+    """L2-normalised embeddings of ``sides`` (images opened one batch at a time), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    chunks = []
+    for start in tqdm(range(0, len(sides), batch_size), desc=desc, disable=not progress, unit="batch"):
+        batch = [_to_input(s) for s in sides[start : start + batch_size]]
+        emb = model.encode(batch, prompt=prompt, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        chunks.append(np.asarray(emb, dtype=np.float32))
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, 1), dtype=np.float32)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb / np.clip(norms, 1e-12, None)
+
+
+def evaluate_task(
+    model: Any,
+    task: str,
+    rows: Sequence[Row],
+    batch_size: int = 16,
+    positive_threshold: float = 0.5,
+    prefix_documents: bool = False,
+    progress: bool = True,
+) -> TaskReport:
+    """Retrieval metrics (and correlations for text_pair) of one task's rows."""
+    prefix = TASKS[task].prefix
+    doc_prompt = prefix if task == "text_pair" or prefix_documents else None
+    candidates: dict[str, Side] = {}
+    for row in rows:
+        candidates.setdefault(row.positive.key, row.positive)
+        if row.negative is not None:
+            candidates.setdefault(row.negative.key, row.negative)
+    cand_keys = list(candidates)
+    cand_index = {k: i for i, k in enumerate(cand_keys)}
+    doc_emb = encode_sides(model, list(candidates.values()), doc_prompt, batch_size, f"{task} documents", progress)
+    query_emb = encode_sides(model, [r.query for r in rows], prefix, batch_size, f"{task} queries", progress)
+    is_query = [task != "text_pair" or (r.score is not None and r.score >= positive_threshold) for r in rows]
+    q_idx = [i for i, keep in enumerate(is_query) if keep]
+    report = TaskReport(task=task, rows=len(rows), queries=len(q_idx), candidates=len(cand_keys))
+    if q_idx:
+        sim = query_emb[q_idx] @ doc_emb.T
+        report.metrics.update(retrieval_metrics(sim, [cand_index[rows[i].positive.key] for i in q_idx]))
+    if task == "text_pair":
+        pos = np.array([cand_index[r.positive.key] for r in rows])
+        cos = (query_emb * doc_emb[pos]).sum(axis=1)
+        gold = [r.score for r in rows]
+        report.metrics["pearson"] = pearson(cos, gold)
+        report.metrics["spearman"] = spearman(cos, gold)
+    return report
+
+
+def evaluate_rows(
+    model: Any,
+    rows: Sequence[Row],
+    batch_size: int = 16,
+    positive_threshold: float = 0.5,
+    prefix_documents: bool = False,
+    progress: bool = True,
+) -> dict[str, TaskReport]:
+    """:func:`evaluate_task` for every task present, in registry order."""
+    by_task: dict[str, list[Row]] = {}
+    for row in rows:
+        by_task.setdefault(row.task, []).append(row)
+    return {
+        task: evaluate_task(model, task, by_task[task], batch_size, positive_threshold, prefix_documents, progress)
+        for task in TASKS
+        if task in by_task
+    }
+
+
+METRIC_COLUMNS = ("r@1", "r@5", "r@10", "mrr@10", "ndcg@10", "pearson", "spearman")
+
+
+def to_markdown(reports: dict[str, TaskReport]) -> str:
+    """One row per task; metrics x100; "-" where a metric does not apply."""
+    rows = []
+    for rep in reports.values():
+        cells = [f"{rep.metrics[m] * 100:.2f}" if m in rep.metrics else "-" for m in METRIC_COLUMNS]
+        rows.append([rep.task, str(rep.rows), str(rep.queries), str(rep.candidates), *cells])
+    return markdown_table(["Task", "Rows", "Queries", "Candidates", *(m.upper() for m in METRIC_COLUMNS)], rows)
+
+
+def to_json(reports: dict[str, TaskReport], **info: Any) -> dict[str, Any]:
+    """The JSON report: run info, per-task metrics and the mean R@1 / nDCG@10 over tasks."""
+    tasks = {
+        t: {"rows": r.rows, "queries": r.queries, "candidates": r.candidates, **r.metrics} for t, r in reports.items()
+    }
+    means = {}
+    for metric in ("r@1", "ndcg@10"):
+        values = [r.metrics[metric] for r in reports.values() if metric in r.metrics]
+        if values:
+            means[f"mean_{metric}"] = float(np.mean(values))
+    return {**info, "tasks": tasks, **means}
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(
+        prog="evaluate_jsonl.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example:\n  HF_HUB_OFFLINE=1 python eval/evaluate_jsonl.py --model ./ckpt --data eval.jsonl "
+        "--output runs/jsonl",
+    )
+    parser.add_argument("--model", required=True, help="checkpoint folder or Hub id")
+    parser.add_argument("--data", required=True, help="eval JSONL file (training schema)")
+    parser.add_argument("--output", help="folder for jsonl_eval.json and jsonl_eval.md (default: print only)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--positive-threshold", type=float, default=0.5, help="text_pair score for a retrieval match")
+    parser.add_argument("--prefix-documents", action="store_true", help="prefix documents with the task token too")
+    parser.add_argument("--skip-bad-lines", action="store_true", help="report malformed lines and go on")
+    parser.add_argument("--device", help="torch device")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: 0 ok, 2 bad input or model load failure."""
+    from eval.run_mteb import EvalError, load_model, resolve_model_source
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.batch_size < 1:
+            raise JsonlError("--batch-size must be >= 1")
+        rows, bad = read_jsonl(args.data, args.skip_bad_lines)
+        for number, reason in bad:
+            print(f"skipped {args.data}:{number}: {reason}", file=sys.stderr)
+        source = resolve_model_source(args.model)
+        model = load_model(source, args.device)
+    except (JsonlError, EvalError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    reports = evaluate_rows(
+        model, rows, args.batch_size, args.positive_threshold, args.prefix_documents, progress=not args.no_progress
+    )
+    md = to_markdown(reports)
+    data = to_json(
+        reports,
+        data=str(args.data),
+        model=args.model,
+        revision=source.revision,
+        positive_threshold=args.positive_threshold,
+        prefix_documents=args.prefix_documents,
+        skipped_lines=[{"line": n, "reason": r} for n, r in bad],
+    )
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "jsonl_eval.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (out / "jsonl_eval.md").write_text(md + "\n", encoding="utf-8")
+        print(f"wrote {out / 'jsonl_eval.json'} and {out / 'jsonl_eval.md'}")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

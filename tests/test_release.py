@@ -1,0 +1,261 @@
+"""Release: a --dry-run folder loads and reproduces the checkpoint; verification refuses broken folders;
+the upload step fails fast and clearly; ST's own push_to_hub is compared with the release folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_image
+
+from vipyloqwen_tools import release
+from vipyloqwen_tools.release import ReleaseError, VerificationReport, check_repo_id, static_problems, upload, verify
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeApi:
+    """Stands in for HfApi: records calls, keeps a copy of the uploaded folder, answers like the Hub."""
+
+    endpoint = "https://hub.invalid"
+
+    def __init__(self, capture: Path | None = None):
+        self.calls: list[str] = []
+        self.capture = capture
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append("create_repo")
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        self.calls.append("upload_folder")
+        if self.capture is not None:
+            shutil.copytree(folder_path, self.capture)
+        url = f"{self.endpoint}/{repo_id}/commit/abc123"
+        return type("CommitInfo", (), {"oid": "abc123", "commit_url": url, "pr_url": None})()
+
+    def create_tag(self, repo_id, *, tag, revision, **kwargs):
+        self.calls.append(f"create_tag:{tag}@{revision}")
+
+
+@pytest.fixture(scope="module")
+def dry_run(tiny_checkpoint, tmp_path_factory):
+    """The CLI's --dry-run output folder for the session's tiny checkpoint, what it printed, its report file."""
+    base = tmp_path_factory.mktemp("release")
+    out, report = base / "out", base / "verification.json"
+    proc = subprocess.run(
+        [sys.executable, "scripts/release.py", "--checkpoint", str(tiny_checkpoint),
+         "--repo-id", "erax-ai/viPyloQwen", "--dry-run", str(out), "--report", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc.stdout, report
+
+
+@pytest.fixture(scope="module")
+def verified(dry_run) -> VerificationReport:
+    """The CLI's own verification of the dry-run folder (written by --report)."""
+    report = VerificationReport.load(dry_run[2])
+    assert report.ok and report.folder == dry_run[0].resolve(), report.problems
+    return report
+
+
+@pytest.fixture(scope="module")
+def release_st(dry_run):
+    """The dry-run folder loaded with SentenceTransformer in this process."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(dry_run[0]), trust_remote_code=True, device="cpu")
+
+
+def broken_copy(folder: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "broken"
+    shutil.copytree(folder, copy)
+    return copy
+
+
+def test_dry_run_folder_loads_and_gives_checkpoint_embeddings(dry_run, verified, tiny_parts, release_st):
+    out, stdout, _ = dry_run
+    assert "dry run" in stdout and "verification passed" in stdout
+    names = {item["name"] for item in verified.details["items"]}
+    assert {f"task:{t}" for t in release.TASKS} <= names
+    assert {"modality:text", "modality:image", "modality:text+image", "modality:multi-image"} <= names
+    assert verified.details["max_abs_diff"] <= 1e-5
+    assert verified.details["reference_max_abs_diff"] <= 1e-5
+    for name in release.HUB_CODE_FILES:  # byte-identical code
+        assert (out / name).read_bytes() == (ROOT / name).read_bytes()
+    st_config = json.loads((out / "config_sentence_transformers.json").read_text())
+    assert st_config["requirements"] == release.SUPPORTED_VERSIONS
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\n") and "trust_remote_code=True" in card
+
+    # Independent of the verifier: the released folder, loaded here, matches the in-memory checkpoint model.
+    model, processor = tiny_parts
+    model.processor = processor
+    st = release_st
+    image = make_image(seed=3)
+    inputs = [("Xin chào Việt Nam", None, "text_pair"), ({"image": image, "text": "Biển số?"}, image, "ocr")]
+    for st_input, img, task in inputs:
+        text = st_input if isinstance(st_input, str) else st_input["text"]
+        got = st.encode([st_input], prompt_name=task, convert_to_tensor=True).cpu()
+        want = model.encode(text=[text], images=[img], task=task)
+        assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_refuses_missing_code_file(dry_run, tmp_path):
+    folder = broken_copy(dry_run[0], tmp_path)
+    (folder / "images_vipyloqwen.py").unlink()
+    report = verify(folder)
+    assert not report.ok
+    assert "missing file images_vipyloqwen.py" in report.problems
+    api = FakeApi()
+    with pytest.raises(ReleaseError, match="verification failed"):
+        upload(report, "erax-ai/viPyloQwen", api)
+    assert api.calls == []
+
+
+def test_refuses_modules_json_entry_without_folder(dry_run, tmp_path):
+    folder = broken_copy(dry_run[0], tmp_path)
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.base.modules.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    report = verify(folder)
+    assert any("modules.json: module 3 points at missing folder '3_Dense'" in p for p in report.problems)
+    assert not report.ok
+
+
+def test_refuses_pickle_weights(dry_run, tmp_path):
+    folder = broken_copy(dry_run[0], tmp_path)
+    torch.save({"w": torch.zeros(2)}, folder / "pytorch_model.bin")
+    report = verify(folder)
+    assert "pickle file pytorch_model.bin (only safetensors weights are released)" in report.problems
+    assert not report.ok
+
+
+def test_refuses_machine_local_tokenizer_config(dry_run, tmp_path):
+    folder = broken_copy(dry_run[0], tmp_path)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.update(is_local=True, local_files_only=True)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    report = verify(folder)
+    assert "tokenizer_config.json: machine-local key 'is_local'" in report.problems
+    assert "tokenizer_config.json: machine-local key 'local_files_only'" in report.problems
+    assert not report.ok
+
+
+def test_refuses_absolute_path_in_json(dry_run, tmp_path):
+    folder = broken_copy(dry_run[0], tmp_path)
+    config = json.loads((folder / "processor_config.json").read_text())
+    config["image_processor"]["source"] = "/home/someone/ckpt"
+    (folder / "processor_config.json").write_text(json.dumps(config))
+    problems = static_problems(folder)
+    assert any("processor_config.json: local path '/home/someone/ckpt'" in p for p in problems)
+
+
+def test_upload_refuses_folder_changed_after_verification(dry_run, verified, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(dry_run[0], folder)  # copy2 keeps sizes and mtimes: same fingerprint
+    report = VerificationReport(folder=folder, fingerprint=verified.fingerprint)
+    (folder / "README.md").write_text((folder / "README.md").read_text() + "\nedited\n")
+    api = FakeApi()
+    with pytest.raises(ReleaseError, match="changed after verification"):
+        upload(report, "erax-ai/viPyloQwen", api)
+    assert api.calls == []
+
+
+def test_upload_verified_folder_one_commit_then_tag(verified, tmp_path):
+    api = FakeApi(capture=tmp_path / "uploaded")
+    url = upload(verified, "erax-ai/viPyloQwen", api, tag="v0.1")
+    assert url == "https://hub.invalid/erax-ai/viPyloQwen/commit/abc123"
+    assert api.calls == ["create_repo", "upload_folder", "create_tag:v0.1@abc123"]
+    assert release.folder_files(tmp_path / "uploaded") == release.folder_files(verified.folder)
+
+
+@pytest.mark.parametrize("repo_id", ["viPyloQwen", "a/b/c", "bad id/x", "-org/name", "org/name.git", "org/..", ""])
+def test_malformed_repo_id_rejected(repo_id):
+    with pytest.raises(ReleaseError, match="malformed repo id"):
+        check_repo_id(repo_id)
+
+
+def test_valid_repo_id_accepted():
+    assert check_repo_id("erax-ai/viPyloQwen") == "erax-ai/viPyloQwen"
+
+
+def test_unreachable_endpoint_fails_fast(tiny_checkpoint):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_TOKEN="hf_not_a_real_token")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "scripts/release.py", "--checkpoint", str(tiny_checkpoint), "--repo-id", "erax-ai/viPyloQwen"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"cannot reach the Hub endpoint http://127.0.0.1:{port}" in proc.stderr
+    assert "assembled" not in proc.stdout  # failed before any work
+    assert elapsed < 30, elapsed  # includes interpreter + torch import
+
+
+def test_no_token_and_read_only_token_fail_fast(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(ReleaseError, match="no Hugging Face token"):
+        release.preflight("erax-ai/viPyloQwen")
+    who = {"name": "someone", "orgs": [{"name": "erax-ai"}], "auth": {"accessToken": {"role": "read"}}}
+    monkeypatch.setattr(huggingface_hub.HfApi, "whoami", lambda self, *a, **k: who)
+    with pytest.raises(ReleaseError, match="no write access to 'erax-ai'"):
+        release.preflight("erax-ai/viPyloQwen", token="hf_x")
+    who["auth"]["accessToken"]["role"] = "write"
+    with pytest.raises(ReleaseError, match="no write access to 'other-org'"):
+        release.preflight("other-org/model", token="hf_x")
+
+
+def test_offline_mode_refuses_upload(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ReleaseError, match="HF_HUB_OFFLINE=1 is set"):
+        release.preflight("erax-ai/viPyloQwen", token="hf_x")
+
+
+def test_sentence_transformers_push_to_hub_compared(dry_run, release_st, monkeypatch, tmp_path):
+    """ST's push_to_hub re-saves the loaded model: the verifier flags what differs. With local_model_path
+    it uploads the verified folder unchanged, i.e. the same release as scripts/release.py."""
+    import sentence_transformers.base.model as st_base
+
+    out, st = dry_run[0], release_st
+    pushes: list[FakeApi] = []
+
+    def fake_api(token=None):
+        pushes.append(FakeApi(capture=tmp_path / f"push{len(pushes) + 1}"))
+        return pushes[-1]
+
+    monkeypatch.setattr(st_base, "HfApi", fake_api)
+    monkeypatch.setattr(st_base, "load_file_path", lambda *a, **k: None)  # the Hub repo has no README yet
+    st.push_to_hub("erax-ai/viPyloQwen", exist_ok=True)
+    resaved = tmp_path / "push1"
+    problems = static_problems(resaved)
+    assert "tokenizer_config.json: machine-local key 'is_local'" in problems
+    assert any(p.startswith("config_sentence_transformers.json requirements None") for p in problems)
+    assert release.folder_files(resaved) == release.folder_files(out)  # same layout, different content
+
+    st.push_to_hub("erax-ai/viPyloQwen", exist_ok=True, local_model_path=str(out))
+    pushed = tmp_path / "push2"
+    assert release.folder_files(pushed) == release.folder_files(out)
+    for rel in release.folder_files(out):
+        assert (pushed / rel).read_bytes() == (out / rel).read_bytes(), rel
+    assert static_problems(pushed) == []
