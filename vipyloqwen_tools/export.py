@@ -195,14 +195,24 @@ def write_st_files(out: Path, embed_dim: int) -> None:
         path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _without_machine_local_keys(value):
+    if isinstance(value, dict):
+        return {k: _without_machine_local_keys(v) for k, v in value.items() if k not in MACHINE_LOCAL_KEYS}
+    if isinstance(value, list):
+        return [_without_machine_local_keys(v) for v in value]
+    return value
+
+
 def strip_machine_local_keys(out: Path) -> None:
-    """Remove keys transformers writes about the saving machine (paths, local-only flags) from every JSON."""
-    for path in out.rglob("*.json"):
+    """Remove keys transformers writes about the saving machine (paths, local-only flags), at any depth, from
+    every JSON file (tokenizer.json, 11 MB of vocabulary, and weight indexes hold none)."""
+    for path in Path(out).rglob("*.json"):
+        if path.name == "tokenizer.json" or path.name.endswith(".index.json"):
+            continue
         data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and any(key in data for key in MACHINE_LOCAL_KEYS):
-            for key in MACHINE_LOCAL_KEYS:
-                data.pop(key, None)
-            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        cleaned = _without_machine_local_keys(data)
+        if cleaned != data:
+            path.write_text(json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def save_checkpoint(model: ViPyloQwenModel, processor: ViPyloQwenProcessor, out: str | Path) -> Path:

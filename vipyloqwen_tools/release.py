@@ -42,7 +42,14 @@ from typing import Any
 import yaml
 
 from configuration_vipyloqwen import TASKS, st_prompts
-from vipyloqwen_tools.export import HUB_CODE_FILES, MACHINE_LOCAL_KEYS, REPO_ROOT, SUPPORTED_VERSIONS, st_files
+from vipyloqwen_tools.export import (
+    HUB_CODE_FILES,
+    MACHINE_LOCAL_KEYS,
+    REPO_ROOT,
+    SUPPORTED_VERSIONS,
+    st_files,
+    strip_machine_local_keys,
+)
 from vipyloqwen_tools.readme import replace_block, tasks_table
 
 DEFAULT_REPO_ID = "erax-ai/viPyloQwen"
@@ -244,7 +251,7 @@ def assemble(
             print(f"note: {rel} regenerated from the registry (the checkpoint's differs)")
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    _strip_json(out)
+    strip_machine_local_keys(out)
 
     readme_text = Path(readme or REPO_ROOT / "README.md").read_text(encoding="utf-8")
     try:
@@ -259,25 +266,6 @@ def assemble(
     if left_out:
         print(f"not released (outside the release layout): {', '.join(left_out)}")
     return out
-
-
-def _strip_json(folder: Path) -> None:
-    """Remove machine-local keys at any depth of every JSON file (export.strip_machine_local_keys is top level)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items() if k not in MACHINE_LOCAL_KEYS}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    for path in folder.rglob("*.json"):
-        if path.name in ("tokenizer.json", WEIGHTS_INDEX):
-            continue
-        data = _read_json(path)
-        cleaned = clean(data)
-        if cleaned != data:
-            path.write_text(json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------- step 2
