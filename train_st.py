@@ -1,0 +1,92 @@
+"""Train viPyloQwen with prefix-routed multi-loss on SentenceTransformerTrainer, or validate a data file.
+
+    python train_st.py --config configs/tiny-cpu.yaml                        # train (CPU, tiny model)
+    python train_st.py --config configs/vipyloqwen-2b.yaml --output-dir runs/2b --save-steps 1000
+    python train_st.py --config configs/tiny-cpu.yaml --resume               # continue from the last checkpoint
+    python train_st.py validate data/sample/train.jsonl                      # per-task counts + every bad line
+    accelerate launch --config_file configs/accelerate/fsdp-4gpu.yaml train_st.py --config configs/vipyloqwen-2b.yaml
+
+Every setting of :class:`vipyloqwen_tools.training.TrainConfig` is a YAML key and a ``--flag`` (dashes for
+underscores); flags override the YAML. Output: ``<output_dir>/final`` (Hub-layout checkpoint: loads with
+SentenceTransformer / AutoModel and trust_remote_code=True), ``training_curves.png``, ``log_history.json``,
+``checkpoint-<step>/`` folders, and ``rejects-train.jsonl`` with --skip-bad-rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vipyloqwen_tools.data import DataError, validate_file  # noqa: E402
+from vipyloqwen_tools.training import TrainConfig, train  # noqa: E402
+
+
+def _flag_type(field: dataclasses.Field):
+    hints = typing.get_type_hints(TrainConfig)
+    hint = hints[field.name]
+    text = str(hint)
+    if hint is bool:
+        return "bool"
+    if "dict" in text or "list" in text:
+        return json.loads
+    for kind in (int, float, str):
+        if hint is kind or text.startswith(f"{kind.__name__} |") or text == f"{kind.__name__} | None":
+            return kind
+    return str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="YAML config (keys = the flags below, underscores)")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = _flag_type(field)
+        if kind == "bool":
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            help_text = "JSON value" if kind is json.loads else None
+            parser.add_argument(flag, dest=field.name, type=kind, default=None, help=help_text)
+    return parser
+
+
+def validate_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="train_st.py validate", description="Check every line of JSONL files.")
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--no-check-images", action="store_true", help="skip opening the images")
+    args = parser.parse_args(argv)
+    status = 0
+    for path in args.files:
+        report = validate_file(path, check_images=not args.no_check_images)
+        print(report.summary())
+        status = status or (1 if report.bad else 0)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "validate":
+        return validate_main(argv[1:])
+    args = vars(build_parser().parse_args(argv))
+    config_path = args.pop("config")
+    try:
+        config = TrainConfig.from_yaml(config_path, **args)
+        result = train(config)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if "final_dir" in result:
+        print(f"final checkpoint: {result['final_dir']}")
+        print(f"curves: {result['plot']}")
+    if "metrics" in result:
+        print("eval: " + ", ".join(f"{k}={v:.3f}" for k, v in result["metrics"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""The prefix router loss: one loss module that maps each registry task to its loss terms.
+
+Task -> terms (``configuration_vipyloqwen.TASKS[task].loss`` names the recipe):
+
+- ``infonce+mse`` (text_pair): symmetric InfoNCE over the rows whose ``score >= score_threshold`` (a
+  0.1-scored pair is not a positive; its texts stay in the batch as candidates) + MSE between
+  ``cos(anchor, positive)`` and the score over all rows.
+- ``infonce+cosine`` (instr): symmetric InfoNCE + ``mean(1 - cos(anchor, positive))``.
+- ``infonce+triplet`` (ocr, vqa_single, vqa_multi): symmetric InfoNCE + triplet margin loss on cosine
+  distance, ``relu(margin - (1 - cos(a, p)) ... )`` written out as ``relu(cos(a, n) - cos(a, p) + margin)``.
+  The negative ``n`` is the row's explicit negative (third column) when present, else the hardest
+  in-batch negative (the most similar other row's positive). ``vqa_multi`` has its own margin.
+
+Symmetric InfoNCE (temperature ``T``) is the mean of two cross-entropies: anchor -> all positives (+ all
+explicit negatives) and positive -> all anchors, the logits being cosines divided by ``T``. With
+``gather_across_devices`` the candidates of every process are gathered first (ST's
+``all_gather_with_grad``), so each process's anchors see the whole global batch.
+
+Every term is multiplied by its weight (default 1) and returned in a dict keyed ``"<task>/<term>"``; the
+trainer sums them and logs each. With ``matryoshka_dims`` the terms are computed at every dimension
+(embeddings truncated and re-normalised, as ST's ``MatryoshkaLoss`` does) and the smaller dimensions'
+terms are keyed ``"<task>/<term>@<dim>"``.
+
+The trainer is given one per-dataset loss per training dataset (ST's DatasetDict + loss dict routing):
+``router.task_losses(dataset_names)``. With ``mini_batch_size`` set, each of them is a GradCache loss
+(ST's ``CachedLossMixin``): same loss and gradients, memory bounded by the mini-batch.
+
+Example::
+
+    >>> router = ViPyloQwenRouterLoss(model, temperature=0.07, margin=0.2)
+    >>> terms = router.compute_loss_from_embeddings("instr", [anchor_emb, positive_emb], labels=None)
+    >>> sorted(terms)
+    ['instr/cosine', 'instr/infonce']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sentence_transformers.base.losses.gradcache import CachedLossMixin
+from sentence_transformers.base.losses.merged_forward import embed_columns
+from sentence_transformers.util import all_gather, all_gather_with_grad, get_rank
+from torch import Tensor, nn
+
+from configuration_vipyloqwen import TASKS
+
+# Term names per loss recipe (the registry's TaskSpec.loss).
+RECIPE_TERMS: dict[str, tuple[str, ...]] = {
+    "infonce+mse": ("infonce", "mse"),
+    "infonce+cosine": ("infonce", "cosine"),
+    "infonce+triplet": ("infonce", "triplet"),
+}
+
+
+def task_of_dataset(name: str) -> str:
+    """The registry task of a training dataset name (``ocr`` and ``ocr+neg`` are both ``ocr``)."""
+    task = name.split("+", 1)[0]
+    if task not in TASKS:
+        raise ValueError(f"dataset {name!r} names no registry task; valid: {', '.join(TASKS)}")
+    return task
+
+
+def _cos_matrix(a: Tensor, b: Tensor) -> Tensor:
+    return F.normalize(a, p=2, dim=-1) @ F.normalize(b, p=2, dim=-1).T
+
+
+class ViPyloQwenRouterLoss(nn.Module):
+    """Maps each task to its loss terms; see the module docstring for the formulas.
+
+    Args:
+        model: the SentenceTransformer being trained.
+        temperature: InfoNCE temperature (logits are cosine / temperature). Default 0.07.
+        score_threshold: text_pair rows with ``score >= score_threshold`` are InfoNCE positives. Default 0.5.
+        margin: triplet margin on cosine distance for ocr and vqa_single (and vqa_multi unless set). Default 0.2.
+        vqa_multi_margin: triplet margin for vqa_multi (default: ``margin``).
+        weights: ``{task: {term: weight}}``; missing entries weigh 1.
+        matryoshka_dims: optional dims (e.g. ``[1024, 768, 512, 256, 128]``) to train at; the first must be the
+            full embedding width or smaller.
+        matryoshka_weights: one weight per dim (default 1 each).
+        gather_across_devices: gather InfoNCE candidates from every process (needs torch.distributed).
+        mini_batch_size: if set, the per-dataset losses are GradCache losses with this mini-batch size.
+
+    Example::
+
+        >>> router = ViPyloQwenRouterLoss(model, mini_batch_size=8)
+        >>> trainer = SentenceTransformerTrainer(model, args, train_dataset=datasets,
+        ...                                      loss=router.task_losses(datasets.keys()))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        temperature: float = 0.07,
+        score_threshold: float = 0.5,
+        margin: float = 0.2,
+        vqa_multi_margin: float | None = None,
+        weights: Mapping[str, Mapping[str, float]] | None = None,
+        matryoshka_dims: Sequence[int] | None = None,
+        matryoshka_weights: Sequence[float] | None = None,
+        gather_across_devices: bool = False,
+        mini_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        for name, value in (("margin", margin), ("vqa_multi_margin", vqa_multi_margin)):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.temperature = float(temperature)
+        self.score_threshold = float(score_threshold)
+        self.margins = {task: float(margin) for task, spec in TASKS.items() if spec.loss == "infonce+triplet"}
+        if vqa_multi_margin is not None:
+            self.margins["vqa_multi"] = float(vqa_multi_margin)
+        self.weights = self._check_weights(weights or {})
+        self.matryoshka_dims = [int(d) for d in matryoshka_dims] if matryoshka_dims else None
+        if self.matryoshka_dims and any(d <= 0 for d in self.matryoshka_dims):
+            raise ValueError(f"matryoshka_dims must be positive, got {self.matryoshka_dims}")
+        if matryoshka_weights is not None and (
+            not self.matryoshka_dims or len(matryoshka_weights) != len(self.matryoshka_dims)
+        ):
+            raise ValueError("matryoshka_weights needs matryoshka_dims and one weight per dim")
+        self.matryoshka_weights = (
+            [float(w) for w in matryoshka_weights] if matryoshka_weights else [1.0] * len(self.matryoshka_dims or [])
+        )
+        self.gather_across_devices = gather_across_devices
+        if mini_batch_size is not None and mini_batch_size <= 0:
+            raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size}")
+        self.mini_batch_size = mini_batch_size
+
+    @staticmethod
+    def _check_weights(weights: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+        checked: dict[str, dict[str, float]] = {}
+        for task, terms in weights.items():
+            if task not in TASKS:
+                raise ValueError(f"weights: unknown task {task!r}; valid: {', '.join(TASKS)}")
+            valid = RECIPE_TERMS[TASKS[task].loss]
+            for term, value in terms.items():
+                if term not in valid:
+                    raise ValueError(f"weights[{task!r}]: unknown term {term!r}; valid: {', '.join(valid)}")
+                if value < 0:
+                    raise ValueError(f"weights[{task!r}][{term!r}] must be >= 0, got {value}")
+            checked[task] = {term: float(value) for term, value in terms.items()}
+        return checked
+
+    def weight(self, task: str, term: str) -> float:
+        return self.weights.get(task, {}).get(term, 1.0)
+
+    # ------------------------------------------------------------------ maths
+    def _gather(self, tensor: Tensor, with_grad: bool = True) -> Tensor:
+        if not self.gather_across_devices:
+            return tensor
+        return all_gather_with_grad(tensor) if with_grad else all_gather(tensor)
+
+    def symmetric_infonce(self, anchors: Tensor, positives: Tensor, negatives: Tensor | None, rows: Tensor) -> Tensor:
+        """Mean of anchor->documents and positive->anchors cross-entropies over the local ``rows`` (bool mask).
+
+        Candidates are gathered across processes when enabled; ``rows`` marks which local rows are positive pairs.
+        """
+        batch = anchors.size(0)
+        offset = get_rank() * batch if self.gather_across_devices else 0
+        all_anchors = self._gather(anchors)
+        all_positives = self._gather(positives)
+        documents = [all_positives]
+        if negatives is not None:
+            documents.append(self._gather(negatives))
+        targets = torch.arange(offset, offset + batch, device=anchors.device)
+        logits_q2d = _cos_matrix(anchors, torch.cat(documents)) / self.temperature
+        logits_d2q = _cos_matrix(positives, all_anchors) / self.temperature
+        per_row = 0.5 * (
+            F.cross_entropy(logits_q2d, targets, reduction="none")
+            + F.cross_entropy(logits_d2q, targets, reduction="none")
+        )
+        weights = rows.to(per_row.dtype)
+        # An empty selection gives 0 while keeping the graph connected.
+        return (per_row * weights).sum() / weights.sum().clamp(min=1.0)
+
+    def triplet(self, anchors: Tensor, positives: Tensor, negatives: Tensor | None, margin: float) -> Tensor:
+        """``mean(relu(cos(a, n) - cos(a, p) + margin))``; n = explicit negative, else the hardest in-batch one."""
+        positive_cos = F.cosine_similarity(anchors, positives, dim=-1)
+        if negatives is not None:
+            negative_cos = F.cosine_similarity(anchors, negatives, dim=-1)
+        else:
+            batch = anchors.size(0)
+            offset = get_rank() * batch if self.gather_across_devices else 0
+            similarities = _cos_matrix(anchors, self._gather(positives))
+            own = torch.arange(batch, device=anchors.device)
+            similarities = similarities.index_put(
+                (own, own + offset), torch.tensor(float("-inf"), dtype=similarities.dtype, device=anchors.device)
+            )
+            if similarities.size(1) < 2:
+                raise ValueError("the hardest in-batch negative needs a batch of at least 2 rows")
+            negative_cos = similarities.max(dim=1).values
+        return F.relu(negative_cos - positive_cos + margin).mean()
+
+    def _terms_at(self, task: str, anchors: Tensor, positives: Tensor, negatives: Tensor | None, labels) -> dict:
+        recipe = TASKS[task].loss
+        if recipe == "infonce+mse":
+            if labels is None:
+                raise ValueError("text_pair needs a score per row (column 'score')")
+            dtype = torch.promote_types(anchors.dtype, torch.float32)
+            scores = labels.to(anchors.device, dtype).view(-1)
+            if scores.numel() != anchors.size(0):
+                raise ValueError(f"text_pair: {scores.numel()} scores for {anchors.size(0)} rows")
+            rows = scores >= self.score_threshold
+            cos = F.cosine_similarity(anchors, positives, dim=-1)
+            return {
+                "infonce": self.symmetric_infonce(anchors, positives, negatives, rows),
+                "mse": F.mse_loss(cos.to(dtype), scores),
+            }
+        all_rows = torch.ones(anchors.size(0), dtype=torch.bool, device=anchors.device)
+        infonce = self.symmetric_infonce(anchors, positives, negatives, all_rows)
+        if recipe == "infonce+cosine":
+            return {"infonce": infonce, "cosine": (1.0 - F.cosine_similarity(anchors, positives, dim=-1)).mean()}
+        if recipe == "infonce+triplet":
+            return {"infonce": infonce, "triplet": self.triplet(anchors, positives, negatives, self.margins[task])}
+        raise ValueError(f"task {task!r}: no loss recipe {recipe!r}")
+
+    def compute_loss_from_embeddings(
+        self, task: str, embeddings: Sequence[Tensor], labels: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The weighted loss terms of one single-task batch.
+
+        Args:
+            task: registry key or prefix token (``"ocr"`` / ``"<ocr>"``).
+            embeddings: one ``[B, D]`` tensor per column: anchor, positive, optional explicit negative.
+            labels: ``[B]`` scores in [0, 1] (text_pair only; ignored otherwise).
+
+        Returns:
+            ``{"<task>/<term>": weighted scalar}`` (plus ``"<task>/<term>@<dim>"`` for smaller Matryoshka dims).
+
+        Example::
+
+            >>> router.compute_loss_from_embeddings("text_pair", [a, b], torch.tensor([0.9, 0.1]))
+            {'text_pair/infonce': tensor(...), 'text_pair/mse': tensor(...)}
+        """
+        from configuration_vipyloqwen import resolve_task
+
+        name = resolve_task(task)
+        if name is None:
+            raise ValueError(f"task {task!r} has no loss: give a registry task")
+        if not 2 <= len(embeddings) <= 3:
+            raise ValueError(
+                f"{name}: expected 2 or 3 embedding columns (anchor, positive[, negative]), got {len(embeddings)}"
+            )
+        sizes = {int(e.size(0)) for e in embeddings}
+        if len(sizes) != 1:
+            raise ValueError(f"{name}: columns have different batch sizes {sorted(sizes)}")
+        anchors, positives = embeddings[0], embeddings[1]
+        negatives = embeddings[2] if len(embeddings) == 3 else None
+        dims = self.matryoshka_dims or [anchors.size(-1)]
+        dim_weights = self.matryoshka_weights if self.matryoshka_dims else [1.0]
+        out: dict[str, Tensor] = {}
+        for index, (dim, dim_weight) in enumerate(zip(dims, dim_weights, strict=False)):
+            if dim > anchors.size(-1):
+                raise ValueError(f"matryoshka dim {dim} exceeds the embedding width {anchors.size(-1)}")
+
+            def cut(t: Tensor | None, dim: int = dim) -> Tensor | None:
+                return None if t is None else F.normalize(t[..., :dim], p=2, dim=-1)
+
+            terms = self._terms_at(name, cut(anchors), cut(positives), cut(negatives), labels)
+            suffix = "" if index == 0 else f"@{dim}"
+            for term, value in terms.items():
+                out[f"{name}/{term}{suffix}"] = value * (self.weight(name, term) * dim_weight)
+        return out
+
+    # ------------------------------------------------------------------ routing
+    def task_losses(self, dataset_names: Iterable[str]) -> dict[str, TaskLoss]:
+        """One per-dataset loss per training dataset (``ocr`` and ``ocr+neg`` both route to ``ocr``)."""
+        cls = CachedTaskLoss if self.mini_batch_size else TaskLoss
+        return {name: cls(self, task_of_dataset(name)) for name in dataset_names}
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None, task: str) -> dict:
+        embeddings = embed_columns(self.model, list(sentence_features))
+        return self.compute_loss_from_embeddings(task, embeddings, labels)
+
+
+class TaskLoss(nn.Module):
+    """The router bound to one task: what ST's per-dataset loss routing calls for that dataset."""
+
+    def __init__(self, router: ViPyloQwenRouterLoss, task: str) -> None:
+        super().__init__()
+        self.router = router
+        self.task = task
+
+    @property
+    def model(self) -> nn.Module:
+        return self.router.model
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> dict:
+        return self.router(sentence_features, labels, self.task)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "temperature": self.router.temperature,
+            "score_threshold": self.router.score_threshold,
+            "margins": self.router.margins,
+            "weights": self.router.weights,
+            "matryoshka_dims": self.router.matryoshka_dims,
+            "gather_across_devices": self.router.gather_across_devices,
+        }
+
+
+class CachedTaskLoss(CachedLossMixin, TaskLoss):
+    """GradCache variant of :class:`TaskLoss` (ST's ``CachedLossMixin``): embeddings are computed in mini-batches
+    without graphs, the loss is back-propagated to the embeddings, then each mini-batch is re-embedded with
+    gradients. Same loss and gradients as :class:`TaskLoss`; memory bounded by ``router.mini_batch_size``."""
+
+    def __init__(self, router: ViPyloQwenRouterLoss, task: str) -> None:
+        super().__init__(router, task)
+        self.mini_batch_size = router.mini_batch_size
+        self._last_terms: dict[str, Tensor] = {}
+
+    def calculate_loss(self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False):
+        embeddings = [torch.cat(chunks, dim=0) for chunks in reps]
+        terms = self.router.compute_loss_from_embeddings(self.task, embeddings, labels)
+        total = torch.stack(list(terms.values())).sum()
+        self._last_terms = {name: value.detach() for name, value in terms.items()}
+        if with_backward:
+            total.backward()
+            return total.detach()
+        return total
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> dict:
+        loss = self.forward_cached(list(sentence_features), labels)
+        terms = dict(self._last_terms)
+        if not loss.requires_grad:
+            return terms
+        # The GradCache hook sits on ``loss``: route the whole backward through the first term, whose value
+        # stays that term's value; the others are reported as constants. Their sum equals ``loss``.
+        first = next(iter(terms))
+        terms[first] = terms[first] + (loss - loss.detach())
+        return terms
+
+
+__all__ = ["ViPyloQwenRouterLoss", "TaskLoss", "CachedTaskLoss", "RECIPE_TERMS", "task_of_dataset"]

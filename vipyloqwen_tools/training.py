@@ -1,0 +1,470 @@
+"""Training on SentenceTransformerTrainer: config, attention choice, task-grouped batches, per-term logging.
+
+:func:`train` is what ``train_st.py`` runs: it validates the data, builds one Arrow dataset per task, routes
+each dataset to the router loss bound to its task (ST's DatasetDict + loss dict), prefixes each task's inputs
+through ST prompts keyed by dataset name, evaluates with :class:`ViPyloQwenEvaluator`, checkpoints every
+``save_steps`` and exports the final model as a Hub-layout folder with ``export.save_checkpoint``.
+
+Example::
+
+    >>> from vipyloqwen_tools.training import TrainConfig, train
+    >>> result = train(TrainConfig.from_yaml("configs/tiny-cpu.yaml", output_dir="runs/tiny"))
+    >>> result["final_dir"]
+    'runs/tiny/final'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+import torch
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
+
+from configuration_vipyloqwen import TASKS
+from vipyloqwen_tools.data import DataError, load_task_datasets, validate_file, write_rejects
+from vipyloqwen_tools.evaluation import ViPyloQwenEvaluator, document_prefix
+from vipyloqwen_tools.losses import ViPyloQwenRouterLoss, task_of_dataset
+
+logger = logging.getLogger("vipyloqwen.train")
+
+
+# ---------------------------------------------------------------------------------------- config
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training setting; YAML keys and ``--flag`` names are these field names (``-`` for ``_`` on the CLI).
+
+    ``model`` is a viPyloQwen checkpoint folder (``scripts/build_model.py`` writes one) or ``tiny`` (built
+    offline into ``<output_dir>/init-tiny``).
+    """
+
+    model: str = "tiny"
+    train_file: str = "data/sample/train.jsonl"
+    eval_file: str | None = "data/sample/eval.jsonl"
+    output_dir: str = "runs/vipyloqwen"
+    # optimisation (seed recipe defaults)
+    learning_rate: float = 1e-4
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.05
+    num_train_epochs: float = 2.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 24
+    gradient_accumulation_steps: int = 8
+    weight_decay: float = 0.001
+    max_grad_norm: float = 1.0
+    max_length: int = 8192
+    max_image_tokens: int | None = None
+    precision: str = "bf16"  # bf16 | fp16 | fp32
+    attn_implementation: str = "auto"  # auto | sdpa | eager | flash_attention_2
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    # loss
+    temperature: float = 0.07
+    margin: float = 0.2
+    vqa_multi_margin: float | None = None
+    score_threshold: float = 0.5
+    loss_weights: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    matryoshka_dims: list[int] | None = None
+    matryoshka_weights: list[float] | None = None
+    cached_mini_batch_size: int | None = None
+    gather_across_devices: bool = True
+    prefix_documents: bool = False
+    # bookkeeping
+    logging_steps: int = 10
+    eval_steps: int | None = 500
+    save_steps: int = 500
+    save_total_limit: int | None = 3
+    eval_batch_size: int = 16
+    dataloader_num_workers: int = 0
+    skip_bad_rows: bool = False
+    resume: bool = False
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
+        """Load a YAML config (unknown keys are an error) and apply ``overrides`` (``None`` values ignored)."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            import yaml
+
+            with open(path, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+            unknown = set(loaded) - set(cls.field_names())
+            if unknown:
+                raise ValueError(f"{path}: unknown setting(s) {sorted(unknown)}; valid: {', '.join(cls.field_names())}")
+            values.update(loaded)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.precision not in ("bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be bf16, fp16 or fp32, got {self.precision!r}")
+        if self.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2"):
+            raise ValueError(
+                f"attn_implementation must be auto, sdpa, eager or flash_attention_2, got {self.attn_implementation!r}"
+            )
+        for name in (
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "logging_steps",
+            "save_steps",
+        ):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.per_device_train_batch_size < 2:
+            raise ValueError("per_device_train_batch_size must be >= 2 (in-batch negatives)")
+
+
+# ---------------------------------------------------------------------------------------- environment
+def pick_attention(requested: str, precision: str) -> tuple[str, str]:
+    """Choose the attention implementation; returns ``(implementation, reason)``.
+
+    flash_attention_2 only on CUDA with flash-attn importable and bf16/fp16, else sdpa.
+    """
+    if requested in ("sdpa", "eager"):
+        return requested, "requested"
+    cuda = torch.cuda.is_available()
+    flash = importlib.util.find_spec("flash_attn") is not None
+    half = precision in ("bf16", "fp16")
+    if cuda and flash and half:
+        return "flash_attention_2", "CUDA + flash-attn + " + precision
+    reasons = [why for ok, why in ((cuda, "no CUDA"), (flash, "flash-attn not installed"), (half, "fp32")) if not ok]
+    if requested == "flash_attention_2":
+        logger.warning("flash_attention_2 requested but unavailable (%s): using sdpa", ", ".join(reasons))
+    return "sdpa", ", ".join(reasons)
+
+
+def resolve_precision(precision: str) -> str:
+    """bf16/fp16 need an accelerator here: on CPU training runs in fp32 (logged)."""
+    if precision != "fp32" and not torch.cuda.is_available():
+        logger.warning("precision %s requested without CUDA: training in fp32", precision)
+        return "fp32"
+    return precision
+
+
+def build_tiny(out: Path, seed: int = 0) -> Path:
+    """Write the tiny model checkpoint to ``out`` once (atomic rename, safe with several processes)."""
+    from vipyloqwen_tools.export import save_checkpoint, tiny
+
+    if (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".init-tiny-", dir=out.parent))
+    model, processor = tiny(seed=seed)
+    save_checkpoint(model, processor, staging)
+    try:
+        os.replace(staging, out)
+    except OSError:  # another process got there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def load_model(config: TrainConfig, precision: str) -> SentenceTransformer:
+    """Load the checkpoint with the chosen attention and dtype (weights stay fp32; autocast does bf16)."""
+    path = config.model
+    if path == "tiny":
+        path = str(build_tiny(Path(config.output_dir) / "init-tiny"))
+    attention, reason = pick_attention(config.attn_implementation, precision)
+    logger.info("attention: %s (%s)", attention, reason)
+    processor_kwargs = {"max_image_tokens": config.max_image_tokens} if config.max_image_tokens else {}
+    model = SentenceTransformer(
+        path,
+        trust_remote_code=True,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        model_kwargs={"attn_implementation": attention, "dtype": torch.float32},
+        processor_kwargs=processor_kwargs,
+    )
+    model.max_seq_length = config.max_length
+    model.vipyloqwen_attention = attention
+    return model
+
+
+# ---------------------------------------------------------------------------------------- batching
+class TaskGroupedBatchSampler(MultiDatasetDefaultBatchSampler):
+    """Single-task batches in proportion to each dataset's size, in groups of ``world_size`` consecutive batches
+    from the same dataset, so that at every step all processes train the same task with equal batch sizes (the
+    InfoNCE all-gather then lines up). Incomplete batches and groups are dropped."""
+
+    def __init__(self, dataset, batch_samplers, generator=None, seed: int = 0, world_size: int = 1) -> None:
+        super().__init__(dataset, batch_samplers, generator=generator, seed=seed)
+        self.world_size = max(1, int(world_size))
+
+    def _groups(self) -> list[tuple[int, list[list[int]]]]:
+        offsets = [0, *accumulate(len(d) for d in self.dataset.datasets)]
+        groups = []
+        for index, sampler in enumerate(self.batch_samplers):
+            batches = [[i + offsets[index] for i in batch] for batch in sampler if len(batch) == sampler.batch_size]
+            for start in range(0, len(batches) - self.world_size + 1, self.world_size):
+                groups.append((index, batches[start : start + self.world_size]))
+        return groups
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.generator is not None and self.seed is not None:
+            self.generator.manual_seed(self.seed + self.epoch)
+        groups = self._groups()
+        order = torch.randperm(len(groups), generator=self.generator).tolist()
+        for position in order:
+            yield from groups[position][1]
+
+    def __len__(self) -> int:
+        total = 0
+        for dataset, sampler in zip(self.dataset.datasets, self.batch_samplers, strict=False):
+            total += (len(dataset) // sampler.batch_size) // self.world_size * self.world_size
+        return total
+
+
+class ViPyloQwenTrainer(SentenceTransformerTrainer):
+    """SentenceTransformerTrainer with task-grouped batches and per-term averages over the steps that had the term.
+
+    (The stock trainer divides every term by all logged steps, which dilutes a task seen in one step of four.)
+    """
+
+    def get_multi_dataset_batch_sampler(self, dataset, batch_samplers, generator=None, seed=0):
+        return TaskGroupedBatchSampler(
+            dataset, batch_samplers, generator=generator, seed=seed, world_size=self.args.world_size
+        )
+
+    def track_loss_components(self, loss: dict[str, torch.Tensor]) -> None:
+        if not self.model.training:
+            return
+        sums = self.__dict__.setdefault("_term_sums", {})
+        counts = self.__dict__.setdefault("_term_counts", {})
+        for key, value in loss.items():
+            value = value.detach().float()
+            if torch.isfinite(value):
+                sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        sums = self.__dict__.get("_term_sums") or {}
+        if "loss" in logs and sums:
+            counts = self.__dict__["_term_counts"]
+            keys = sorted(set(sums) | set(self._all_term_keys()))
+            values = torch.tensor(
+                [[float(sums.get(k, 0.0)), float(counts.get(k, 0))] for k in keys], dtype=torch.float64
+            )
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                values = values.to(self.args.device)
+                torch.distributed.all_reduce(values)
+                values = values.cpu()
+            logs = dict(logs)
+            for key, (total, count) in zip(keys, values.tolist(), strict=False):
+                if count > 0:
+                    logs[key] = round(total / count, 5)
+            self._term_sums, self._term_counts = {}, {}
+        return super().log(logs, start_time)
+
+    def _all_term_keys(self) -> list[str]:
+        # Every process must all-reduce the same keys: all tasks' base terms.
+        from vipyloqwen_tools.losses import RECIPE_TERMS
+
+        return [f"{task}/{term}" for task, spec in TASKS.items() for term in RECIPE_TERMS[spec.loss]]
+
+
+# ---------------------------------------------------------------------------------------- plot
+def plot_history(log_history: list[dict[str, Any]], out: str | os.PathLike) -> Path:
+    """PNG with per-task loss-term curves (left) and eval metrics (right) over steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    term_keys = sorted({k for entry in log_history for k in entry if "/" in k and not k.startswith("eval_")})
+    for key in term_keys:
+        points = [(e["step"], e[key]) for e in log_history if key in e]
+        left.plot(*zip(*points, strict=False), label=key, linewidth=1.2)
+    left.set(title="training loss terms per task", xlabel="step", ylabel="loss")
+    left.legend(fontsize=7, ncol=2)
+    metric_keys = sorted(
+        {k for e in log_history for k in e if k.startswith("eval_") and ("r@1" in k or "spearman" in k)}
+    )
+    for key in metric_keys:
+        points = [(e["step"], e[key]) for e in log_history if key in e and not math.isnan(e[key])]
+        if points:
+            right.plot(*zip(*points, strict=False), marker="o", label=key.removeprefix("eval_"), linewidth=1.2)
+    right.set(title="held-out eval", xlabel="step", ylabel="R@1 / Spearman", ylim=(-0.05, 1.05))
+    if metric_keys:
+        right.legend(fontsize=7)
+    figure.tight_layout()
+    out = Path(out)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- main entry
+def prepare_data(config: TrainConfig, is_main: bool = True):
+    """Validate the train file (refuse bad rows, or write rejects with --skip-bad-rows) and load per-task datasets."""
+    report = validate_file(config.train_file)
+    logger.info("%s", report.summary(max_bad=0))
+    if report.bad:
+        if not config.skip_bad_rows:
+            raise DataError(
+                f"{config.train_file} has {len(report.bad)} bad line(s); fix them or pass --skip-bad-rows "
+                f"(they are then written to a rejects file):\n{report.summary(max_bad=50)}"
+            )
+        rejects = Path(config.output_dir) / "rejects-train.jsonl"
+        if is_main:
+            write_rejects(report, rejects)
+        logger.warning("skipping %d bad line(s) of %s; written to %s", len(report.bad), config.train_file, rejects)
+    datasets = load_task_datasets(config.train_file, cache_dir=Path(config.output_dir) / ".arrow-cache", report=report)
+    for name, dataset in datasets.items():
+        if len(dataset) < config.per_device_train_batch_size:
+            logger.warning(
+                "dataset %s has %d rows < batch size %d: it yields no batch",
+                name,
+                len(dataset),
+                config.per_device_train_batch_size,
+            )
+    return datasets, report
+
+
+def training_prompts(dataset_names, prefix_documents: bool) -> dict[str, dict[str, str]]:
+    """ST prompts keyed by dataset name and column: the anchor gets the task prefix; documents per document_prefix."""
+    prompts = {}
+    for name in dataset_names:
+        task = task_of_dataset(name)
+        columns = {"anchor": TASKS[task].prefix}
+        if (doc := document_prefix(task, prefix_documents)) is not None:
+            columns.update(positive=doc, negative=doc)
+        prompts[name] = columns
+    return prompts
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run one training job; returns ``{"final_dir", "plot", "metrics", "log_history", "global_step"}``."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    precision = resolve_precision(config.precision)
+    world_rank = int(os.environ.get("RANK", "0"))
+    datasets, _ = prepare_data(config, is_main=world_rank == 0)
+    model = load_model(config, precision)
+    if config.gradient_checkpointing:
+        model[0].model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model[0].model.config.use_cache = False
+
+    router = ViPyloQwenRouterLoss(
+        model,
+        temperature=config.temperature,
+        score_threshold=config.score_threshold,
+        margin=config.margin,
+        vqa_multi_margin=config.vqa_multi_margin,
+        weights=config.loss_weights,
+        matryoshka_dims=config.matryoshka_dims,
+        matryoshka_weights=config.matryoshka_weights,
+        gather_across_devices=config.gather_across_devices,
+        mini_batch_size=config.cached_mini_batch_size,
+    )
+    evaluator = None
+    if config.eval_file:
+        evaluator = ViPyloQwenEvaluator.from_file(
+            config.eval_file, batch_size=config.eval_batch_size, prefix_documents=config.prefix_documents
+        )
+    eval_on = bool(evaluator and config.eval_steps)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if eval_on else "no",
+        eval_steps=config.eval_steps if eval_on else None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        prompts=training_prompts(datasets.keys(), config.prefix_documents),
+        dataloader_num_workers=config.dataloader_num_workers,
+        dataloader_drop_last=True,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+    )
+    trainer = ViPyloQwenTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets,
+        loss=router.task_losses(datasets.keys()),
+        evaluator=evaluator,
+    )
+    resume_from = None
+    if config.resume:
+        resume_from = get_last_checkpoint(str(output_dir))
+        if resume_from is None:
+            raise FileNotFoundError(f"--resume: no checkpoint-* folder in {output_dir}")
+        logger.info("resuming from %s", resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
+
+    result: dict[str, Any] = {"global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
+    if evaluator is not None:
+        metrics = evaluator(model)
+        trainer.state.log_history.append(
+            {"step": trainer.state.global_step, **{f"eval_{k}": v for k, v in metrics.items()}}
+        )
+        result["metrics"] = metrics
+    if trainer.is_world_process_zero():
+        from vipyloqwen_tools.export import save_checkpoint
+
+        final_dir = save_checkpoint(model[0].model, model[0].processor, output_dir / "final")
+        result["final_dir"] = str(final_dir)
+        result["plot"] = str(plot_history(trainer.state.log_history, output_dir / "training_curves.png"))
+        with open(output_dir / "log_history.json", "w", encoding="utf-8") as handle:
+            json.dump(trainer.state.log_history, handle, indent=1)
+        with open(output_dir / "train_config.json", "w", encoding="utf-8") as handle:
+            json.dump(
+                {
+                    **dataclasses.asdict(config),
+                    "attention": getattr(model, "vipyloqwen_attention", None),
+                    "precision_used": precision,
+                },
+                handle,
+                indent=1,
+            )
+        logger.info("exported %s; curves %s", final_dir, result["plot"])
+    return result
+
+
+__all__ = [
+    "TaskGroupedBatchSampler",
+    "TrainConfig",
+    "ViPyloQwenTrainer",
+    "build_tiny",
+    "load_model",
+    "pick_attention",
+    "plot_history",
+    "prepare_data",
+    "train",
+    "training_prompts",
+]
