@@ -1,5 +1,6 @@
 # Two commands for a fresh machine:
-#   make demo   - builds the tiny offline model and runs the product end to end
+#   make demo   - builds the tiny offline model and runs the product end to end:
+#                 encode + multimodal search, then train on the sample data and show before/after
 #   make test   - runs the test suite (offline, CPU)
 PYTHON ?= python3
 VENV := .venv
@@ -15,11 +16,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,train,eval]"
 	touch $@
 
-.PHONY: install demo test lint
+.PHONY: install demo train-demo test lint
 install: $(VENV)/.installed
 
 demo: install
 	$(PY) scripts/demo.py
+	$(PY) scripts/train_demo.py --out runs/train-demo
+
+train-demo: install
+	$(PY) scripts/train_demo.py --out runs/train-demo
 
 test: install
 	$(PY) -m pytest -q
