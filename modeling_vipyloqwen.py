@@ -121,27 +121,48 @@ class ViPyloQwenModel(Qwen2VLModel):
         self._processor = processor
 
     # ------------------------------------------------------------------ encode
-    def _item_lengths(self, messages: list[list[dict]], max_image_tokens: int | None) -> list[int]:
-        """Approximate sequence length per item (text tokens + image tokens from the image sizes),
+    def _item_lengths(
+        self, messages: list[list[dict]], max_image_tokens: int | None, max_length: int | None
+    ) -> list[int]:
+        """Sequence length per item (text tokens after truncation + image tokens from the image sizes),
         known before any image is decoded; used to batch items of similar length together."""
         processor = self.processor
-        texts = [
-            "".join(c.get("text", "") for m in conv for c in m["content"] if c["type"] == "text") for conv in messages
-        ]
-        text_lengths = [len(ids) for ids in processor.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        text_budget = max_length or processor.tokenizer.model_max_length
         size = processor.image_size_kwargs(max_image_tokens)
         image_kwargs = {"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]}
         lengths = []
-        for conv, text_length in zip(messages, text_lengths, strict=True):
-            image_tokens = 0
-            for content in (c for m in conv for c in m["content"] if c["type"] == "image"):
-                width, height = image_size(content["image"]) or (PATCH * 32, PATCH * 32)
-                patches = processor.image_processor.get_number_of_image_patches(
-                    max(height, PATCH), max(width, PATCH), image_kwargs
-                )
-                image_tokens += patches // 4 + 2
-            lengths.append(text_length + image_tokens)
+        # Tokenise in chunks and keep only the counts: memory stays flat on long streams.
+        for start in range(0, len(messages), 512):
+            chunk = messages[start : start + 512]
+            texts = [
+                "".join(c.get("text", "") for m in conv for c in m["content"] if c["type"] == "text") for conv in chunk
+            ]
+            encoded = processor.tokenizer(texts, add_special_tokens=False, return_length=True)
+            for conv, text_length in zip(chunk, encoded["length"], strict=True):
+                image_tokens = 0
+                for content in (c for m in conv for c in m["content"] if c["type"] == "image"):
+                    width, height = image_size(content["image"]) or (PATCH * 32, PATCH * 32)
+                    patches = processor.image_processor.get_number_of_image_patches(
+                        max(height, PATCH), max(width, PATCH), image_kwargs
+                    )
+                    image_tokens += patches // 4 + 2  # merged tokens + vision start/end
+                lengths.append(min(text_length, text_budget) + image_tokens)
         return lengths
+
+    @staticmethod
+    def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+        """Longest first; a batch closes at ``batch_size`` items or when its padded size (items x its
+        longest item) would pass ``batch_size`` x the mean length, so long items do not drag short ones
+        into padding and every batch costs about the same."""
+        order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+        budget = batch_size * sum(lengths) / max(1, len(lengths))
+        batches: list[list[int]] = []
+        for index in order:
+            if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
+                batches[-1].append(index)
+            else:
+                batches.append([index])
+        return batches
 
     @torch.inference_mode()
     def encode(
@@ -162,7 +183,8 @@ class ViPyloQwenModel(Qwen2VLModel):
                 the text (``"<ocr> ..."``) selects the task too.
             images: one image (PIL image or path), or one entry per item: ``None``, an image, or a list
                 of 1-5 images.
-            batch_size: items per forward pass; items are sorted by length first to limit padding.
+            batch_size: items per forward pass (at most); items are sorted by length (text tokens + image
+                tokens) and a batch of long items holds fewer of them, to limit padding.
             max_length: text tokens per item (default: the processor's ``max_text_tokens``); the task
                 prefix and image tokens are never truncated.
             task: a registry key (``text_pair``, ``instr``, ``ocr``, ``vqa_multi``, ``vqa_single``) or its
@@ -180,10 +202,7 @@ class ViPyloQwenModel(Qwen2VLModel):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         processor = self.processor
         messages = processor.build_messages(text=text, images=images, task=task)
-        order = sorted(
-            range(len(messages)), key=self._item_lengths(messages, max_image_tokens).__getitem__, reverse=True
-        )
-        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        chunks = self._batches(self._item_lengths(messages, max_image_tokens, max_length), batch_size)
         if show_progress_bar:
             from tqdm.auto import tqdm
 

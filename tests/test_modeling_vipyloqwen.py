@@ -208,3 +208,31 @@ def test_loads_offline_from_a_hub_id_like_from_a_path(tiny_checkpoint, auto_mode
     from_hub = torch.load(tmp_path / "out.pt")
     local = auto_model.encode(text=["Xin chào"], task="text_pair")
     assert torch.allclose(from_hub[0], local[0], atol=TOL) and torch.allclose(from_hub[1], local[0], atol=TOL)
+
+
+def test_batches_cover_every_item_once_and_limit_padding(auto_model):
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.choice([20, 300, 70, 260, 600]) + rng.randint(0, 30) for _ in range(200)]
+    batches = auto_model._batches(lengths, 8)
+    assert sorted(i for batch in batches for i in batch) == list(range(200))
+    assert all(1 <= len(batch) <= 8 for batch in batches)
+    real = sum(lengths)
+    padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+    fixed = sorted(range(200), key=lengths.__getitem__, reverse=True)
+    fixed_padded = sum(len(b) * lengths[b[0]] for b in (fixed[s : s + 8] for s in range(0, 200, 8)))
+    assert real / padded >= 0.85 and padded <= fixed_padded
+
+
+def test_item_lengths_are_exact_for_untruncated_items(auto_model):
+    processor = auto_model.processor
+    texts = ["Xin chào các bạn", None, "Biển số xe này là gì?"]
+    images = [None, make_image(300, 200), [make_image(90, 60), make_image(seed=3)]]
+    messages = processor.build_messages(text=texts, images=images, task="ocr")
+    estimated = auto_model._item_lengths(messages, None, None)
+    for index, conversation in enumerate(messages):
+        batch = processor.apply_chat_template(
+            [processor.canonicalize(conversation, index)], tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        assert estimated[index] == batch["input_ids"].shape[1]  # prefix + image tokens + text
