@@ -8,8 +8,8 @@ Every image an item carries passes through :func:`prepare_image` before the Qwen
   transparency composited on white and 16/32-bit data scaled to 8 bits;
 - an image with a side shorter than one 28-pixel merged patch is upscaled (aspect kept) so that side is
   28 pixels; an aspect ratio above 200 (which Qwen2-VL cannot resize) is a ValueError;
-- an image far above the pixel budget is shrunk early (JPEG draft decoding, then a thumbnail to a few
-  times the budget) so a huge page costs no more memory than the budget needs; the processor then
+- an image far above the pixel budget is shrunk early (JPEG draft decoding, then an integer box reduction
+  to no less than four times the budget) so a huge page costs no more memory than the budget needs; the processor then
   resizes it exactly to the budget.
 
 Example::
@@ -115,8 +115,11 @@ def prepare_image(image: object, where: str, max_pixels: int | None = None) -> I
         # Smaller than one merged patch: upscale so the short side is one patch.
         scale = PATCH / min(width, height)
         image = image.resize((max(PATCH, round(width * scale)), max(PATCH, round(height * scale))), Image.BICUBIC)
-    elif max_pixels is not None and width * height > PRESHRINK_FACTOR * max_pixels:
-        scale = (PRESHRINK_FACTOR * max_pixels / (width * height)) ** 0.5
-        size = (max(PATCH, round(width * scale)), max(PATCH, round(height * scale)))
-        image = image.resize(size, Image.LANCZOS, reducing_gap=3.0)
+    elif max_pixels is not None:
+        # Integer box reduction (cheap, anti-aliased) to no less than PRESHRINK_FACTOR x the budget; the
+        # image processor then resizes exactly into the budget.
+        factor = int((width * height / (PRESHRINK_FACTOR * max_pixels)) ** 0.5)
+        factor = min(factor, min(width, height) // PATCH)
+        if factor >= 2:
+            image = image.reduce(factor)
     return image

@@ -56,7 +56,8 @@ def test_huge_image_is_shrunk_early(tmp_path):
     Image.new("RGB", (6000, 4000), (250, 250, 250)).save(path, quality=80)
     max_pixels = 64 * PATCH * PATCH
     out = prepare_image(path, "x", max_pixels=max_pixels)
-    assert out.size[0] * out.size[1] <= 4 * max_pixels * 1.1
+    # JPEG draft + integer reduction: within [4, 16) x the budget, far below the 24M pixels of the file
+    assert 4 * max_pixels <= out.size[0] * out.size[1] < 16 * max_pixels
     assert image_size(path) == (6000, 4000)
 
 
@@ -65,3 +66,11 @@ def test_non_image_object_and_missing_file():
         prepare_image(b"bytes", "item 3, image 1")
     with pytest.raises(ValueError, match="image file not found: '/no/such.png'"):
         prepare_image("/no/such.png", "item 0, image 0")
+
+
+def test_huge_in_memory_image_is_reduced_by_an_integer_factor():
+    max_pixels = 64 * PATCH * PATCH
+    out = prepare_image(Image.new("RGB", (3000, 2000), (9, 9, 9)), "x", max_pixels=max_pixels)
+    assert out.size == (3000 // 5, 2000 // 5) and out.size[0] * out.size[1] >= 4 * max_pixels
+    small = make_image(300, 200)
+    assert prepare_image(small, "x", max_pixels=max_pixels) is small  # within budget x 4: untouched, no copy
