@@ -40,12 +40,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from configuration_vipyloqwen import MAX_IMAGES_PER_ITEM, TASKS, resolve_task  # noqa: E402
+from configuration_vipyloqwen import TASKS  # noqa: E402
 from eval.results_io import markdown_table  # noqa: E402
+from vipyloqwen_tools.data import iter_file  # noqa: E402
 
 KS = (1, 5, 10)
-ROW_FIELDS = {"task", "query", "positive", "negative", "score", "id"}
-SIDE_FIELDS = {"text", "images", "turns"}
 
 
 class JsonlError(ValueError):
@@ -81,104 +80,36 @@ class Row:
     id: str | None = None
 
 
-def _side(value: Any, name: str, root: Path) -> Side:
-    """Parse one side; raises ValueError with the reason."""
-    if isinstance(value, str):
-        value = {"text": value}
-    if not isinstance(value, dict):
-        raise ValueError(f"{name}: expected a string or an object, got {type(value).__name__}")
-    unknown = set(value) - SIDE_FIELDS
-    if unknown:
-        raise ValueError(f"{name}: unknown field(s) {sorted(unknown)}; valid: {', '.join(sorted(SIDE_FIELDS))}")
-    text = value.get("text")
-    if text is not None and not isinstance(text, str):
-        raise ValueError(f"{name}.text: expected a string, got {type(text).__name__}")
-    turns = value.get("turns")
-    if turns is not None:
-        if not isinstance(turns, list) or not all(
-            isinstance(t, dict) and isinstance(t.get("role"), str) and isinstance(t.get("content"), str) for t in turns
-        ):
-            raise ValueError(f'{name}.turns: expected a list of {{"role": str, "content": str}}')
-        # Same rendering as the training data: "role: content" lines, the current text as the last user turn.
-        lines = [f"{t['role']}: {t['content']}" for t in turns]
-        text = "\n".join(lines + ([f"user: {text}"] if text and text.strip() else []))
-    images = value.get("images") or []
-    if isinstance(images, str):
-        images = [images]
-    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
-        raise ValueError(f"{name}.images: expected a list of image paths")
-    if len(images) > MAX_IMAGES_PER_ITEM:
-        raise ValueError(f"{name}: {len(images)} images, at most {MAX_IMAGES_PER_ITEM}")
-    resolved = []
-    for image in images:
-        path = Path(image) if Path(image).is_absolute() else root / image
-        if not path.is_file():
-            raise ValueError(f"{name}: image {image!r} not found (looked at {path})")
-        resolved.append(str(path))
-    text = text if text and text.strip() else None
-    if text is None and not resolved:
-        raise ValueError(f"{name}: empty (no text and no images)")
-    return Side(text=text, images=tuple(resolved))
-
-
-def parse_line(raw: str, number: int, root: Path) -> Row:
-    """Parse one JSONL line; raises ValueError with the reason."""
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"malformed JSON: {err.msg} (column {err.colno})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    unknown = set(obj) - ROW_FIELDS
-    if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)}; valid: {', '.join(sorted(ROW_FIELDS))}")
-    for required in ("task", "query", "positive"):
-        if required not in obj:
-            raise ValueError(f"missing field {required!r}")
-    try:
-        task = resolve_task(obj["task"]) if isinstance(obj["task"], str) else None
-    except ValueError:
-        task = None
-    if task is None:
-        raise ValueError(f"unknown task {obj['task']!r}; valid: {', '.join(TASKS)}")
-    score = obj.get("score")
-    if score is not None:
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise ValueError(f"score must be a number in [0, 1], got {score!r}")
-        if not 0.0 <= score <= 1.0:
-            raise ValueError(f"score {score} outside [0, 1]")
-    elif task == "text_pair":
-        raise ValueError("text_pair rows need a score in [0, 1]")
-    negative = obj.get("negative")
-    return Row(
-        line=number,
-        task=task,
-        query=_side(obj["query"], "query", root),
-        positive=_side(obj["positive"], "positive", root),
-        negative=_side(negative, "negative", root) if negative is not None else None,
-        score=float(score) if score is not None else None,
-        id=str(obj["id"]) if obj.get("id") is not None else None,
-    )
+def _as_side(side: dict[str, Any] | None) -> Side | None:
+    return None if side is None else Side(text=side["text"], images=tuple(side["images"]))
 
 
 def read_jsonl(path: str | Path, skip_bad_lines: bool = False) -> tuple[list[Row], list[tuple[int, str]]]:
-    """Parse every non-blank line. Returns (rows, bad lines as (line number, reason)).
+    """Parse every non-blank line with the training schema's parser (``vipyloqwen_tools.data``).
 
-    Raises JsonlError naming every bad line unless ``skip_bad_lines``.
+    Returns (rows, bad lines as (line number, reason)). Raises JsonlError naming every bad line unless
+    ``skip_bad_lines``.
     """
     path = Path(path)
     if not path.is_file():
         raise JsonlError(f"{path}: no such file")
     rows: list[Row] = []
     bad: list[tuple[int, str]] = []
-    with path.open(encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                rows.append(parse_line(raw, number, path.parent))
-            except ValueError as err:
-                bad.append((number, str(err)))
+    for number, _raw, row, error in iter_file(path):
+        if error is not None:
+            bad.append((number, error))
+            continue
+        rows.append(
+            Row(
+                line=number,
+                task=row["task"],
+                query=_as_side(row["query"]),
+                positive=_as_side(row["positive"]),
+                negative=_as_side(row["negative"]),
+                score=row["score"],
+                id=row["id"],
+            )
+        )
     if bad and not skip_bad_lines:
         listed = "\n".join(f"  {path}:{n}: {reason}" for n, reason in bad[:50])
         more = f"\n  ... {len(bad) - 50} more" if len(bad) > 50 else ""

@@ -64,9 +64,12 @@ GOOD = {"task": "text_pair", "query": "con mèo", "positive": "the cat", "score"
     [
         ('{"task": "ocr", "query": ', "malformed JSON"),
         ({"task": "ocrr", "query": "a", "positive": "b"}, "unknown task 'ocrr'"),
-        ({"task": "text_pair", "query": "a", "positive": "b"}, "need a score"),
+        ({"task": "text_pair", "query": "a", "positive": "b"}, "missing field 'score' (required for text_pair)"),
         ({"task": "text_pair", "query": "a", "positive": "b", "score": 1.5}, "outside [0, 1]"),
-        ({"task": "ocr", "query": {"text": "q", "images": ["nope.png"]}, "positive": "b"}, "not found"),
+        (
+            {"task": "ocr", "query": {"text": "q", "images": ["nope.png"]}, "positive": "b"},
+            "query: missing image 'nope.png'",
+        ),
         ({"task": "instr", "positive": "b"}, "missing field 'query'"),
     ],
 )

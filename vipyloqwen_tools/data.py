@@ -145,8 +145,8 @@ def _side(value: Any, side: str, task: str, root: Path, check_images: bool) -> d
 def parse_line(raw: str, root: Path, check_images: bool = True) -> dict[str, Any]:
     """Validate and normalise one JSONL line; raises ValueError with the reason.
 
-    Returns ``{"task", "query", "positive", "negative" (or None), "score" (or None)}`` with sides normalised to
-    ``{"text", "images"}`` (absolute image paths).
+    Returns ``{"task", "query", "positive", "negative" (or None), "score" (or None), "id" (or None)}`` with
+    sides normalised to ``{"text", "images"}`` (absolute image paths).
     """
     try:
         row = json.loads(raw)
@@ -186,6 +186,7 @@ def parse_line(raw: str, root: Path, check_images: bool = True) -> dict[str, Any
         if row.get("negative") is not None
         else None,
         "score": float(score) if score is not None else None,
+        "id": str(row["id"]) if row.get("id") is not None else None,
     }
 
 
