@@ -18,7 +18,7 @@ from configuration_vipyloqwen import (
     st_prompts,
     task_names,
 )
-from vipyloqwen_tools.readme import tasks_table
+from vipyloqwen_tools.readme import mteb_prompts_table, tasks_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,3 +72,9 @@ def test_config_round_trip_and_validation():
     for bad in (0, -3, 1.5, True):
         with pytest.raises(ValueError, match="embed_dim"):
             ViPyloQwenConfig(embed_dim=bad)
+
+
+def test_mteb_prompt_table_in_the_docs_is_generated_from_registry():
+    doc = (ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- mteb-prompts:start -->\n(.*?)<!-- mteb-prompts:end -->", doc, re.S)
+    assert block and block.group(1) == mteb_prompts_table(), "stale: run python -m vipyloqwen_tools.readme"

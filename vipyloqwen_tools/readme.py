@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from configuration_vipyloqwen import TASKS
+from configuration_vipyloqwen import MTEB_PROMPTS, TASKS, st_prompts
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+EVALUATION_DOC = README.parent / "docs" / "evaluation.md"
 
 
 def tasks_table() -> str:
@@ -26,6 +27,16 @@ def tasks_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def mteb_prompts_table() -> str:
+    """Markdown table of :data:`MTEB_PROMPTS`: mteb key -> our task or role -> the prefix it puts on the text."""
+    prompts = st_prompts()
+    rows = ["| mteb key | our task / role | prefix |", "| --- | --- | --- |"]
+    for key, name in MTEB_PROMPTS.items():
+        prefix = f"`{prompts[name]}`" if prompts[name] else "none"
+        rows.append(f"| `{key}` | `{name}` | {prefix} |")
+    return "\n".join(rows) + "\n"
+
+
 def replace_block(text: str, name: str, content: str) -> str:
     """Replace the content between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
@@ -35,8 +46,12 @@ def replace_block(text: str, name: str, content: str) -> str:
 
 
 def main() -> None:
-    README.write_text(replace_block(README.read_text(encoding="utf-8"), "tasks", tasks_table()), encoding="utf-8")
-    print(f"updated the tasks table in {README}")
+    for path, name, content in (
+        (README, "tasks", tasks_table()),
+        (EVALUATION_DOC, "mteb-prompts", mteb_prompts_table()),
+    ):
+        path.write_text(replace_block(path.read_text(encoding="utf-8"), name, content), encoding="utf-8")
+        print(f"updated <!-- {name} --> in {path}")
 
 
 if __name__ == "__main__":
