@@ -130,6 +130,7 @@ class ViPyloQwenModel(Qwen2VLModel):
         text_budget = max_length or processor.tokenizer.model_max_length
         size = processor.image_size_kwargs(max_image_tokens)
         image_kwargs = {"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]}
+        patches_per_token = processor.image_processor.merge_size**2
         lengths = []
         # Tokenise in chunks and keep only the counts: memory stays flat on long streams.
         for start in range(0, len(messages), 512):
@@ -145,7 +146,7 @@ class ViPyloQwenModel(Qwen2VLModel):
                     patches = processor.image_processor.get_number_of_image_patches(
                         max(height, PATCH), max(width, PATCH), image_kwargs
                     )
-                    image_tokens += patches // 4 + 2  # merged tokens + vision start/end
+                    image_tokens += patches // patches_per_token + 2  # merged tokens + vision start/end
                 lengths.append(min(text_length, text_budget) + image_tokens)
         return lengths
 

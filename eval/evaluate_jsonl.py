@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from configuration_vipyloqwen import TASKS  # noqa: E402
 from eval.results_io import markdown_table  # noqa: E402
+from vipyloqwen_tools.correlation import pearson, spearman  # noqa: E402
 from vipyloqwen_tools.data import iter_file  # noqa: E402
 
 KS = (1, 5, 10)
@@ -143,34 +143,6 @@ def retrieval_metrics(similarity: np.ndarray, positives: Sequence[int], ks: Sequ
     # One relevant document: DCG = 1/log2(rank + 1), ideal DCG = 1.
     metrics["ndcg@10"] = float(np.mean(np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0)))
     return metrics
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson correlation; NaN when either side is constant."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    x, y = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum() / denom) if denom > 0 else float("nan")
-
-
-def average_ranks(values: Sequence[float]) -> np.ndarray:
-    """Ranks 1..n, tied values sharing their mean rank."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (Pearson of average ranks)."""
-    return pearson(average_ranks(x), average_ranks(y))
 
 
 # ----------------------------------------------------------------------------------------------- evaluation

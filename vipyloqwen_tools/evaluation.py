@@ -23,6 +23,7 @@ import torch
 from sentence_transformers.base.evaluation import BaseEvaluator
 
 from configuration_vipyloqwen import TASKS
+from vipyloqwen_tools.correlation import spearman
 from vipyloqwen_tools.data import load_eval_rows, to_st_input
 
 
@@ -33,25 +34,6 @@ def document_prefix(task: str, prefix_documents: bool) -> str | None:
 
 def _key(side: dict[str, Any]) -> str:
     return json.dumps([side.get("text"), side.get("images")], ensure_ascii=False)
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-
-    def ranks(values: np.ndarray) -> np.ndarray:
-        order = np.argsort(values, kind="mergesort")
-        ranked = np.empty(len(values), dtype=np.float64)
-        ranked[order] = np.arange(len(values), dtype=np.float64)
-        for value in np.unique(values):  # average the ranks of ties
-            tied = values == value
-            if tied.sum() > 1:
-                ranked[tied] = ranked[tied].mean()
-        return ranked
-
-    rx, ry = ranks(np.asarray(x, dtype=np.float64)), ranks(np.asarray(y, dtype=np.float64))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = np.sqrt((rx**2).sum() * (ry**2).sum())
-    return float((rx * ry).sum() / denominator) if denominator > 0 else 0.0
 
 
 class ViPyloQwenEvaluator(BaseEvaluator):
@@ -117,7 +99,9 @@ class ViPyloQwenEvaluator(BaseEvaluator):
                 retrieval = torch.from_numpy(scores >= 0.5)
                 metrics[f"{task}_r@1"] = float(hits[retrieval].float().mean()) if retrieval.any() else float("nan")
                 pair_cos = similarities[torch.arange(len(rows)), positive_index].numpy()
-                metrics[f"{task}_spearman"] = spearman(pair_cos, scores)
+                correlation = spearman(pair_cos, scores)
+                # Logged as 0.0 rather than NaN when either side is constant (nothing to rank).
+                metrics[f"{task}_spearman"] = 0.0 if np.isnan(correlation) else correlation
             else:
                 metrics[f"{task}_r@1"] = float(hits.float().mean())
         recalls = [v for k, v in metrics.items() if k.endswith("_r@1") and not np.isnan(v)]
