@@ -35,10 +35,12 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
 try:
     from .configuration_vipyloqwen import ViPyloQwenConfig
     from .images_vipyloqwen import PATCH, image_size
+    from .prefetch_vipyloqwen import prefetch, resolve_num_workers
     from .processing_vipyloqwen import ViPyloQwenProcessor
 except ImportError:  # imported as a top-level module (tests, scripts)
     from configuration_vipyloqwen import ViPyloQwenConfig
     from images_vipyloqwen import PATCH, image_size
+    from prefetch_vipyloqwen import prefetch, resolve_num_workers
     from processing_vipyloqwen import ViPyloQwenProcessor
 
 
@@ -176,6 +178,8 @@ class ViPyloQwenModel(Qwen2VLModel):
         max_image_tokens: int | None = None,
         normalize: bool = True,
         show_progress_bar: bool = False,
+        num_workers: int | None = None,
+        worker_type: str = "process",
     ) -> torch.Tensor:
         """Embed items of text, images or both: returns float32 [N, embed_dim], in input order.
 
@@ -193,6 +197,10 @@ class ViPyloQwenModel(Qwen2VLModel):
             max_image_tokens: per-image token budget for this call (default: the processor's).
             normalize: L2-normalise the embeddings (default True).
             show_progress_bar: show a tqdm bar over batches.
+            num_workers: workers that open, resize and tokenise the next batches while the model runs (the
+                results are bit-identical to ``num_workers=0``, which prepares each batch in turn). Default
+                ``None``: one per available core (at most 8), none for a single batch.
+            worker_type: ``"process"`` (forked DataLoader workers, default) or ``"thread"``.
 
         Example::
 
@@ -204,39 +212,49 @@ class ViPyloQwenModel(Qwen2VLModel):
         processor = self.processor
         messages = processor.build_messages(text=text, images=images, task=task)
         chunks = self._batches(self._item_lengths(messages, max_image_tokens, max_length), batch_size)
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
-            chunks = tqdm(chunks, desc="Encoding")
         device = next(self.parameters()).device
         out = torch.empty(len(messages), self.config.embed_dim, dtype=torch.float32)
         images_kwargs = {"max_image_tokens": max_image_tokens} if max_image_tokens else {}
+
+        def prepare(chunk: list[int]) -> dict[str, torch.Tensor]:
+            """One batch's model inputs (images opened and resized, text tokenised); runs in a worker."""
+            canonical = [processor.canonicalize(messages[i], i, max_image_tokens) for i in chunk]
+            batch = processor.apply_chat_template(
+                canonical,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                processor_kwargs={
+                    "text_kwargs": {"padding": True, "truncation": True, "max_length": max_length},
+                    "images_kwargs": images_kwargs,
+                },
+            )
+            return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+        workers = resolve_num_workers(num_workers, len(chunks))
+        batches = prefetch(prepare, chunks, workers, worker_type, pin_memory=device.type == "cuda")
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=len(chunks), desc="Encoding")
         was_training = self.training
         self.eval()
         try:
-            for chunk in chunks:
-                canonical = [processor.canonicalize(messages[i], i, max_image_tokens) for i in chunk]
-                batch = processor.apply_chat_template(
-                    canonical,
-                    tokenize=True,
-                    return_dict=True,
-                    return_tensors="pt",
-                    processor_kwargs={
-                        "text_kwargs": {"padding": True, "truncation": True, "max_length": max_length},
-                        "images_kwargs": images_kwargs,
-                    },
-                )
-                batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-                if "pixel_values" in batch:
-                    batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
-                hidden = self(**batch).last_hidden_state
-                pooled = mean_pool(hidden, batch["attention_mask"])
-                if normalize:
-                    pooled = F.normalize(pooled, p=2, dim=-1)
-                out[torch.tensor(chunk)] = pooled.cpu()
+            for chunk, batch in zip(chunks, batches, strict=True):
+                out[torch.tensor(chunk)] = self.embed_batch(batch, normalize).cpu()
         finally:
             self.train(was_training)
         return out
+
+    @torch.inference_mode()
+    def embed_batch(self, batch: dict[str, torch.Tensor], normalize: bool = True) -> torch.Tensor:
+        """Pooled (and by default L2-normalised) float32 embeddings [B, embed_dim] of one processor batch."""
+        device = next(self.parameters()).device
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        pooled = mean_pool(self(**batch).last_hidden_state, batch["attention_mask"])
+        return F.normalize(pooled, p=2, dim=-1) if normalize else pooled
 
 
 __all__ = ["ViPyloQwenModel", "mean_pool"]

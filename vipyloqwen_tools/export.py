@@ -40,6 +40,7 @@ HUB_CODE_FILES = (
     "modeling_vipyloqwen.py",
     "processing_vipyloqwen.py",
     "images_vipyloqwen.py",
+    "prefetch_vipyloqwen.py",
 )
 # Keys transformers writes that describe the machine that saved, not the model.
 MACHINE_LOCAL_KEYS = ("is_local", "local_files_only", "_name_or_path", "name_or_path", "cache_dir", "_commit_hash")

@@ -24,7 +24,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-MODULE_NAMES = ("configuration_vipyloqwen", "modeling_vipyloqwen", "processing_vipyloqwen", "images_vipyloqwen")
+MODULE_NAMES = (
+    "configuration_vipyloqwen",
+    "modeling_vipyloqwen",
+    "processing_vipyloqwen",
+    "images_vipyloqwen",
+    "prefetch_vipyloqwen",
+)
 
 
 def make_images(seed: int = 0) -> list[Any]:
