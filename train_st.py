@@ -4,6 +4,7 @@
     python train_st.py --config configs/vipyloqwen-2b.yaml --output-dir runs/2b --save-steps 1000
     python train_st.py --config configs/tiny-cpu.yaml --resume               # continue from the last checkpoint
     python train_st.py validate data/sample/train.jsonl                      # per-task counts + every bad line
+    python train_st.py validate big.jsonl --num-proc 32 --cache-dir runs/2b/.data-cache   # validate once, train reuses
     accelerate launch --config_file configs/accelerate/fsdp-4gpu.yaml train_st.py --config configs/vipyloqwen-2b.yaml
 
 Every setting of :class:`vipyloqwen_tools.training.TrainConfig` is a YAML key and a ``--flag`` (dashes for
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vipyloqwen_tools.data import DataError, validate_file  # noqa: E402
+from vipyloqwen_tools.data import DataError, validate_file, write_rejects  # noqa: E402
 from vipyloqwen_tools.training import TrainConfig, train  # noqa: E402
 
 
@@ -59,11 +60,29 @@ def validate_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="train_st.py validate", description="Check every line of JSONL files.")
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--no-check-images", action="store_true", help="skip opening the images")
+    parser.add_argument("--num-proc", type=int, default=None, help="worker processes (default: the machine's cores)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="also build the per-task Arrow datasets and cache them with the report (validate once: a training "
+        "run with --data-cache-dir set to the same folder reuses them)",
+    )
+    parser.add_argument("--rejects", type=Path, default=None, help="write the bad lines to this JSONL file")
     args = parser.parse_args(argv)
     status = 0
     for path in args.files:
-        report = validate_file(path, check_images=not args.no_check_images)
+        try:
+            report = validate_file(
+                path, check_images=not args.no_check_images, num_proc=args.num_proc, cache_dir=args.cache_dir
+            )
+        except (DataError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         print(report.summary())
+        print(report.check_invariant() + (" (from the validate-once cache)" if report.cached else ""))
+        if args.rejects is not None and report.bad:
+            print(f"bad lines written to {write_rejects(report, args.rejects)}")
         status = status or (1 if report.bad else 0)
     return status
 

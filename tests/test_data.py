@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from train_st import main as train_st_main
-from vipyloqwen_tools.data import DataError, load_task_datasets, validate_file, write_rejects
+from vipyloqwen_tools.data import DataError, iter_file, load_task_datasets, validate_file, write_rejects
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
@@ -60,7 +60,7 @@ def test_validator_reports_each_bad_line_with_number_and_reason(mixed_file: Path
     assert "missing field 'score'" in reasons[12]
     assert "needs 1-5 images" in reasons[13]
     summary = report.summary()
-    assert "line 7: query: unreadable image" in summary and "13 lines" not in summary
+    assert "line 7: query: unreadable image" in summary and "13 lines read: 2 good, 10 bad, 1 blank" in summary
 
 
 def test_validate_cli_exit_codes_and_output(mixed_file: Path, capsys):
@@ -124,3 +124,41 @@ def test_rows_with_explicit_negatives_get_their_own_dataset(tmp_path: Path):
     assert sorted(datasets) == ["instr", "instr+neg"]
     assert datasets["instr+neg"].column_names == ["anchor", "positive", "negative"]
     assert datasets["instr"][2]["anchor"] == "user: Xin chào\nassistant: Chào bạn\nuser: tiếp"
+
+
+def test_iter_file_is_lossless_and_names_each_bad_line(tmp_path: Path):
+    good = json.dumps({"task": "instr", "query": "câu", "positive": "b"}, ensure_ascii=False).encode()
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b"\n".join([good, good.replace(b"\xc3\xa2", b"\xff"), b"", good + b"\r"]))  # no final newline
+    got = [(n, raw, row is not None, error) for n, raw, row, error in iter_file(path)]
+    assert [g[0] for g in got] == [1, 2, 4] and got[0][2] and got[2][2]
+    assert got[1][1] == '{"task": "instr", "query": "c\\xffu", "positive": "b"}' and "not UTF-8" in got[1][3]
+
+
+def test_validate_cli_parallel_cache_and_rejects(mixed_file: Path, tmp_path: Path, capsys):
+    args = ["validate", str(mixed_file), "--num-proc", "3", "--cache-dir", str(tmp_path / "c")]
+    assert train_st_main([*args, "--rejects", str(tmp_path / "rejects.jsonl")]) == 1
+    out = capsys.readouterr().out
+    assert "13 lines read = 2 good + 10 bad + 1 blank" in out and "rejects.jsonl" in out
+    assert train_st_main(args) == 1
+    assert "(from the validate-once cache)" in capsys.readouterr().out
+    assert len((tmp_path / "rejects.jsonl").read_text().splitlines()) == 10
+
+
+def test_prepare_data_trains_exactly_the_good_rows(mixed_file: Path, tmp_path: Path, caplog):
+    import logging
+
+    from vipyloqwen_tools.training import TrainConfig, prepare_data
+
+    config = TrainConfig.from_yaml(
+        None, train_file=str(mixed_file), output_dir=str(tmp_path / "run"), skip_bad_rows=False, data_num_proc=2
+    )
+    with pytest.raises(DataError, match="10 bad line"):
+        prepare_data(config)
+    config.skip_bad_rows = True
+    with caplog.at_level(logging.INFO):
+        datasets, report = prepare_data(config)
+    assert sum(len(d) for d in datasets.values()) == report.good == 2
+    assert "13 lines read = 2 good + 10 bad + 1 blank" in caplog.text and "rows trained: 2 = good rows" in caplog.text
+    assert "reusing the validated data cache" in caplog.text  # the refused first run already built it
+    assert len((tmp_path / "run" / "rejects-train.jsonl").read_text().splitlines()) == 10

@@ -33,7 +33,7 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerTraine
 from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
 
 from configuration_vipyloqwen import TASKS
-from vipyloqwen_tools.data import DataError, load_task_datasets, validate_file, write_rejects
+from vipyloqwen_tools.data import DataError, prepare_task_datasets, write_rejects
 from vipyloqwen_tools.evaluation import ViPyloQwenEvaluator, document_prefix
 from vipyloqwen_tools.losses import ViPyloQwenRouterLoss, task_of_dataset
 
@@ -89,6 +89,10 @@ class TrainConfig:
     dataloader_num_workers: int = 0
     skip_bad_rows: bool = False
     resume: bool = False
+    # data preparation (vipyloqwen_tools.data): worker processes (None: the machine's cores) and the validate-once
+    # cache of the report + Arrow datasets (None: <output_dir>/.data-cache)
+    data_num_proc: int | None = None
+    data_cache_dir: str | None = None
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -314,9 +318,16 @@ def plot_history(log_history: list[dict[str, Any]], out: str | os.PathLike) -> P
 
 # ---------------------------------------------------------------------------------------- main entry
 def prepare_data(config: TrainConfig, is_main: bool = True):
-    """Validate the train file (refuse bad rows, or write rejects with --skip-bad-rows) and load per-task datasets."""
-    report = validate_file(config.train_file)
+    """Validate the train file (refuse bad rows, or write rejects with --skip-bad-rows) and load per-task datasets.
+
+    Validation and the Arrow build run once per file over ``data_num_proc`` workers and are cached under the
+    file's fingerprint in ``data_cache_dir``; a resumed or repeated run (or another process) reuses them. The
+    invariant lines read = good + bad + blank is asserted and logged, and rows trained = good rows exactly.
+    """
+    cache_dir = config.data_cache_dir or Path(config.output_dir) / ".data-cache"
+    datasets, report = prepare_task_datasets(config.train_file, cache_dir, num_proc=config.data_num_proc)
     logger.info("%s", report.summary(max_bad=0))
+    logger.info("data invariant: %s", report.check_invariant())
     if report.bad:
         if not config.skip_bad_rows:
             raise DataError(
@@ -327,7 +338,10 @@ def prepare_data(config: TrainConfig, is_main: bool = True):
         if is_main:
             write_rejects(report, rejects)
         logger.warning("skipping %d bad line(s) of %s; written to %s", len(report.bad), config.train_file, rejects)
-    datasets = load_task_datasets(config.train_file, cache_dir=Path(config.output_dir) / ".arrow-cache", report=report)
+    rows = sum(len(dataset) for dataset in datasets.values())
+    if rows != report.good:
+        raise DataError(f"{config.train_file}: {rows} rows in the datasets != {report.good} good rows")
+    logger.info("rows trained: %d = good rows", rows)
     for name, dataset in datasets.items():
         if len(dataset) < config.per_device_train_batch_size:
             logger.warning(

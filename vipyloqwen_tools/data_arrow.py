@@ -1,0 +1,156 @@
+"""Per-task Arrow datasets written directly by the validating workers, read back memory-mapped.
+
+Each worker writes, for its byte range, one Arrow stream file per dataset name (``<range>/<name>.arrow``) in
+batches of :data:`BATCH_ROWS` rows, so no process ever holds a Python list of every row. A dataset name is the
+registry task, or ``<task>+neg`` for the rows of a task that carry an explicit negative (one column layout per
+batch). :func:`open_task_datasets` memory-maps the files (``datasets.Dataset.from_file``) and concatenates the
+ranges in file order: a task's rows keep their order in the JSONL file, however many workers wrote them.
+
+Columns: ``anchor, positive[, negative][, score]`` (``score`` only for text_pair), sides stored as
+``{"text", "images"}`` structs (image paths, opened only at batch time by :func:`st_transform`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from PIL import Image
+
+from configuration_vipyloqwen import TASKS
+
+BATCH_ROWS = 4096
+SIDE = pa.struct([("text", pa.string()), ("images", pa.list_(pa.string()))])
+TASK_ORDER = {name: index for index, name in enumerate(TASKS)}
+
+
+def dataset_name(row: dict[str, Any]) -> str:
+    return f"{row['task']}+neg" if row["negative"] is not None else row["task"]
+
+
+def task_of(name: str) -> str:
+    return name.split("+")[0]
+
+
+def sort_names(names) -> list[str]:
+    """Dataset names in registry order, ``<task>`` before ``<task>+neg``."""
+    return sorted(names, key=lambda n: (TASK_ORDER[task_of(n)], n))
+
+
+def schema_for(name: str) -> pa.Schema:
+    fields = [("anchor", SIDE), ("positive", SIDE)]
+    if name.endswith("+neg"):
+        fields.append(("negative", SIDE))
+    if task_of(name) == "text_pair":
+        fields.append(("score", pa.float32()))
+    return pa.schema(fields)
+
+
+class RangeWriter:
+    """Writes the good rows of one byte range into ``folder/<name>.arrow`` stream files, batch by batch."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.buffers: dict[str, dict[str, list]] = {}
+        self.writers: dict[str, tuple[Any, Any]] = {}
+        self.rows: dict[str, int] = {}
+
+    def add(self, row: dict[str, Any]) -> None:
+        name = dataset_name(row)
+        buffer = self.buffers.get(name)
+        if buffer is None:
+            buffer = self.buffers[name] = {field: [] for field in schema_for(name).names}
+        buffer["anchor"].append(row["query"])
+        buffer["positive"].append(row["positive"])
+        if "negative" in buffer:
+            buffer["negative"].append(row["negative"])
+        if "score" in buffer:
+            buffer["score"].append(row["score"])
+        if len(buffer["anchor"]) >= BATCH_ROWS:
+            self._flush(name)
+
+    def _flush(self, name: str) -> None:
+        buffer = self.buffers[name]
+        if not buffer["anchor"]:
+            return
+        schema = schema_for(name)
+        if name not in self.writers:
+            sink = pa.OSFile(str(self.folder / f"{name}.arrow"), "wb")
+            self.writers[name] = (sink, pa.ipc.new_stream(sink, schema))
+        batch = pa.RecordBatch.from_pydict(buffer, schema=schema)
+        self.writers[name][1].write_batch(batch)
+        self.rows[name] = self.rows.get(name, 0) + batch.num_rows
+        for values in buffer.values():
+            values.clear()
+
+    def close(self) -> dict[str, int]:
+        """Flush and close every file; returns rows written per dataset name."""
+        for name in list(self.buffers):
+            self._flush(name)
+        for sink, writer in self.writers.values():
+            writer.close()
+            sink.close()
+        return dict(self.rows)
+
+
+def open_task_datasets(folder: Path, transform: bool = True):
+    """The per-task ``DatasetDict`` from the range folders under ``folder`` (memory-mapped, file order)."""
+    from datasets import Dataset, DatasetDict, concatenate_datasets
+
+    ranges = sorted(p for p in folder.iterdir() if p.is_dir())
+    names = sort_names({path.stem for part in ranges for path in part.glob("*.arrow")})
+    out = DatasetDict()
+    for name in names:
+        files = [part / f"{name}.arrow" for part in ranges if (part / f"{name}.arrow").is_file()]
+        parts = [Dataset.from_file(str(file)) for file in files]
+        dataset = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+        if transform:
+            dataset.set_transform(st_transform)
+        out[name] = dataset
+    return out
+
+
+def to_st_input(side: dict[str, Any] | None) -> str | dict[str, Any]:
+    """One stored side -> a Sentence-Transformers input; images are opened here (batch time), lazily."""
+    text = side.get("text")
+    images = side.get("images") or []
+    if not images:
+        return text
+    opened = []
+    for path in images:
+        try:
+            image = Image.open(path)
+            image.load()
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read image {path!r}: {error}") from None
+        opened.append(image)
+    item: dict[str, Any] = {}
+    if text:
+        item["text"] = text
+    item["image"] = opened
+    return item
+
+
+def st_transform(batch: dict[str, list]) -> dict[str, list]:
+    """Dataset transform: stored sides -> ST inputs (text, or {"text", "image": [PIL]}); scores pass through."""
+    out: dict[str, list] = {}
+    for column, values in batch.items():
+        if column in ("anchor", "positive", "negative"):
+            out[column] = [to_st_input(value) for value in values]
+        else:
+            out[column] = values
+    return out
+
+
+__all__ = [
+    "BATCH_ROWS",
+    "RangeWriter",
+    "dataset_name",
+    "open_task_datasets",
+    "schema_for",
+    "sort_names",
+    "st_transform",
+    "task_of",
+]

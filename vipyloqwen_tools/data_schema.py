@@ -1,0 +1,204 @@
+"""The training JSONL row schema: one line of text -> one normalised row, or a ValueError naming the reason.
+
+See :mod:`vipyloqwen_tools.data` for the schema table. Image files are checked by a callable passed in
+(``image_check(path) -> reason | None``), so the parallel validator can verify each distinct image once, in
+worker processes, and the serial reader can memoise; :func:`verify_image` is the check both use.
+
+Example::
+
+    >>> parse_line('{"task": "text_pair", "query": "a", "positive": "b", "score": 1}', Path("."))["task"]
+    'text_pair'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageFile
+
+from configuration_vipyloqwen import MAX_IMAGES_PER_ITEM, TASKS, resolve_task
+
+IMAGE_TASKS = frozenset(name for name, spec in TASKS.items() if "image" in spec.query)
+TEXT_ONLY_TASKS = frozenset(TASKS) - IMAGE_TASKS
+SIDES = ("query", "positive", "negative")
+ROLES = ("user", "assistant", "system")
+ROW_FIELDS = ("task", "query", "positive", "negative", "score", "id")
+
+ImageCheck = Callable[[str], "str | None"]
+
+
+class DataError(ValueError):
+    """A data file that cannot be used, with every bad line in the message."""
+
+
+def verify_image(path: str) -> str | None:
+    """``None`` when the image file at ``path`` decodes completely, else the reason ("missing", "unreadable: ...").
+
+    ``Image.verify`` alone checks structure (PNG chunk CRCs) but not that the pixel data is complete (it passes a
+    truncated JPEG), so the image is also decoded; JPEGs decode at 1/8 scale (``draft``), which still reads every
+    byte of the entropy-coded data, so a truncated file fails here and not in the middle of training.
+    """
+    if not os.path.isfile(path):
+        return "missing"
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images cannot be detected")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad file
+        return f"unreadable: {error}"
+    return None
+
+
+def _image_error(side: str, image: str, reason: str) -> ValueError:
+    if reason == "missing":
+        return ValueError(f"{side}: missing image {image!r}")
+    return ValueError(f"{side}: unreadable image {image!r}: {reason.removeprefix('unreadable: ')}")
+
+
+def _turns_text(turns: Any, side: str, text: str | None) -> str:
+    if side != "query":
+        raise ValueError(f"{side}.turns: only the query side has turns")
+    if not isinstance(turns, list) or not turns:
+        raise ValueError(f"{side}.turns: expected a non-empty list of {{role, content}} objects")
+    rendered = []
+    for index, turn in enumerate(turns):
+        if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
+            raise ValueError(f'{side}.turns[{index}]: expected {{"role": user|assistant|system, "content": str}}')
+        if not turn["content"].strip():
+            raise ValueError(f"{side}.turns[{index}]: empty content")
+        rendered.append(f"{turn['role']}: {turn['content']}")
+    return "\n".join(rendered + ([f"user: {text}"] if text and text.strip() else []))
+
+
+def parse_side(value: Any, side: str, task: str, root: str, image_check: ImageCheck | None) -> dict[str, Any]:
+    """Normalise one side to ``{"text": str | None, "images": [absolute path]}``; raises ValueError."""
+    if isinstance(value, str):
+        value = {"text": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"{side}: expected a string or an object, got {type(value).__name__}")
+    unknown = set(value) - {"text", "images", "turns"}
+    if unknown:
+        raise ValueError(f"{side}: unknown field(s) {sorted(unknown)}; valid: text, images, turns")
+    text = value.get("text")
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"{side}.text: expected a string, got {type(text).__name__}")
+    if value.get("turns") is not None:
+        text = _turns_text(value["turns"], side, text)
+    images = value.get("images") or []
+    if isinstance(images, str):
+        images = [images]
+    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+        raise ValueError(f"{side}.images: expected a list of image paths")
+    if len(images) > MAX_IMAGES_PER_ITEM:
+        raise ValueError(f"{side}: too many images ({len(images)}), at most {MAX_IMAGES_PER_ITEM}")
+    if images and task in TEXT_ONLY_TASKS:
+        raise ValueError(f"{side}: task {task} takes text only, got {len(images)} image(s)")
+    if side == "query" and task in IMAGE_TASKS and not images:
+        raise ValueError(f"query: task {task} needs 1-{MAX_IMAGES_PER_ITEM} images")
+    resolved = []
+    for image in images:
+        # normpath, not Path.resolve: no syscall per image (11M rows), same absolute path without symlinks.
+        path = os.path.normpath(image if os.path.isabs(image) else os.path.join(root, image))
+        if image_check is not None and (reason := image_check(path)) is not None:
+            raise _image_error(side, image, reason)
+        resolved.append(path)
+    if (text is None or not text.strip()) and not resolved:
+        raise ValueError(f"{side}: empty text and no image")
+    return {"text": text if text is not None and text.strip() else None, "images": resolved}
+
+
+def parse_row(text: str, root: str, image_check: ImageCheck | None = None) -> dict[str, Any]:
+    """Validate and normalise one decoded JSONL line; raises ValueError with the reason.
+
+    Returns ``{"task", "query", "positive", "negative" (or None), "score" (or None), "id" (or None)}`` with
+    sides normalised to ``{"text", "images"}`` (absolute image paths).
+    """
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"malformed JSON: {error.msg} at column {error.colno}") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    if "task" not in row:
+        raise ValueError("missing field 'task'")
+    if not isinstance(row["task"], str):
+        raise ValueError("'task' must be a string")
+    try:
+        task = resolve_task(row["task"])
+    except ValueError:
+        task = None
+    if task is None:
+        raise ValueError(f"unknown task {row['task']!r}; valid: {', '.join(TASKS)} (or their <prefix> forms)")
+    unknown = set(row) - set(ROW_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; valid: {', '.join(ROW_FIELDS)}")
+    for side in ("query", "positive"):
+        if row.get(side) is None:
+            raise ValueError(f"missing field {side!r}")
+    score = row.get("score")
+    if score is None and task == "text_pair":
+        raise ValueError("missing field 'score' (required for text_pair)")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError(f"score must be a number in [0, 1], got {score!r}")
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"score {score} outside [0, 1]")
+    negative = row.get("negative")
+    return {
+        "task": task,
+        "query": parse_side(row["query"], "query", task, root, image_check),
+        "positive": parse_side(row["positive"], "positive", task, root, image_check),
+        "negative": parse_side(negative, "negative", task, root, image_check) if negative is not None else None,
+        "score": float(score) if score is not None else None,
+        "id": str(row["id"]) if row.get("id") is not None else None,
+    }
+
+
+def row_images(row: dict[str, Any]) -> list[str]:
+    """Every image path of a normalised row (query, positive, negative), in order."""
+    return [p for side in SIDES if row[side] is not None for p in row[side]["images"]]
+
+
+def check_row(text: str, root: str, image_check: ImageCheck | None) -> dict[str, Any]:
+    """Parse a line, then check its images; raises ValueError.
+
+    The schema comes first and the images second, for every caller alike: a line with a schema error and a bad
+    image always reports the schema error, however the file was split between workers.
+    """
+    row = parse_row(text, root)
+    if image_check is not None and any(image_check(p) is not None for p in row_images(row)):
+        row = parse_row(text, root, image_check)  # raises, naming the side and the image as written
+    return row
+
+
+def parse_line(raw: str, root: Path | str, check_images: bool = True) -> dict[str, Any]:
+    """Validate and normalise one JSONL line (a str); raises ValueError with the reason.
+
+    Kept for callers of the serial API; the validators use :func:`check_row` with a memoised image check.
+    """
+    return check_row(raw, str(root), verify_image if check_images else None)
+
+
+__all__ = [
+    "IMAGE_TASKS",
+    "ROLES",
+    "ROW_FIELDS",
+    "SIDES",
+    "TEXT_ONLY_TASKS",
+    "DataError",
+    "check_row",
+    "parse_line",
+    "parse_row",
+    "parse_side",
+    "row_images",
+    "verify_image",
+]
