@@ -61,25 +61,40 @@ class RangeWriter:
         name = dataset_name(row)
         buffer = self.buffers.get(name)
         if buffer is None:
-            buffer = self.buffers[name] = {field: [] for field in schema_for(name).names}
-        buffer["anchor"].append(row["query"])
-        buffer["positive"].append(row["positive"])
-        if "negative" in buffer:
-            buffer["negative"].append(row["negative"])
+            # One list per leaf column (side.text, side.images, score): building struct arrays from columns is
+            # about twice as fast as converting a list of dicts.
+            columns = schema_for(name).names
+            buffer = self.buffers[name] = {
+                f"{c}.{leaf}" if c != "score" else c: []
+                for c in columns
+                for leaf in (("text", "images") if c != "score" else ("",))
+            }
+        for column, side in (("anchor", "query"), ("positive", "positive"), ("negative", "negative")):
+            if f"{column}.text" in buffer:
+                buffer[f"{column}.text"].append(row[side]["text"])
+                buffer[f"{column}.images"].append(row[side]["images"])
         if "score" in buffer:
             buffer["score"].append(row["score"])
-        if len(buffer["anchor"]) >= BATCH_ROWS:
+        if len(buffer["anchor.text"]) >= BATCH_ROWS:
             self._flush(name)
 
     def _flush(self, name: str) -> None:
         buffer = self.buffers[name]
-        if not buffer["anchor"]:
+        if not buffer["anchor.text"]:
             return
         schema = schema_for(name)
         if name not in self.writers:
             sink = pa.OSFile(str(self.folder / f"{name}.arrow"), "wb")
             self.writers[name] = (sink, pa.ipc.new_stream(sink, schema))
-        batch = pa.RecordBatch.from_pydict(buffer, schema=schema)
+        arrays = []
+        for field in schema:
+            if field.name == "score":
+                arrays.append(pa.array(buffer["score"], pa.float32()))
+            else:
+                text = pa.array(buffer[f"{field.name}.text"], pa.string())
+                images = pa.array(buffer[f"{field.name}.images"], pa.list_(pa.string()))
+                arrays.append(pa.StructArray.from_arrays([text, images], fields=list(SIDE)))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
         self.writers[name][1].write_batch(batch)
         self.rows[name] = self.rows.get(name, 0) + batch.num_rows
         for values in buffer.values():
