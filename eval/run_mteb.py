@@ -218,10 +218,14 @@ def make_encoder(model: SentenceTransformer, meta: ModelMeta, prompts: dict[str,
     return encoder
 
 
-def parse_prompt_overrides(items: Sequence[str]) -> dict[str, str]:
-    """``KEY=TASK`` overrides of MTEB_PROMPTS (TASK: a registry task or role name) -> prompt texts."""
+def parse_prompt_overrides(items: Sequence[str], routed: dict[str, str] | None = None) -> dict[str, str]:
+    """``KEY=TASK`` overrides of MTEB_PROMPTS (TASK: a registry task or role name) -> prompt texts.
+
+    ``routed`` adds entries (mteb key -> registry task name) before the overrides, e.g. the it2t tasks of
+    VN-MMEB routing their queries to ``vqa_single`` / ``ocr`` (``eval.vn_mmeb.query_prompt_tasks``).
+    """
     prompts = st_prompts()
-    names = dict(MTEB_PROMPTS)
+    names = {**MTEB_PROMPTS, **(routed or {})}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or value not in prompts:
@@ -303,11 +307,14 @@ def resolve_tasks(
         raise EvalError("nothing to run: give --benchmark and/or --tasks")
     custom = {t.metadata.name: t for t in custom_tasks}
     selected: list[AbsTask] = []
+    from eval import vn_mmeb  # registers the VN-MMEB tasks with mteb (names resolve like mteb's own)
+
     if benchmark:
         try:
-            bench = mteb.get_benchmark(benchmark)
+            bench = vn_mmeb.get_benchmark(benchmark) if benchmark == vn_mmeb.BENCHMARK_NAME else None
+            bench = bench or mteb.get_benchmark(benchmark)
         except (KeyError, ValueError) as err:
-            names = [b.name for b in mteb.get_benchmarks()]
+            names = [b.name for b in mteb.get_benchmarks()] + [vn_mmeb.BENCHMARK_NAME]
             raise _unknown("benchmark", benchmark, names) from err
         selected = list(bench.tasks)
     if tasks:
@@ -506,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task-types", nargs="+", help="keep only these task types, e.g. STS Retrieval")
     parser.add_argument("--languages", nargs="+", help="keep only these languages' subsets, e.g. vie")
     parser.add_argument("--custom-tasks", nargs="+", default=[], help="Python files defining mteb tasks on local data")
+    parser.add_argument(
+        "--data-root",
+        help="folder of local dataset copies in their published layouts, <data-root>/<org>/<name>/ (e.g. "
+        "tests/fixtures/vn_mmeb): tasks whose dataset is there read it instead of the Hub",
+    )
     parser.add_argument("--prompt", action="append", default=[], help="override a mapping entry: KEY=TASK")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", help="torch device (default: sentence-transformers' choice)")
@@ -522,9 +534,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.batch_size < 1:
             raise EvalError("--batch-size must be >= 1")
-        prompts = parse_prompt_overrides(args.prompt)
         custom = load_custom_tasks(args.custom_tasks)
         tasks = resolve_tasks(args.benchmark, args.tasks, args.task_types, args.languages, custom)
+        from eval import vn_mmeb
+
+        prompts = parse_prompt_overrides(args.prompt, vn_mmeb.query_prompt_tasks(tasks))
+        if args.data_root:
+            try:
+                local = vn_mmeb.localize(tasks, args.data_root)
+            except FileNotFoundError as err:
+                raise EvalError(str(err)) from err
+            print(f"local data ({args.data_root}) for {len(local)} task(s): {', '.join(local) or 'none'}", flush=True)
         skipped: list[str] = []
         if offline_mode():
             skipped = missing_offline(tasks, local_names=[t.metadata.name for t in custom])

@@ -1,0 +1,122 @@
+"""MTVQA (multilingual text-centric VQA), Vietnamese test images: question -> image and image + question -> answer.
+
+Published layout (``ByteDance/MTVQA``): ``data/test-*.parquet`` with columns ``image`` (struct ``{bytes, path}``),
+``id`` (integer), ``qa_pairs`` (a string holding a JSON list of ``{"question", "answer"}``), ``lang`` (language
+code; the Vietnamese rows have ``vi``, compared case-insensitively). Licence cc-by-nc-4.0 (non-commercial).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+from mteb.abstasks.task_metadata import TaskMetadata
+
+from .base import COMMON, VNMMEBTask
+from .layout import LayoutError, field, image_from_struct, parquet_rows, shards
+from .vqa import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
+
+MTVQA_CITATION = r"""
+@article{tang2024mtvqa,
+  author = {Tang, Jingqun and Liu, Qi and Ye, Yongjie and Lu, Jinghui and Wei, Shu and Lin, Chunhui and Li, Wanqing and others},
+  journal = {arXiv preprint arXiv:2405.11985},
+  title = {MTVQA: Benchmarking Multilingual Text-Centric Visual Question Answering},
+  year = {2024},
+}
+"""
+LANG = "vi"
+
+
+def parse_qa_pairs(text: str, where: str) -> list[dict]:
+    """``qa_pairs``: JSON, or the Python-literal spelling some rows use (single quotes)."""
+    try:
+        pairs = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            pairs = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as err:
+            raise LayoutError(f"{where}: field 'qa_pairs' is not a JSON list: {err}") from err
+    if not isinstance(pairs, list) or not pairs:
+        raise LayoutError(f"{where}: field 'qa_pairs' must hold a non-empty list, got {type(pairs).__name__}")
+    return pairs
+
+
+def load_mtvqa(root: Path, split: str) -> list[VQAItem]:
+    """The Vietnamese questions of the split, checked against the published layout."""
+    files = shards(root, f"data/{split}-*.parquet")
+    cols = {"image": "struct", "id": "integer", "qa_pairs": "string", "lang": "string"}
+    rows = parquet_rows(files, cols, where=root / "data")
+    vi = [(i, r) for i, r in enumerate(rows) if r["lang"].strip().lower() == LANG]
+    if not vi:
+        langs = sorted({r["lang"] for r in rows})
+        raise LayoutError(f"{root / 'data'}: no row with lang {LANG!r} (languages present: {', '.join(langs)})")
+    items = []
+    for i, row in vi:
+        where = f"{root / 'data'}/{split}-*.parquet: row {i} (id {row['id']})"
+        image = image_from_struct(row["image"], where)
+        for j, pair in enumerate(parse_qa_pairs(row["qa_pairs"], where)):
+            item = f"qa_pairs[{j}]"
+            items.append(
+                VQAItem(
+                    qid=f"{row['id']}-{j}",
+                    image_key=str(row["id"]),
+                    image=image,
+                    question=field(pair, "question", str, where, item),
+                    answers=[field(pair, "answer", str, where, item)],
+                )
+            )
+    return items
+
+
+_META = dict(
+    reference="https://arxiv.org/abs/2405.11985",
+    dataset={"path": "ByteDance/MTVQA", "revision": "main"},
+    modalities=["image", "text"],
+    eval_splits=["test"],
+    main_score="ndcg_at_10",
+    date=("2024-01-01", "2024-12-31"),
+    domains=["Web"],
+    license="cc-by-nc-4.0",
+    annotations_creators="human-annotated",
+    bibtex_citation=MTVQA_CITATION,
+    **COMMON,
+)
+
+
+class MTVQAViIT2TRetrieval(VNMMEBTask):
+    """Image + question -> answer (text-centric images), queries with the ``ocr`` task prefix."""
+
+    query_task = "ocr"
+    hub_files = ["data/test-*", "README.md"]
+    metadata = TaskMetadata(
+        name="MTVQAViIT2TRetrieval",
+        description="MTVQA test split, Vietnamese: given a text-rich image and a question, rank the answers. "
+        "Non-commercial licence (cc-by-nc-4.0)." + IT2T_SCHEME,
+        type="Any2AnyRetrieval",
+        category="it2t",
+        task_subtypes=["Question answering"],
+        **_META,
+    )
+
+    def build(self, root: Path, split: str) -> RetrievalSplitData:
+        return image_question_to_answer(load_mtvqa(root, split))
+
+
+class MTVQAViT2IRetrieval(VNMMEBTask):
+    """Question -> the text-rich image it was asked about."""
+
+    hub_files = ["data/test-*", "README.md"]
+    metadata = TaskMetadata(
+        name="MTVQAViT2IRetrieval",
+        description="MTVQA test split, Vietnamese: retrieve the image a question was asked about. Non-commercial "
+        "licence (cc-by-nc-4.0).",
+        type="Any2AnyRetrieval",
+        category="t2i",
+        task_subtypes=["Image Text Retrieval"],
+        **_META,
+    )
+
+    def build(self, root: Path, split: str) -> RetrievalSplitData:
+        return question_to_image(load_mtvqa(root, split))

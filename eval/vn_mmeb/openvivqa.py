@@ -1,0 +1,104 @@
+"""OpenViVQA (open-ended Vietnamese VQA, VLSP 2023 ViVRC), dev split: image + question -> answer and
+question -> image.
+
+Published layout (``uitnlp/OpenViVQA-dataset``): ``vlsp2023_{split}_data.json`` with ``images`` = {image id:
+file name} and ``annotations`` = {question id: {``image_id`` (int), ``question`` (string), ``answer``
+(string)}}; images in ``{split}-images.zip`` (or the extracted ``{split}-images/`` folder).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+from mteb.abstasks.task_metadata import TaskMetadata
+
+from .base import COMMON, VNMMEBTask
+from .layout import ImageSource, LayoutError, field, read_json
+from .vqa import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
+
+OPENVIVQA_CITATION = r"""
+@article{NGUYEN2023101868,
+  author = {Nghia Hieu Nguyen and Duong T.D. Vo and Kiet Van Nguyen and Ngan Luu-Thuy Nguyen},
+  journal = {Information Fusion},
+  pages = {101868},
+  title = {OpenViVQA: Task, dataset, and multimodal fusion models for visual question answering in Vietnamese},
+  volume = {100},
+  year = {2023},
+}
+"""
+
+
+def load_openvivqa(root: Path, split: str) -> list[VQAItem]:
+    """The split's questions, checked against the published layout."""
+    where = root / f"vlsp2023_{split}_data.json"
+    data = read_json(where)
+    files = field(data, "images", dict, where)
+    images = ImageSource(root, f"{split}-images", f"{split}-images.zip")
+    items = []
+    for qid, ann in field(data, "annotations", dict, where).items():
+        item = f"annotations[{qid!r}]"
+        image_id = str(field(ann, "image_id", (int, str), where, item))
+        if image_id not in files:
+            raise LayoutError(f"{where}: {item}: image_id {image_id} is not in 'images'")
+        name = field(files, image_id, str, where, "images")
+        items.append(
+            VQAItem(
+                qid=str(qid),
+                image_key=image_id,
+                image=images.get(name, f"{where}: {item}"),
+                question=field(ann, "question", str, where, item),
+                answers=[field(ann, "answer", str, where, item)],
+            )
+        )
+    return items
+
+
+_META = dict(
+    reference="https://doi.org/10.1016/j.inffus.2023.101868",
+    dataset={"path": "uitnlp/OpenViVQA-dataset", "revision": "main"},
+    modalities=["image", "text"],
+    eval_splits=["dev"],
+    main_score="ndcg_at_10",
+    date=("2022-01-01", "2023-12-31"),
+    domains=["Web"],
+    license="mit",
+    annotations_creators="human-annotated",
+    bibtex_citation=OPENVIVQA_CITATION,
+    **COMMON,
+)
+
+
+class OpenViVQAIT2TRetrieval(VNMMEBTask):
+    """Image + question -> answer, queries with the ``vqa_single`` task prefix."""
+
+    query_task = "vqa_single"
+    hub_files = ["vlsp2023_dev_data.json", "dev-images.zip"]
+    metadata = TaskMetadata(
+        name="OpenViVQAIT2TRetrieval",
+        description="OpenViVQA dev split: given an image and a Vietnamese question, rank the answers." + IT2T_SCHEME,
+        type="Any2AnyRetrieval",
+        category="it2t",
+        task_subtypes=["Question answering"],
+        **_META,
+    )
+
+    def build(self, root: Path, split: str) -> RetrievalSplitData:
+        return image_question_to_answer(load_openvivqa(root, split))
+
+
+class OpenViVQAT2IRetrieval(VNMMEBTask):
+    """Question -> the image it was asked about."""
+
+    hub_files = ["vlsp2023_dev_data.json", "dev-images.zip"]
+    metadata = TaskMetadata(
+        name="OpenViVQAT2IRetrieval",
+        description="OpenViVQA dev split: retrieve the image a Vietnamese question was asked about.",
+        type="Any2AnyRetrieval",
+        category="t2i",
+        task_subtypes=["Image Text Retrieval"],
+        **_META,
+    )
+
+    def build(self, root: Path, split: str) -> RetrievalSplitData:
+        return question_to_image(load_openvivqa(root, split))
