@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("paths", nargs="+", help="result folders: ours first, then baselines")
     parser.add_argument("--tasks-from", help="only the tasks present in this result folder (e.g. ours)")
-    parser.add_argument("--benchmark", help='only this benchmark\'s tasks, plus a table per category, e.g. "VN-MMEB (vie, v1)"')
+    parser.add_argument(
+        "--benchmark", help='only this benchmark\'s tasks, plus a table per category, e.g. "VN-MMEB (vie, v1)"'
+    )
     parser.add_argument("--first", help="model name for the first column (e.g. erax-ai/viPyloQwen)")
     parser.add_argument("--output", help="also write the markdown here")
     return parser

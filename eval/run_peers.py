@@ -70,6 +70,13 @@ def _weights_cached(name: str, revision: str | None) -> bool:
     return any(snapshots.iterdir())
 
 
+def _requirement_text(req: str) -> str:
+    """A requirement string without its environment marker (keeps an "(installed: x)" note)."""
+    spec, _, rest = req.partition(";")
+    note = rest[rest.index("(installed") :] if "(installed" in rest else ""
+    return f"{spec.strip()} {note}".strip()
+
+
 def check_peer(name: str) -> PeerStatus:
     """Whether mteb can load ``name`` here: registry entry, dependencies, weights."""
     import mteb
@@ -87,7 +94,9 @@ def check_peer(name: str) -> PeerStatus:
     status = PeerStatus(name=name, known=True, revision=meta.revision, loader=loader, modalities=list(meta.modalities))
     try:  # mteb's own requirement check (ModelMeta._check_requirements uses exactly these two steps)
         status.extras = meta._resolve_extras_groups()
-        status.missing = ModelMeta._missing_dependencies(status.extras) if status.extras else []
+        missing = ModelMeta._missing_dependencies(status.extras) if status.extras else []
+        # 'pkg<1; extra == "x" (installed: 2)' -> 'pkg<1 (installed: 2)', once each
+        status.missing = list(dict.fromkeys(_requirement_text(m) for m in missing))
     except Exception as err:  # noqa: BLE001 - report, do not fail the listing
         status.note = f"could not check dependencies: {type(err).__name__}: {err}"
     status.weights_cached = _weights_cached(name, meta.revision)
@@ -104,7 +113,8 @@ def check_peer(name: str) -> PeerStatus:
 def dry_run_table(statuses: Sequence[PeerStatus]) -> str:
     """The dry run as a markdown table."""
     lines = [
-        "| peer | in mteb registry | revision | loader | extras | missing packages | weights cached | can load now | note |",
+        "| peer | in mteb registry | revision | loader | extras | missing packages | weights cached | can load now "
+        "| note |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in statuses:
@@ -122,8 +132,11 @@ def benchmark_tasks(benchmark: str, data_root: str | None) -> list:
 
     from eval import vn_mmeb
 
-    tasks = list(vn_mmeb.get_benchmark(benchmark).tasks if benchmark == vn_mmeb.BENCHMARK_NAME else
-                 mteb.get_benchmark(benchmark).tasks)
+    tasks = list(
+        vn_mmeb.get_benchmark(benchmark).tasks
+        if benchmark == vn_mmeb.BENCHMARK_NAME
+        else mteb.get_benchmark(benchmark).tasks
+    )
     if data_root:
         vn_mmeb.localize(tasks, data_root)
     return tasks
@@ -156,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_peers.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--benchmark", default=BENCHMARK_NAME)
-    parser.add_argument("--peers", nargs="+", default=list(DEFAULT_PEERS), help="mteb model names")
+    parser.add_argument("--peers", nargs="*", default=list(DEFAULT_PEERS), help="mteb model names (none: only --ours)")
     parser.add_argument("--ours", help="our checkpoint (folder or Hub id), run through eval/run_mteb.py")
     parser.add_argument("--output", default="runs/vn_mmeb", help="the one results folder (results/ + compare.md)")
     parser.add_argument("--data-root", help="local dataset copies in their published layouts (see run_mteb.py)")
@@ -182,8 +195,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ours:
         from eval import run_mteb
 
-        argv_ours = ["--model", args.ours, "--benchmark", args.benchmark, "--output", str(output),
-                     "--batch-size", str(args.batch_size), "--no-progress"]
+        argv_ours = [
+            "--model",
+            args.ours,
+            "--benchmark",
+            args.benchmark,
+            "--output",
+            str(output),
+            "--batch-size",
+            str(args.batch_size),
+            "--no-progress",
+        ]
         argv_ours += ["--data-root", args.data_root] if args.data_root else []
         argv_ours += ["--overwrite"] if args.overwrite else []
         rc = max(rc, min(run_mteb.main(argv_ours), 1))

@@ -78,7 +78,9 @@ def xm3600(out: Path) -> None:
             "captions": [c for _, c, _ in items],
             "captions_tokenized": [[x.lower() for x in c] for _, c, _ in items],
             "captions_tokenized_lowercase": [[x.lower() for x in c] for _, c, _ in items],
-            "image": pa.array([{"bytes": render(t, k), "path": None} for k, (_, _, t) in enumerate(items)], IMAGE_STRUCT),
+            "image": pa.array(
+                [{"bytes": render(t, k), "path": None} for k, (_, _, t) in enumerate(items)], IMAGE_STRUCT
+            ),
         }
     )
     card = (
@@ -107,7 +109,9 @@ def wit(out: Path) -> None:
             "captions": [c for _, c, _ in items],
             "image": [{"bytes": render(t, 20 + k), "path": None} for k, (_, _, t) in enumerate(items)],
         },
-        features=Features({"image_id": Value("string"), "captions": Sequence(Value("string")), "image": ImageFeature()}),
+        features=Features(
+            {"image_id": Value("string"), "captions": Sequence(Value("string")), "image": ImageFeature()}
+        ),
     )
     (out / "mteb/wit/data").mkdir(parents=True, exist_ok=True)
     ds.to_parquet(str(out / "mteb/wit/data/vi-00000-of-00001.parquet"))
@@ -168,7 +172,10 @@ def vitextvqa(out: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     pics = [["NHÀ THUỐC", "AN KHANG"], ["TIỆM BÁNH", "MÌ NGON"], ["BIỂN SỐ", "29A-123.45"], ["KHUYẾN MÃI", "GIẢM 50%"]]
     names = [f"{1000 + i}.jpg" for i in range(len(pics))]
-    write_zip(root / "images.zip", {f"images/{n}": render(t, 80 + i) for i, (n, t) in enumerate(zip(names, pics))})
+    write_zip(
+        root / "images.zip",
+        {f"images/{n}": render(t, 80 + i) for i, (n, t) in enumerate(zip(names, pics, strict=True))},
+    )
     qa = [
         (0, "tên nhà thuốc là gì?", ["an khang", "nhà thuốc an khang"]),
         (1, "tiệm bánh bán gì?", ["bánh mì"]),
@@ -181,9 +188,7 @@ def vitextvqa(out: Path) -> None:
         root / "test.json",
         {
             "images": [{"id": i, "filename": n} for i, n in enumerate(names)],
-            "annotations": [
-                {"id": k, "image_id": i, "question": q, "answers": a} for k, (i, q, a) in enumerate(qa)
-            ],
+            "annotations": [{"id": k, "image_id": i, "question": q, "answers": a} for k, (i, q, a) in enumerate(qa)],
         },
     )
 
@@ -211,8 +216,16 @@ def viinfographicvqa(out: Path) -> None:
     dump(
         root / "data/single_test.json",
         [
-            {"image_id": i, "question_id": q, "answer": a, "answer_source": "Image-span", "element": "Text",
-             "image_type": "Kinh tế", "operation": "None", "question": t}
+            {
+                "image_id": i,
+                "question_id": q,
+                "answer": a,
+                "answer_source": "Image-span",
+                "element": "Text",
+                "image_type": "Kinh tế",
+                "operation": "None",
+                "question": t,
+            }
             for q, i, t, a in single
         ],
     )
@@ -224,8 +237,14 @@ def viinfographicvqa(out: Path) -> None:
     dump(
         root / "data/multi_test.json",
         [
-            {"question_id": q, "image_ids": ids, "image_type": "Tổng hợp", "answer_source": "Cross-Image Synthesis",
-             "question": t, "answer": a}
+            {
+                "question_id": q,
+                "image_ids": ids,
+                "image_type": "Tổng hợp",
+                "answer_source": "Cross-Image Synthesis",
+                "question": t,
+                "answer": a,
+            }
             for q, ids, t, a in multi
         ],
     )
@@ -243,10 +262,12 @@ def mtvqa(out: Path) -> None:
     ]
     table = pa.table(
         {
-            "image": pa.array([{"bytes": render(t, 120 + k), "path": None} for k, (t, _, _) in enumerate(rows)],
-                              IMAGE_STRUCT),
-            "qa_pairs": [json.dumps([{"question": q, "answer": a} for q, a in p], ensure_ascii=False)
-                         for _, _, p in rows],
+            "image": pa.array(
+                [{"bytes": render(t, 120 + k), "path": None} for k, (t, _, _) in enumerate(rows)], IMAGE_STRUCT
+            ),
+            "qa_pairs": [
+                json.dumps([{"question": q, "answer": a} for q, a in p], ensure_ascii=False) for _, _, p in rows
+            ],
             "lang": [lang for _, lang, _ in rows],
             "id": pa.array([7000 + k for k in range(len(rows))], pa.int64()),
         }

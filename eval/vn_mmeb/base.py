@@ -43,14 +43,18 @@ def dataset_root(dataset: dict[str, Any], hub_files: list[str] | None, source: s
         local = snapshot_download(path, repo_type="dataset", revision=dataset.get("revision"), allow_patterns=hub_files)
     except Exception as err:  # noqa: BLE001 - any hub error: say which dataset and how to provide it
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = " (offline: it must be in the Hugging Face cache, or give a local copy with --data-root)" if offline else ""
+        hint = (
+            " (offline: it must be in the Hugging Face cache, or give a local copy with --data-root)" if offline else ""
+        )
         raise LayoutError(f"{path}: could not get the dataset{hint}: {type(err).__name__}: {err}") from err
     return Path(local)
 
 
 def text_rows(ids: list[str], texts: list[str]) -> Dataset:
     """A text corpus / query set."""
-    return Dataset.from_dict({"id": ids, "text": texts}, features=Features({"id": Value("string"), "text": Value("string")}))
+    return Dataset.from_dict(
+        {"id": ids, "text": texts}, features=Features({"id": Value("string"), "text": Value("string")})
+    )
 
 
 def image_rows(ids: list[str], images: list[Any], texts: list[str] | None = None) -> Dataset:

@@ -112,6 +112,7 @@ def register() -> None:
     """Make mteb's task registry know the VN-MMEB tasks, so ``mteb.get_task(name)`` works and prompt keys named
     after them pass mteb's prompt validation (it drops keys of unknown tasks)."""
     from mteb.get_tasks import _TASKS_REGISTRY as registry
+
     for cls in TASK_CLASSES:
         registry.setdefault(cls.metadata.name, cls)
 

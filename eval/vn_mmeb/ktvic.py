@@ -53,8 +53,9 @@ def load_ktvic(root: Path) -> tuple[dict[int, str], dict[int, list[tuple[str, st
         image_id = field(ann, "image_id", (int, str), where, item)
         if image_id not in files:
             raise LayoutError(f"{where}: {item}: image_id {image_id!r} is not in 'images'")
-        captions.setdefault(image_id, []).append((str(field(ann, "id", (int, str), where, item)),
-                                                  field(ann, "caption", str, where, item)))
+        captions.setdefault(image_id, []).append(
+            (str(field(ann, "id", (int, str), where, item)), field(ann, "caption", str, where, item))
+        )
     for image_id in files:
         if image_id not in captions:
             raise LayoutError(f"{where}: image {image_id!r} has no caption in 'annotations'")

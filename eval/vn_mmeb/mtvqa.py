@@ -20,7 +20,8 @@ from .vqa import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_ima
 
 MTVQA_CITATION = r"""
 @article{tang2024mtvqa,
-  author = {Tang, Jingqun and Liu, Qi and Ye, Yongjie and Lu, Jinghui and Wei, Shu and Lin, Chunhui and Li, Wanqing and others},
+  author = {Tang, Jingqun and Liu, Qi and Ye, Yongjie and Lu, Jinghui and Wei, Shu and Lin, Chunhui
+    and Li, Wanqing and others},
   journal = {arXiv preprint arXiv:2405.11985},
   title = {MTVQA: Benchmarking Multilingual Text-Centric Visual Question Answering},
   year = {2024},

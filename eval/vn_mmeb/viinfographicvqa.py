@@ -20,9 +20,11 @@ from .layout import ImageSource, LayoutError, field, read_json, unique
 
 VIINFOGRAPHIC_CITATION = r"""
 @misc{vandinh2025viinfographicvqa,
-  author = {Tue-Thu Van-Dinh and Hoang-Duy Tran and Truong-Binh Duong and Mai-Hanh Pham and Binh-Nam Le-Nguyen and Quoc-Thai Nguyen},
+  author = {Tue-Thu Van-Dinh and Hoang-Duy Tran and Truong-Binh Duong and Mai-Hanh Pham
+    and Binh-Nam Le-Nguyen and Quoc-Thai Nguyen},
   eprint = {2512.12424},
-  title = {ViInfographicVQA: A Benchmark for Single and Multi-image Visual Question Answering on Vietnamese Infographics},
+  title = {ViInfographicVQA: A Benchmark for Single and Multi-image Visual Question Answering on Vietnamese
+    Infographics},
   year = {2025},
 }
 """
@@ -35,7 +37,9 @@ def _pages(record: dict, where: Path, item: str) -> list[tuple[str, str]]:
         ids = field(record, "image_ids", list, where, item)
         for j, i in enumerate(ids):
             if isinstance(i, bool) or not isinstance(i, (str, int)):
-                raise LayoutError(f"{where}: {item}: image id [{j}] must be a string or integer, got {type(i).__name__}")
+                raise LayoutError(
+                    f"{where}: {item}: image id [{j}] must be a string or integer, got {type(i).__name__}"
+                )
         return [(str(i), f"{i}.jpg") for i in ids]
     paths = field(record, "image_paths", list, where, item)
     out = []

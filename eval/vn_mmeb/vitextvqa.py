@@ -20,9 +20,11 @@ from .vqa import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_ima
 
 VITEXTVQA_CITATION = r"""
 @article{nguyen2024vitextvqa,
-  author = {Nguyen, Quan Van and Tran, Dan Quang and Pham, Huy Quang and Nguyen, Thang Kien-Bao and Nguyen, Nghia Hieu and Nguyen, Kiet Van and Nguyen, Ngan Luu-Thuy},
+  author = {Nguyen, Quan Van and Tran, Dan Quang and Pham, Huy Quang and Nguyen, Thang Kien-Bao
+    and Nguyen, Nghia Hieu and Nguyen, Kiet Van and Nguyen, Ngan Luu-Thuy},
   journal = {arXiv preprint arXiv:2404.10652},
-  title = {ViTextVQA: A Large-Scale Visual Question Answering Dataset for Evaluating Vietnamese Text Comprehension in Images},
+  title = {ViTextVQA: A Large-Scale Visual Question Answering Dataset for Evaluating Vietnamese Text
+    Comprehension in Images},
   year = {2024},
 }
 """

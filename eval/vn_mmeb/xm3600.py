@@ -74,5 +74,8 @@ class VnXM3600I2TRetrieval(VNMMEBTask):
                 captions.append(caption)
                 qrels[qid][doc] = 1
         return RetrievalSplitData(
-            queries=image_rows(query_ids, images), corpus=text_rows(doc_ids, captions), relevant_docs=qrels, top_ranked=None
+            queries=image_rows(query_ids, images),
+            corpus=text_rows(doc_ids, captions),
+            relevant_docs=qrels,
+            top_ranked=None,
         )

@@ -1,0 +1,218 @@
+"""The VN-MMEB benchmark end to end, offline, on the stand-ins through eval/run_mteb.py: MTEB results layout,
+the it2t prompt routing, and scores equal to nDCG computed here with numpy from the model's own embeddings."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from configuration_vipyloqwen import TASKS, st_prompts
+from eval import run_mteb, vn_mmeb
+from eval.vn_mmeb.candidates import normalize_answer
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vn_mmeb"
+BENCH = "VN-MMEB (vie, v1)"
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_checkpoint, tmp_path_factory) -> tuple[int, Path, Path]:
+    """One CLI run of the whole benchmark on the stand-ins; (exit status, output, revision folder)."""
+    out = tmp_path_factory.mktemp("vn_mmeb_out")
+    argv = ["--model", str(tiny_checkpoint), "--benchmark", BENCH, "--data-root", str(FIXTURES)]
+    rc = run_mteb.main([*argv, "--output", str(out), "--no-progress", "--batch-size", "4"])
+    folder = out / "results" / "erax-ai__viPyloQwen" / run_mteb.content_hash(tiny_checkpoint)
+    return rc, out, folder
+
+
+def _score(folder: Path, task: str) -> dict:
+    result = json.loads((folder / f"{task}.json").read_text(encoding="utf-8"))
+    (split,) = result["scores"]
+    (entry,) = result["scores"][split]
+    return entry
+
+
+def ndcg(scores: np.ndarray, candidates: list[str], relevant: set[str], k: int) -> float:
+    """nDCG@k with binary gains, candidates ranked by descending score."""
+    order = [candidates[i] for i in np.argsort(-scores, kind="stable")]
+    dcg = sum(1 / math.log2(r + 2) for r, doc in enumerate(order[:k]) if doc in relevant)
+    idcg = sum(1 / math.log2(r + 2) for r in range(min(len(relevant), k)))
+    return dcg / idcg
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_benchmark_runs_offline_in_mteb_results_layout(bench_run):
+    rc, out, folder = bench_run
+    assert rc == 0
+    names = [t.metadata.name for t in vn_mmeb.get_benchmark(BENCH).tasks]
+    assert len(names) == 13 and {"XM3600T2IRetrieval", "WITT2IRetrieval"} <= set(names)
+    for name in names:
+        result = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+        assert result["task_name"] == name and result["dataset_revision"] == "local"
+    meta = json.loads((folder / "model_meta.json").read_text(encoding="utf-8"))
+    assert meta["name"] == "erax-ai/viPyloQwen" and set(meta["modalities"]) >= {"text", "image"}
+    assert _score(folder, "ViInfographicVQAMultiT2IRetrieval")["main_score"] == pytest.approx(
+        _score(folder, "ViInfographicVQAMultiT2IRetrieval")["ndcg_at_5"]
+    )
+    assert _score(folder, "XM3600T2IRetrieval")["hf_subset"] == "vi"
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["skipped_missing_data"] == [] and len(summary["tasks"]) == 13
+
+
+def test_it2t_queries_routed_to_registry_prefixes(bench_run):
+    _, out, _ = bench_run
+    prompts = json.loads((out / "summary.json").read_text(encoding="utf-8"))["prompts"]
+    assert prompts["OpenViVQAIT2TRetrieval-query"] == TASKS["vqa_single"].prefix
+    assert prompts["ViTextVQAIT2TRetrieval-query"] == TASKS["ocr"].prefix
+    assert prompts["MTVQAViIT2TRetrieval-query"] == TASKS["ocr"].prefix
+    assert prompts["Any2AnyRetrieval-query"] == "" and prompts["DocumentUnderstanding-query"] == ""
+    # mteb's own prompt validation keeps the task-named keys (the tasks are in its registry)
+    from mteb.models.abs_encoder import AbsEncoder
+
+    kept, invalid = AbsEncoder.validate_task_to_prompt_name(prompts, raise_for_invalid_keys=False)
+    assert "OpenViVQAIT2TRetrieval-query" in kept and not invalid
+
+
+def test_caption_to_image_score_equals_numpy(bench_run, st_model):
+    _, _, folder = bench_run
+    data = json.loads((FIXTURES / "KTVIC/test_data.json").read_text(encoding="utf-8"))
+    files = {i["id"]: i["filename"] for i in data["images"]}
+    ids = list(files)
+    images = [Image.open(FIXTURES / "KTVIC/public-test-images" / files[i]).convert("RGB") for i in ids]
+    d = st_model.encode([{"image": im} for im in images], normalize_embeddings=True)
+    q = st_model.encode([a["caption"] for a in data["annotations"]], normalize_embeddings=True)
+    values = [ndcg(q[n] @ d.T, ids, {a["image_id"]}, 10) for n, a in enumerate(data["annotations"])]
+    assert _score(folder, "KTVICT2IRetrieval")["ndcg_at_10"] == pytest.approx(np.mean(values), abs=1e-5)
+
+
+def test_image_question_to_answer_score_equals_numpy(bench_run, st_model):
+    """OpenViVQA it2t: <vqa_single> queries, each ranked among all distinct answers (its candidate list here)."""
+    _, _, folder = bench_run
+    root = FIXTURES / "uitnlp/OpenViVQA-dataset"
+    data = json.loads((root / "vlsp2023_dev_data.json").read_text(encoding="utf-8"))
+    with zipfile.ZipFile(root / "dev-images.zip") as zf:
+        img = {k: Image.open(io.BytesIO(zf.read(f"dev-images/{v}"))).convert("RGB") for k, v in data["images"].items()}
+    anns = list(data["annotations"].values())
+    answers = list(dict.fromkeys(normalize_answer(a["answer"]) for a in anns))
+    texts = {normalize_answer(a["answer"]): a["answer"] for a in reversed(anns)}  # first raw spelling
+    d = st_model.encode([texts[a] for a in answers], normalize_embeddings=True)
+    prefix = st_prompts()["vqa_single"]
+    q = st_model.encode(
+        [{"text": a["question"], "image": img[str(a["image_id"])]} for a in anns],
+        prompt=prefix,
+        normalize_embeddings=True,
+    )
+    values = [ndcg(q[n] @ d.T, answers, {normalize_answer(a["answer"])}, 10) for n, a in enumerate(anns)]
+    assert _score(folder, "OpenViVQAIT2TRetrieval")["ndcg_at_10"] == pytest.approx(np.mean(values), abs=1e-5)
+
+
+def test_multi_answer_it2t_score_equals_numpy(bench_run, st_model):
+    """ViTextVQA it2t: <ocr> queries, several gold answers per question."""
+    _, _, folder = bench_run
+    root = FIXTURES / "nhonhoccode/ViTextVQA"
+    data = json.loads((root / "test.json").read_text(encoding="utf-8"))
+    with zipfile.ZipFile(root / "images.zip") as zf:
+        img = {
+            i["id"]: Image.open(io.BytesIO(zf.read(f"images/{i['filename']}"))).convert("RGB") for i in data["images"]
+        }
+    anns = data["annotations"]
+    raw = list(dict.fromkeys(x for a in anns for x in a["answers"]))
+    answers = list(dict.fromkeys(normalize_answer(x) for x in raw))
+    first = {}
+    for x in raw:
+        first.setdefault(normalize_answer(x), x)
+    d = st_model.encode([first[a] for a in answers], normalize_embeddings=True)
+    q = st_model.encode(
+        [{"text": a["question"], "image": img[a["image_id"]]} for a in anns],
+        prompt=st_prompts()["ocr"],
+        normalize_embeddings=True,
+    )
+    values = [ndcg(q[n] @ d.T, answers, {normalize_answer(x) for x in a["answers"]}, 10) for n, a in enumerate(anns)]
+    assert _score(folder, "ViTextVQAIT2TRetrieval")["ndcg_at_10"] == pytest.approx(np.mean(values), abs=1e-5)
+
+
+def test_multi_page_retrieval_ndcg5_equals_numpy(bench_run, st_model):
+    _, _, folder = bench_run
+    root = FIXTURES / "duytranus/ViInfographicVQA"
+    multi = json.loads((root / "data/multi_test.json").read_text(encoding="utf-8"))
+    pages = list(dict.fromkeys(i for r in multi for i in r["image_ids"]))
+    d = st_model.encode(
+        [{"image": Image.open(root / "images" / f"{p}.jpg").convert("RGB")} for p in pages], normalize_embeddings=True
+    )
+    q = st_model.encode([r["question"] for r in multi], normalize_embeddings=True)
+    values = [ndcg(q[n] @ d.T, pages, set(r["image_ids"]), 5) for n, r in enumerate(multi)]
+    assert _score(folder, "ViInfographicVQAMultiT2IRetrieval")["ndcg_at_5"] == pytest.approx(np.mean(values), abs=1e-5)
+
+
+def test_image_to_caption_from_parquet_equals_numpy(bench_run, st_model):
+    _, _, folder = bench_run
+    rows = pq.read_table(FIXTURES / "floschne/xm3600/data/vi-00000-of-00001.parquet").to_pylist()
+    q = st_model.encode(
+        [{"image": Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB")} for r in rows], normalize_embeddings=True
+    )
+    caps = [(r["image_id"], c) for r in rows for c in r["captions"]]
+    d = st_model.encode([c for _, c in caps], normalize_embeddings=True)
+    ids = [f"{i}-{n}" for n, (i, _) in enumerate(caps)]
+    values = [
+        ndcg(q[n] @ d.T, ids, {ids[m] for m, (i, _) in enumerate(caps) if i == r["image_id"]}, 10)
+        for n, r in enumerate(rows)
+    ]
+    assert _score(folder, "VnXM3600I2TRetrieval")["ndcg_at_10"] == pytest.approx(np.mean(values), abs=1e-5)
+
+
+def test_benchmark_by_name_errors(tiny_checkpoint, capsys):
+    assert run_mteb.main(["--model", str(tiny_checkpoint), "--benchmark", "VN-MMEB vie"]) == 2
+    assert "VN-MMEB (vie, v1)" in capsys.readouterr().err
+    # without local copies, offline: the datasets are named up front, nothing is silently empty
+    assert (
+        run_mteb.main(["--model", str(tiny_checkpoint), "--tasks", "KTVICT2IRetrieval", "OpenViVQAT2IRetrieval"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "KTVICT2IRetrieval" in err and "OpenViVQAT2IRetrieval" in err and "offline" in err
+    assert run_mteb.main(["--model", str(tiny_checkpoint), "--benchmark", BENCH, "--data-root", "/no/such/dir"]) == 2
+    assert "/no/such/dir is not a folder" in capsys.readouterr().err
+
+
+def test_benchmark_metadata_and_docs_table():
+    bench = vn_mmeb.get_benchmark(BENCH)
+    by_name = {t.metadata.name: t for t in bench.tasks}
+    assert by_name["XM3600T2IRetrieval"].hf_subsets == ["vi"] and by_name["WITT2IRetrieval"].hf_subsets == ["vi"]
+    cats = {t.metadata.category for t in bench.tasks}
+    assert cats == {"t2i", "i2t", "it2t"}
+    assert all(t.metadata.license for t in bench.tasks)
+    assert by_name["MTVQAViIT2TRetrieval"].metadata.license == "cc-by-nc-4.0"
+    for t in bench.tasks:
+        if t.metadata.category == "it2t":
+            assert "top_ranked" in t.metadata.description and t.query_task in TASKS
+    table = vn_mmeb.dataset_table()
+    assert "cc-by-nc-4.0 (**non-commercial**)" in table
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    assert table in docs, "docs/evaluation.md dataset table is stale: python -m eval.vn_mmeb --table"
+
+
+def test_one_results_folder_one_table(bench_run):
+    """eval/run_peers.py with no peers rebuilds the table from the results folder (our column, category means)."""
+    from eval import run_peers
+
+    _, out, folder = bench_run
+    assert run_peers.main(["--peers", "--output", str(out)]) == 0
+    text = (out / "compare.md").read_text(encoding="utf-8")
+    ko = _score(folder, "KTVICT2IRetrieval")["main_score"]
+    assert f"| KTVICT2IRetrieval | Any2AnyRetrieval | {ko * 100:.2f} |" in text
+    it2t = np.mean(
+        [
+            _score(folder, t)["main_score"]
+            for t in ("OpenViVQAIT2TRetrieval", "ViTextVQAIT2TRetrieval", "MTVQAViIT2TRetrieval")
+        ]
+    )
+    assert f"| it2t | 3 | {it2t * 100:.2f} |" in text
