@@ -216,14 +216,25 @@ def strip_machine_local_keys(out: Path) -> None:
             path.write_text(json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def save_checkpoint(model: ViPyloQwenModel, processor: ViPyloQwenProcessor, out: str | Path) -> Path:
-    """Write a Hub-layout checkpoint: config + safetensors + code + tokenizer/processor + ST files + card."""
+def save_checkpoint(
+    model: ViPyloQwenModel, processor: ViPyloQwenProcessor, out: str | Path, state_dict: dict | None = None
+) -> Path:
+    """Write a Hub-layout checkpoint: config + safetensors + code + tokenizer/processor + ST files + card.
+
+    ``state_dict``: the weights to write instead of the module's own (the gathered full state dict of an FSDP2-sharded
+    model; see ``vipyloqwen_tools.distributed.full_state_dict``).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if state_dict is not None:
+        # Save the given weights through a plain meta-device instance: a sharded module's class is FSDP<Name> under
+        # FSDP2, which would leak into config.architectures, auto_map and the copied code files.
+        with torch.device("meta"):
+            model = ViPyloQwenModel(model.config)
     type(model.config).register_for_auto_class()
     type(model).register_for_auto_class("AutoModel")
     type(processor).register_for_auto_class("AutoProcessor")
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
     processor.save_pretrained(out)
     for name in HUB_CODE_FILES:  # save_pretrained copies imported files; make sure all ship
         shutil.copyfile(REPO_ROOT / name, out / name)

@@ -172,6 +172,8 @@ class ViPyloQwenRouterLoss(nn.Module):
         targets = torch.arange(offset, offset + batch, device=anchors.device)
         logits_q2d = _cos_matrix(anchors, torch.cat(documents)) / self.temperature
         logits_d2q = _cos_matrix(positives, all_anchors) / self.temperature
+        # Diagnostic (the training trace reads it): candidates each row was compared with, after the gather.
+        self.last_candidates = {"documents": int(logits_q2d.size(1)), "anchors": int(logits_d2q.size(1))}
         per_row = 0.5 * (
             F.cross_entropy(logits_q2d, targets, reduction="none")
             + F.cross_entropy(logits_d2q, targets, reduction="none")

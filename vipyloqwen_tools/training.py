@@ -39,6 +39,9 @@ from vipyloqwen_tools.losses import ViPyloQwenRouterLoss, task_of_dataset
 
 logger = logging.getLogger("vipyloqwen.train")
 
+# Where the ViPyloQwenModel's keys sit in a SentenceTransformer's state dict (module 0 = Transformer, its .model).
+ST_BACKBONE_PREFIX = "0.model."
+
 
 # ---------------------------------------------------------------------------------------- config
 @dataclasses.dataclass
@@ -93,6 +96,9 @@ class TrainConfig:
     # cache of the report + Arrow datasets (None: <output_dir>/.data-cache)
     data_num_proc: int | None = None
     data_cache_dir: str | None = None
+    # distributed runs (torchrun / accelerate launch): see docs/training.md "Distributed training"
+    ddp_timeout: int = 1800
+    trace_dir: str | None = None
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -242,14 +248,66 @@ class ViPyloQwenTrainer(SentenceTransformerTrainer):
     (The stock trainer divides every term by all logged steps, which dilutes a task seen in one step of four.)
     """
 
+    def __init__(self, *args, trace=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.trace = trace
+        if trace is not None:
+            from vipyloqwen_tools.trace import RowIdCollator
+
+            self.data_collator = RowIdCollator(self.data_collator)
+            self.add_callback(trace)
+
     def get_multi_dataset_batch_sampler(self, dataset, batch_samplers, generator=None, seed=0):
+        # The same sampler on every process; accelerate's BatchSamplerShard then hands batch i of each group of
+        # world_size to process i (it yields batches round-robin), so the sampler itself must not shard.
         return TaskGroupedBatchSampler(
             dataset, batch_samplers, generator=generator, seed=seed, world_size=self.args.world_size
         )
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.trace is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from vipyloqwen_tools.trace import ROW_COLUMN
+
+        rows = inputs.pop(ROW_COLUMN, None)
+        name = inputs.get("dataset_name")
+        self._traced_terms = {}
+        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.model.training:
+            loss_fn = self.loss[name] if isinstance(self.loss, dict) else self.loss
+            router = getattr(loss_fn, "router", None)
+            self.trace.note_batch(name, rows, self._traced_terms, getattr(router, "last_candidates", None))
+        return out
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Checkpoint model files from the main process only.
+
+        transformers 5.24's ``save_model`` calls ``_save`` on every process and its own ``_save`` returns early on
+        the others; sentence-transformers 6.2's ``_save`` has no such guard, so every rank would write the same
+        files at once. Under FSDP / DeepSpeed ``state_dict`` is the gathered full state dict (the module's own
+        tensors are shards): the Hub layout is written from it with ``export.save_checkpoint``.
+        """
+        if not self.args.should_save:
+            return
+        if state_dict is None:
+            return super()._save(output_dir, state_dict)
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        from vipyloqwen_tools.distributed import strip_prefix
+        from vipyloqwen_tools.export import save_checkpoint
+
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        backbone = self.model[0]
+        save_checkpoint(
+            backbone.model, backbone.processor, output_dir, state_dict=strip_prefix(state_dict, ST_BACKBONE_PREFIX)
+        )
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
     def track_loss_components(self, loss: dict[str, torch.Tensor]) -> None:
         if not self.model.training:
             return
+        if self.trace is not None:
+            self._traced_terms = dict(loss)
         sums = self.__dict__.setdefault("_term_sums", {})
         counts = self.__dict__.setdefault("_term_counts", {})
         for key, value in loss.items():
@@ -342,14 +400,7 @@ def prepare_data(config: TrainConfig, is_main: bool = True):
     if rows != report.good:
         raise DataError(f"{config.train_file}: {rows} rows in the datasets != {report.good} good rows")
     logger.info("rows trained: %d = good rows", rows)
-    for name, dataset in datasets.items():
-        if len(dataset) < config.per_device_train_batch_size:
-            logger.warning(
-                "dataset %s has %d rows < batch size %d: it yields no batch",
-                name,
-                len(dataset),
-                config.per_device_train_batch_size,
-            )
+    # A dataset too small for one task-grouped step is refused by distributed.check_task_grouping (train()).
     return datasets, report
 
 
@@ -365,17 +416,81 @@ def training_prompts(dataset_names, prefix_documents: bool) -> dict[str, dict[st
     return prompts
 
 
+def training_arguments(config: TrainConfig, precision: str) -> SentenceTransformerTrainingArguments:
+    """The trainer's arguments. Creating them sets up the process group under torchrun / accelerate launch.
+
+    ``use_cpu`` without CUDA is what makes a multi-process CPU launch distributed: without it accelerate's
+    ``PartialState`` finds no accelerator, reports ``DistributedType.NO`` and world size 1, and every process trains
+    alone on the same batches. With it, the processes form a gloo group (``MULTI_CPU``); with CUDA, NCCL.
+    ``ddp_find_unused_parameters``: text-only tasks leave the vision tower without gradients.
+    """
+    eval_on = bool(config.eval_file and config.eval_steps)
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(config.output_dir),
+        use_cpu=not torch.cuda.is_available(),
+        ddp_timeout=config.ddp_timeout,
+        ddp_find_unused_parameters=True,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if eval_on else "no",
+        eval_steps=config.eval_steps if eval_on else None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        dataloader_num_workers=config.dataloader_num_workers,
+        dataloader_drop_last=True,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Run one training job; returns ``{"final_dir", "plot", "metrics", "log_history", "global_step"}``."""
+    """Run one training job; returns ``{"final_dir", "plot", "metrics", "log_history", "global_step"}``.
+
+    Under ``torchrun`` / ``accelerate launch`` every process calls this: the main process prepares the data first
+    (the others reuse its Arrow cache), the batches of a step differ per process (all of one task), gradients are
+    synchronised (DDP) or sharded (FSDP2), and only the main process writes files (``final/``, checkpoints, curves,
+    logs, rejects; each process adds its own ``rng_state_<rank>.pth`` to a checkpoint, as transformers does).
+    """
     from transformers.trainer_utils import get_last_checkpoint
+
+    from vipyloqwen_tools import distributed
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(config.precision)
-    world_rank = int(os.environ.get("RANK", "0"))
-    datasets, _ = prepare_data(config, is_main=world_rank == 0)
-    model = load_model(config, precision)
+    args = training_arguments(config, precision)
+    is_main = args.process_index == 0
+    if not is_main:
+        logger.setLevel(logging.WARNING)
+    trace = None
+    if config.trace_dir:  # first, so that it sees every file this process writes
+        from vipyloqwen_tools.trace import TrainingTrace
+
+        trace = TrainingTrace(config.trace_dir, args.process_index, args.world_size, watch_dir=output_dir)
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    datasets = distributed.prepare_data_once(config, args)
+    distributed.check_task_grouping(datasets, config.per_device_train_batch_size, args.world_size)
+    args.prompts = training_prompts(datasets.keys(), config.prefix_documents)
+    if trace is not None:
+        from vipyloqwen_tools.trace import add_row_ids
+
+        datasets = add_row_ids(datasets)
+    with args.main_process_first(local=False, desc="model build"):  # the tiny model is built once, then loaded
+        model = load_model(config, precision)
     if config.gradient_checkpointing:
         model[0].model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model[0].model.config.use_cache = False
@@ -397,42 +512,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         evaluator = ViPyloQwenEvaluator.from_file(
             config.eval_file, batch_size=config.eval_batch_size, prefix_documents=config.prefix_documents
         )
-    eval_on = bool(evaluator and config.eval_steps)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(output_dir),
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        eval_strategy="steps" if eval_on else "no",
-        eval_steps=config.eval_steps if eval_on else None,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        prompts=training_prompts(datasets.keys(), config.prefix_documents),
-        dataloader_num_workers=config.dataloader_num_workers,
-        dataloader_drop_last=True,
-        remove_unused_columns=False,
-        report_to="none",
-        disable_tqdm=True,
-        ddp_find_unused_parameters=False,
-    )
     trainer = ViPyloQwenTrainer(
         model=model,
         args=args,
         train_dataset=datasets,
         loss=router.task_losses(datasets.keys()),
         evaluator=evaluator,
+        trace=trace,
     )
+    distributed.check_launch(trainer)
     resume_from = None
     if config.resume:
         resume_from = get_last_checkpoint(str(output_dir))
@@ -443,15 +531,28 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     result: dict[str, Any] = {"global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
     if evaluator is not None:
-        metrics = evaluator(model)
-        trainer.state.log_history.append(
-            {"step": trainer.state.global_step, **{f"eval_{k}": v for k, v in metrics.items()}}
-        )
-        result["metrics"] = metrics
+        from sentence_transformers.util.distributed import distributed_evaluation
+
+        # As the trainer does: the main process evaluates and the others serve its encode calls (DDP); under
+        # FSDP / DeepSpeed every process runs the evaluator (its forward passes are collective).
+        with distributed_evaluation(
+            model, enabled=not trainer.is_fsdp_enabled and not trainer.is_deepspeed_enabled
+        ) as run_evaluator:
+            if run_evaluator:
+                metrics = evaluator(model)
+                trainer.state.log_history.append(
+                    {"step": trainer.state.global_step, **{f"eval_{k}": v for k, v in metrics.items()}}
+                )
+                result["metrics"] = metrics
+    # The full weights for the export: gathered (a collective) under FSDP2 / DeepSpeed ZeRO-3; None = the module's own.
+    if trainer.is_deepspeed_enabled:
+        state_dict = distributed.strip_prefix(trainer.accelerator.get_state_dict(trainer.deepspeed), ST_BACKBONE_PREFIX)
+    else:
+        state_dict = distributed.full_state_dict(model, prefix=ST_BACKBONE_PREFIX)
     if trainer.is_world_process_zero():
         from vipyloqwen_tools.export import save_checkpoint
 
-        final_dir = save_checkpoint(model[0].model, model[0].processor, output_dir / "final")
+        final_dir = save_checkpoint(model[0].model, model[0].processor, output_dir / "final", state_dict=state_dict)
         result["final_dir"] = str(final_dir)
         result["plot"] = str(plot_history(trainer.state.log_history, output_dir / "training_curves.png"))
         with open(output_dir / "log_history.json", "w", encoding="utf-8") as handle:
@@ -462,11 +563,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     **dataclasses.asdict(config),
                     "attention": getattr(model, "vipyloqwen_attention", None),
                     "precision_used": precision,
+                    "world_size": args.world_size,
+                    "distributed_type": getattr(trainer.accelerator.distributed_type, "value", None),
                 },
                 handle,
                 indent=1,
             )
         logger.info("exported %s; curves %s", final_dir, result["plot"])
+    if trace is not None:
+        trainer.accelerator.wait_for_everyone()  # the main process's final writes are in its last trace line
+        trace.flush_writes()
     return result
 
 
@@ -480,5 +586,6 @@ __all__ = [
     "plot_history",
     "prepare_data",
     "train",
+    "training_arguments",
     "training_prompts",
 ]

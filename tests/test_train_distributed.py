@@ -1,0 +1,297 @@
+"""Data-parallel training with 2 CPU processes (gloo), observed through the training trace (``trace_dir``).
+
+One ``torchrun --nproc_per_node 2 train_st.py`` run on the tiny model and generated text data: after every optimizer
+step both ranks hold equal parameters, their batches differ (same task), the InfoNCE compares world_size x batch
+candidates, only rank 0 writes files, and the first step's loss equals the single-process loss of the concatenated
+global batch. Plus: the grouping refusal, error propagation of the data preparation, the FSDP2 full state dict
+export, and accelerate's cpu-2proc config starting 2 processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from vipyloqwen_tools.data import DataError
+from vipyloqwen_tools.distributed import check_task_grouping
+
+ROOT = Path(__file__).resolve().parent.parent
+WORLD, BATCH, STEPS = 2, 4, 4
+COLOURS = ["đỏ", "xanh", "vàng", "tím", "hồng", "đen", "trắng", "nâu"]
+ANIMALS = ["mèo", "chó", "bò", "vịt", "gà", "cá", "ngựa", "dê"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_data(root: Path, per_task: int = 16) -> tuple[Path, Path]:
+    """Text-only rows of two tasks (instr, text_pair; every text_pair row a positive) and a small eval file."""
+    lines = []
+    for i in range(per_task):
+        colour, animal = COLOURS[i % 8], ANIMALS[(i * 3 + i // 8) % 8]
+        query, positive = f"Tìm câu về con {animal} màu {colour} số {i}", f"{animal} {colour} {i}"
+        lines.append({"task": "instr", "query": query, "positive": positive})
+        query, positive, score = f"con {animal} {colour} {i}", f"a {colour} {animal} {i}", 0.5 + i / (2 * per_task)
+        lines.append({"task": "text_pair", "query": query, "positive": positive, "score": score})
+    train = root / "train.jsonl"
+    train.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    evals = root / "eval.jsonl"
+    evals.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines[:8]), encoding="utf-8")
+    return train, evals
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    train, evals = write_data(root)
+    out, trace = root / "out", root / "trace"
+    config = root / "config.yaml"
+    config.write_text(
+        "\n".join(
+            [
+                "model: tiny",
+                f"train_file: {train}",
+                f"eval_file: {evals}",
+                f"output_dir: {out}",
+                "learning_rate: 1.0e-3",
+                "warmup_ratio: 0.0",
+                f"max_steps: {STEPS}",
+                f"per_device_train_batch_size: {BATCH}",
+                "gradient_accumulation_steps: 1",
+                "max_length: 32",
+                "precision: fp32",
+                "logging_steps: 1",
+                "eval_steps: null",
+                "save_steps: 2",
+                "seed: 5",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
+        "--master_port", str(_free_port()),
+        str(ROOT / "train_st.py"), "--config", str(config), "--trace-dir", str(trace),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=_env(), cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    from vipyloqwen_tools.trace import read_trace
+
+    return SimpleNamespace(root=root, train=train, out=out, trace=read_trace(trace), log=done.stderr)
+
+
+def test_ranks_stay_equal_and_see_different_batches(two_process_run):
+    trace = two_process_run.trace
+    assert sorted(trace) == [0, 1]
+    steps = [[r for r in trace[rank] if r["step"] != "end"] for rank in (0, 1)]
+    assert [r["step"] for r in steps[0]] == list(range(1, STEPS + 1)) == [r["step"] for r in steps[1]]
+    for zero, one in zip(*steps, strict=True):
+        assert zero["world_size"] == one["world_size"] == WORLD
+        # Equal parameters after every optimizer step (DDP synchronised the gradients).
+        assert one["param_norm"] == pytest.approx(zero["param_norm"], rel=1e-6)
+        sums0, sums1 = torch.tensor(zero["param_sums"]), torch.tensor(one["param_sums"])
+        assert float((sums0 - sums1).norm() / sums0.norm()) < 1e-6
+        # Same task, different rows; InfoNCE candidates = world_size x batch.
+        (batch0,), (batch1,) = zero["micro_batches"], one["micro_batches"]
+        assert batch0["dataset"] == batch1["dataset"]
+        assert len(batch0["rows"]) == len(batch1["rows"]) == BATCH
+        assert not set(batch0["rows"]) & set(batch1["rows"])
+        for batch in (batch0, batch1):
+            assert batch["candidates"] == {"documents": WORLD * BATCH, "anchors": WORLD * BATCH}
+    assert steps[0][0]["param_norm"] != steps[0][-1]["param_norm"]  # it trained
+    assert {r["micro_batches"][0]["dataset"] for r in steps[0]} == {"instr", "text_pair"}
+
+
+def test_only_rank_zero_writes(two_process_run):
+    trace, out = two_process_run.trace, two_process_run.out
+    rank0 = {entry for record in trace[0] for entry in record["writes"]}
+    rank1 = {entry for record in trace[1] for entry in record["writes"]}
+    # Rank 1 opened no file for writing except the datasets cache's reader locks; its folder creations are
+    # exist_ok ones (the cache it reads, and checkpoint-N for its own rng_state_1.pth, written by torch.save).
+    for entry in rank1:
+        event, path = entry.split(" ", 1)
+        if event == "open":
+            assert path.startswith(".arrow-cache/") and path.endswith(".lock"), entry
+        else:
+            assert event == "mkdir" and (path.startswith(".arrow-cache") or path.startswith("checkpoint-")), entry
+    # The hook saw rank 0 write the data cache, the tiny model, checkpoints, the export and the logs.
+    for expected in ("final/config.json", "checkpoint-2/trainer_state.json", "train_config.json", "log_history.json"):
+        assert f"open {expected}" in rank0, sorted(rank0)
+    assert any(e.startswith("open .arrow-cache/") and e.endswith(".arrow") for e in rank0)
+    assert any("init-tiny" in e and e.startswith("open ") for e in rank0)
+    assert not any(e.endswith(".arrow") or "init-tiny" in e for e in rank1)  # data and model prepared once
+    listing = sorted(p.name for p in out.iterdir())
+    assert listing == [
+        ".arrow-cache", "checkpoint-2", "checkpoint-4", "final", "init-tiny", "log_history.json", "train_config.json",
+        "training_curves.png",
+    ]  # fmt: skip
+    # transformers keeps one RNG state per rank in a checkpoint (for an exact --resume); nothing else is per rank.
+    assert sorted(p.name for p in (out / "checkpoint-4").glob("rng_state*")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["world_size"] == WORLD and config["distributed_type"] == "MULTI_CPU"
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_first_step_loss_equals_single_process_loss_of_global_batch(two_process_run):
+    from sentence_transformers import SentenceTransformer
+
+    from vipyloqwen_tools.data import load_task_datasets
+    from vipyloqwen_tools.losses import ViPyloQwenRouterLoss
+    from vipyloqwen_tools.training import training_prompts
+
+    run = two_process_run
+    first = [run.trace[rank][0]["micro_batches"][0] for rank in (0, 1)]
+    name = first[0]["dataset"]
+    rows = first[0]["rows"] + first[1]["rows"]
+    dataset = load_task_datasets(run.train, cache_dir=run.root / "reference-cache")[name]
+    batch = dataset[rows]
+    prompts = training_prompts([name], prefix_documents=False)[name]
+    model = SentenceTransformer(str(run.out / "init-tiny"), trust_remote_code=True, device="cpu")
+    model.max_seq_length = 32
+    with torch.no_grad():
+        columns = [
+            model.encode(batch[column], prompt=prompts.get(column), convert_to_tensor=True, batch_size=len(rows))
+            for column in ("anchor", "positive")
+        ]
+        labels = torch.tensor(batch["score"]) if "score" in batch else None
+        terms = ViPyloQwenRouterLoss(model).compute_loss_from_embeddings(name, columns, labels)
+    single = sum(float(v) for v in terms.values())
+    distributed = (first[0]["loss"] + first[1]["loss"]) / 2  # DDP averages the ranks' gradients
+    assert distributed == pytest.approx(single, rel=1e-5)
+    assert first[0]["loss"] != pytest.approx(first[1]["loss"], rel=1e-6)  # each rank its own rows
+
+
+def test_grouping_that_cannot_fill_a_step_is_refused():
+    datasets = {"instr": list(range(40)), "ocr+neg": list(range(13))}
+    with pytest.raises(DataError) as caught:
+        check_task_grouping(datasets, per_device_batch=8, world_size=2)
+    message = str(caught.value)
+    assert "dataset 'ocr+neg' has 13 rows" in message and "2 x per_device_train_batch_size 8 = 16" in message
+    assert "per_device_train_batch_size <= 6 with 2 process(es)" in message
+    assert "at most 1 process(es) at per_device_train_batch_size 8" in message
+    assert "instr" not in message.split("\n", 1)[1]
+    check_task_grouping(datasets, per_device_batch=6, world_size=2)  # 2 x 6 <= 13: fine
+
+
+def test_train_refuses_a_batch_no_dataset_can_fill(tmp_path):
+    from vipyloqwen_tools.training import TrainConfig, train
+
+    train_file, _ = write_data(tmp_path, per_task=6)
+    out = tmp_path / "out"
+    config = TrainConfig.from_yaml(None, train_file=str(train_file), eval_file=None, output_dir=str(out))
+    config.per_device_train_batch_size = 8
+    with pytest.raises(DataError, match=r"dataset 'instr' has 6 rows, .* per_device_train_batch_size <= 6 with 1"):
+        train(config)
+    assert not (tmp_path / "out" / "init-tiny").exists()  # refused before building the model
+
+
+def _prepare_worker(rank: int, port: int, root: str) -> None:
+    import torch.distributed as dist
+
+    from vipyloqwen_tools.distributed import prepare_data_once
+    from vipyloqwen_tools.training import TrainConfig
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        config = TrainConfig.from_yaml(None, train_file=f"{root}/bad.jsonl", output_dir=f"{root}/out")
+        prepare_data_once(config, SimpleNamespace(world_size=2, process_index=rank))
+        outcome = "no error"
+    except DataError as error:
+        outcome = str(error)
+    finally:
+        dist.destroy_process_group()
+    Path(f"{root}/rank{rank}.txt").write_text(outcome, encoding="utf-8")
+
+
+def test_a_data_error_on_the_main_process_reaches_every_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    (tmp_path / "bad.jsonl").write_text('{"task": "instr", "query": "q"}\n', encoding="utf-8")
+    mp.start_processes(_prepare_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    for rank in (0, 1):
+        assert "bad.jsonl has 1 bad line(s)" in (tmp_path / f"rank{rank}.txt").read_text()
+
+
+def _fsdp_worker(rank: int, port: int, root: str) -> None:
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from vipyloqwen_tools.distributed import full_state_dict
+    from vipyloqwen_tools.export import save_checkpoint, tiny
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        model, processor = tiny(seed=0)
+        for layer in model.language_model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        assert full_state_dict(torch.nn.Linear(2, 2)) is None  # not sharded: save as usual
+        state = full_state_dict(model)
+        if rank == 0:
+            save_checkpoint(model, processor, Path(root) / "export", state_dict=state)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp2_sharded_model_exports_its_full_state_dict(tmp_path):
+    """FSDP2 (fully_shard, gloo) on 2 CPU processes: the gathered state dict is what the export writes."""
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    from vipyloqwen_tools.export import tiny
+
+    mp.start_processes(_fsdp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    written = load_file(tmp_path / "export" / "model.safetensors")
+    reference, _ = tiny(seed=0)
+    expected = reference.state_dict()
+    assert set(written) <= set(expected) and len(written) > 0
+    for key, value in written.items():
+        assert torch.equal(value, expected[key]), key
+    from transformers import AutoModel
+
+    AutoModel.from_pretrained(tmp_path / "export", trust_remote_code=True)  # loads
+
+
+@pytest.mark.skipif(
+    not (shutil.which("mpiexec") or shutil.which("mpirun")),
+    reason="accelerate's MULTI_CPU launcher needs an MPI launcher (apt-get install mpich; .ci/run installs it)",
+)
+def test_accelerate_cpu_2proc_config_starts_two_processes(tmp_path):
+    script = tmp_path / "who.py"
+    script.write_text(
+        "from accelerate import PartialState\n"
+        "state = PartialState(cpu=True)\n"
+        "print(f'process {state.process_index} of {state.num_processes} {state.distributed_type}', flush=True)\n",
+        encoding="utf-8",
+    )
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", str(_free_port()), str(script),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("process "))
+    assert lines == ["process 0 of 2 DistributedType.MULTI_CPU", "process 1 of 2 DistributedType.MULTI_CPU"]
