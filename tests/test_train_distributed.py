@@ -126,23 +126,19 @@ def test_only_rank_zero_writes(two_process_run):
     trace, out = two_process_run.trace, two_process_run.out
     rank0 = {entry for record in trace[0] for entry in record["writes"]}
     rank1 = {entry for record in trace[1] for entry in record["writes"]}
-    # Rank 1 opened no file for writing except the datasets cache's reader locks; its folder creations are
-    # exist_ok ones (the cache it reads, and checkpoint-N for its own rng_state_1.pth, written by torch.save).
+    # Rank 1 opened no file for writing and renamed / removed nothing; it only made exist_ok folders: the data
+    # cache it reads, and checkpoint-N for its own rng_state_1.pth (written by torch.save, outside the hook).
     for entry in rank1:
         event, path = entry.split(" ", 1)
-        if event == "open":
-            assert path.startswith(".arrow-cache/") and path.endswith(".lock"), entry
-        else:
-            assert event == "mkdir" and (path.startswith(".arrow-cache") or path.startswith("checkpoint-")), entry
+        assert event == "mkdir" and (path.startswith(".data-cache") or path.startswith("checkpoint-")), entry
     # The hook saw rank 0 write the data cache, the tiny model, checkpoints, the export and the logs.
     for expected in ("final/config.json", "checkpoint-2/trainer_state.json", "train_config.json", "log_history.json"):
         assert f"open {expected}" in rank0, sorted(rank0)
-    assert any(e.startswith("open .arrow-cache/") and e.endswith(".arrow") for e in rank0)
-    assert any("init-tiny" in e and e.startswith("open ") for e in rank0)
-    assert not any(e.endswith(".arrow") or "init-tiny" in e for e in rank1)  # data and model prepared once
+    assert any(e.startswith("open .data-cache/") and e.endswith("report.json") for e in rank0)
+    assert any(e.startswith("open .init-tiny-") for e in rank0)
     listing = sorted(p.name for p in out.iterdir())
     assert listing == [
-        ".arrow-cache", "checkpoint-2", "checkpoint-4", "final", "init-tiny", "log_history.json", "train_config.json",
+        ".data-cache", "checkpoint-2", "checkpoint-4", "final", "init-tiny", "log_history.json", "train_config.json",
         "training_curves.png",
     ]  # fmt: skip
     # transformers keeps one RNG state per rank in a checkpoint (for an exact --resume); nothing else is per rank.
@@ -205,49 +201,33 @@ def test_train_refuses_a_batch_no_dataset_can_fill(tmp_path):
     assert not (tmp_path / "out" / "init-tiny").exists()  # refused before building the model
 
 
-def _prepare_worker(rank: int, port: int, root: str) -> None:
+def _gloo_worker(rank: int, port: int, root: str, checkpoint: str) -> None:
     import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from transformers import AutoModel, AutoProcessor
 
-    from vipyloqwen_tools.distributed import prepare_data_once
+    from vipyloqwen_tools.distributed import full_state_dict, prepare_data_once
+    from vipyloqwen_tools.export import save_checkpoint
     from vipyloqwen_tools.training import TrainConfig
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        config = TrainConfig.from_yaml(None, train_file=f"{root}/bad.jsonl", output_dir=f"{root}/out")
-        prepare_data_once(config, SimpleNamespace(world_size=2, process_index=rank))
-        outcome = "no error"
-    except DataError as error:
-        outcome = str(error)
-    finally:
-        dist.destroy_process_group()
-    Path(f"{root}/rank{rank}.txt").write_text(outcome, encoding="utf-8")
-
-
-def test_a_data_error_on_the_main_process_reaches_every_process(tmp_path):
-    import torch.multiprocessing as mp
-
-    (tmp_path / "bad.jsonl").write_text('{"task": "instr", "query": "q"}\n', encoding="utf-8")
-    mp.start_processes(_prepare_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
-    for rank in (0, 1):
-        assert "bad.jsonl has 1 bad line(s)" in (tmp_path / f"rank{rank}.txt").read_text()
-
-
-def _fsdp_worker(rank: int, port: int, root: str) -> None:
-    import torch.distributed as dist
-    from torch.distributed.fsdp import fully_shard
-
-    from vipyloqwen_tools.distributed import full_state_dict
-    from vipyloqwen_tools.export import save_checkpoint, tiny
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        model, processor = tiny(seed=0)
+        # 1. A bad train file: the main process's DataError reaches the other process (nobody waits forever).
+        config = TrainConfig.from_yaml(None, train_file=f"{root}/bad.jsonl", output_dir=f"{root}/out", data_num_proc=1)
+        try:
+            prepare_data_once(config, SimpleNamespace(world_size=2, process_index=rank))
+            outcome = "no error"
+        except DataError as error:
+            outcome = str(error)
+        Path(f"{root}/rank{rank}.txt").write_text(outcome, encoding="utf-8")
+        # 2. FSDP2 (fully_shard) on CPU: the gathered full state dict is what the export writes.
+        model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True)
+        processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+        assert full_state_dict(model) is None  # not sharded yet: save as usual
         for layer in model.language_model.layers:
             fully_shard(layer)
         fully_shard(model)
-        assert full_state_dict(torch.nn.Linear(2, 2)) is None  # not sharded: save as usual
         state = full_state_dict(model)
         if rank == 0:
             save_checkpoint(model, processor, Path(root) / "export", state_dict=state)
@@ -256,23 +236,23 @@ def _fsdp_worker(rank: int, port: int, root: str) -> None:
         dist.destroy_process_group()
 
 
-def test_fsdp2_sharded_model_exports_its_full_state_dict(tmp_path):
-    """FSDP2 (fully_shard, gloo) on 2 CPU processes: the gathered state dict is what the export writes."""
+def test_gloo_data_error_reaches_every_process_and_fsdp2_exports_full_weights(tmp_path, tiny_checkpoint):
     import torch.multiprocessing as mp
     from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
 
-    from vipyloqwen_tools.export import tiny
-
-    mp.start_processes(_fsdp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    (tmp_path / "bad.jsonl").write_text('{"task": "instr", "query": "q"}\n', encoding="utf-8")
+    args = (_free_port(), str(tmp_path), str(tiny_checkpoint))
+    mp.start_processes(_gloo_worker, args=args, nprocs=2, start_method="spawn")
+    for rank in (0, 1):
+        assert "bad.jsonl has 1 bad line(s)" in (tmp_path / f"rank{rank}.txt").read_text()
     written = load_file(tmp_path / "export" / "model.safetensors")
-    reference, _ = tiny(seed=0)
-    expected = reference.state_dict()
-    assert set(written) <= set(expected) and len(written) > 0
+    expected = load_file(tiny_checkpoint / "model.safetensors")
+    assert sorted(written) == sorted(expected)
     for key, value in written.items():
         assert torch.equal(value, expected[key]), key
-    from transformers import AutoModel
-
-    AutoModel.from_pretrained(tmp_path / "export", trust_remote_code=True)  # loads
+    assert AutoConfig.from_pretrained(tmp_path / "export", trust_remote_code=True).architectures == ["ViPyloQwenModel"]
+    AutoModel.from_pretrained(tmp_path / "export", trust_remote_code=True)  # loads with the shipped code
 
 
 @pytest.mark.skipif(
