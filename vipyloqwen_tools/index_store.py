@@ -1,0 +1,264 @@
+"""The on-disk vector store of ``scripts/index.py``: a LanceDB database folder plus a manifest naming the model.
+
+Layout of a db folder::
+
+    DIR/vipyloqwen-index.json   manifest: format, model name, embed_dim, a probe embedding (model fingerprint)
+    DIR/items.lance/            the LanceDB table: id, vector, text, images, task, metadata (JSON)
+    DIR/_staging/               shard files written by build ranks, committed into the table by rank 0
+    DIR/rejects.jsonl           the last build's rejected lines (default place)
+
+Why LanceDB (docs/index.md has the comparison): embedded (a library, no server), columnar files on disk, so
+100M x 1024-d vectors live on disk rather than in RAM; IVF-PQ ANN index built on disk; SQL metadata filters
+(``where``) pushed down before the vector search; versioned, atomic commits, so a killed writer never leaves
+half a commit. A build never writes the table from several processes: each rank writes Arrow shard files
+(written to a temporary name, then renamed) and only rank 0 commits them, with an insert-if-absent merge on
+``id`` so a commit interrupted after the table write but before the shard files were removed adds nothing twice.
+
+Example::
+
+    >>> store = Store.open("out/my-index")
+    >>> store.count()
+    1234
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+MANIFEST = "vipyloqwen-index.json"
+TABLE = "items"
+STAGING = "_staging"
+FORMAT = 1
+PROBE_TEXT = "viPyloQwen index probe: Hà Nội là thủ đô của Việt Nam."
+# Same model: the probe embeddings agree to float noise (bf16 on a GPU vs fp32 on a CPU: ~1e-3).
+PROBE_MIN_COSINE = 0.99
+# Below this many rows the table is searched exactly (a flat scan is fast and an ANN index needs rows to train).
+DEFAULT_INDEX_MIN_ROWS = 100_000
+
+
+class StoreError(ValueError):
+    """A db folder that cannot be used as asked (unknown, foreign, built with another model)."""
+
+
+def schema(embed_dim: int) -> pa.Schema:
+    """The table's columns."""
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), embed_dim)),
+            pa.field("text", pa.string()),
+            pa.field("images", pa.list_(pa.string())),
+            pa.field("task", pa.string()),
+            pa.field("metadata", pa.json_()),
+        ]
+    )
+
+
+def rows(embed_dim: int, items: list[Any], vectors: np.ndarray) -> pa.Table:
+    """An Arrow table of ``items`` (:class:`~vipyloqwen_tools.index_items.IndexItem`) and their vectors."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.table(
+        {
+            "id": [item.id for item in items],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), embed_dim),
+            "text": [item.text for item in items],
+            "images": [item.images for item in items],
+            "task": [item.task for item in items],
+            "metadata": pa.array([json.dumps(item.metadata, ensure_ascii=False) for item in items], type=pa.json_()),
+        },
+        schema=schema(embed_dim),
+    )
+
+
+def _connect(root: Path):
+    import lancedb
+
+    return lancedb.connect(str(root))
+
+
+class Store:
+    """A db folder: manifest + LanceDB table + staging area."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root = root
+        self.manifest = manifest
+        self._db = _connect(root)
+
+    # ------------------------------------------------------------------ open / create
+    @classmethod
+    def open(cls, root: str | Path) -> Store:
+        """Open an existing db folder; a missing or foreign folder is a :class:`StoreError`."""
+        root = Path(root)
+        manifest_path = root / MANIFEST
+        if not root.is_dir():
+            raise StoreError(f"no index at {root}: the folder does not exist (build one with scripts/index.py build)")
+        if not manifest_path.is_file():
+            raise StoreError(
+                f"{root} is not a viPyloQwen index: {MANIFEST} is missing (build one with scripts/index.py build "
+                "into a new or empty folder)"
+            )
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("format") != FORMAT:
+            raise StoreError(f"{root}: unsupported index format {manifest.get('format')!r} (this code reads {FORMAT})")
+        return cls(root, manifest)
+
+    @staticmethod
+    def check_target(root: str | Path) -> None:
+        """Fail fast (before a model is loaded) unless ``root`` is an index, or new, or an empty folder."""
+        root = Path(root)
+        if (root / MANIFEST).is_file():
+            Store.open(root)
+        elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise StoreError(
+                f"{root} exists and is not a viPyloQwen index ({MANIFEST} is missing): give a new or empty folder"
+            )
+
+    @classmethod
+    def create_or_open(cls, root: str | Path, model: str, embed_dim: int, probe: list[float]) -> Store:
+        """Open ``root`` for appending (checking the model), or create it when it is new or empty."""
+        root = Path(root)
+        if (root / MANIFEST).is_file():
+            store = cls.open(root)
+            store.check_model(model, embed_dim, probe)
+            return store
+        cls.check_target(root)
+        root.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT,
+            "model": model,
+            "embed_dim": embed_dim,
+            "probe": {"text": PROBE_TEXT, "vector": probe},
+            "table": TABLE,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        store = cls(root, manifest)
+        store._db.create_table(TABLE, schema=schema(embed_dim))
+        store.write_manifest()  # last: a folder with a manifest always has its table
+        return store
+
+    def write_manifest(self) -> None:
+        path = self.root / MANIFEST
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def check_model(self, model: str, embed_dim: int, probe: list[float]) -> None:
+        """Refuse a model other than the one the db was built with (width, or the embedding of the probe text)."""
+        built = f"{self.manifest['model']!r} (embed_dim {self.manifest['embed_dim']})"
+        given = f"{model!r} (embed_dim {embed_dim})"
+        if embed_dim != self.manifest["embed_dim"]:
+            raise StoreError(f"{self.root} was built with model {built}; you gave model {given}: widths differ")
+        stored = np.asarray(self.manifest["probe"]["vector"], dtype=np.float64)
+        cosine = float(stored @ np.asarray(probe, dtype=np.float64))
+        cosine /= float(np.linalg.norm(stored) * np.linalg.norm(probe)) or 1.0
+        if not math.isfinite(cosine) or cosine < PROBE_MIN_COSINE:
+            raise StoreError(
+                f"{self.root} was built with model {built}; you gave model {given}, whose embeddings differ "
+                f"(probe cosine {cosine:.4f} < {PROBE_MIN_COSINE}): use the db's model or a new --db"
+            )
+
+    # ------------------------------------------------------------------ table
+    @property
+    def embed_dim(self) -> int:
+        return int(self.manifest["embed_dim"])
+
+    @property
+    def table(self):
+        return self._db.open_table(TABLE)
+
+    def count(self) -> int:
+        return self.table.count_rows()
+
+    def table_ids(self) -> set[str]:
+        """Every id in the table (the id column only, streamed)."""
+        ids: set[str] = set()
+        for batch in self.table.search().select(["id"]).limit(None).to_batches():
+            ids.update(batch.column("id").to_pylist())
+        return ids
+
+    def has_vector_index(self) -> bool:
+        return any("vector" in config.columns for config in self.table.list_indices())
+
+    # ------------------------------------------------------------------ staging (one writer per shard file)
+    @property
+    def staging(self) -> Path:
+        return self.root / STAGING
+
+    def staged_files(self) -> list[Path]:
+        return sorted(self.staging.glob("*.arrow")) if self.staging.is_dir() else []
+
+    def staged_ids(self) -> set[str]:
+        ids: set[str] = set()
+        for path in self.staged_files():
+            with pa.memory_map(str(path)) as source:
+                ids.update(pa.ipc.open_file(source).read_all().column("id").to_pylist())
+        return ids
+
+    def stage(self, table: pa.Table, name: str) -> Path:
+        """Write one shard file atomically (temporary name, fsync, rename): it is whole or absent."""
+        self.staging.mkdir(parents=True, exist_ok=True)
+        path = self.staging / f"{name}-{uuid.uuid4().hex[:8]}.arrow"
+        tmp = path.with_suffix(".tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def clear_partial_files(self) -> None:
+        """Remove temporary shard files of an interrupted run (never a finished shard file)."""
+        for path in self.staging.glob("*.tmp") if self.staging.is_dir() else []:
+            path.unlink()
+
+    def commit_staged(self) -> int:
+        """Insert every staged row whose id is not in the table yet (one commit per shard file), then remove the
+        shard file. Returns the number of rows added. Single writer: call from one process only."""
+        table = self.table
+        before = table.count_rows()
+        for path in self.staged_files():
+            with pa.memory_map(str(path)) as source:
+                data = pa.ipc.open_file(source).read_all()
+            if data.num_rows:
+                table.merge_insert("id").when_not_matched_insert_all().execute(data)
+            path.unlink()
+        return table.count_rows() - before
+
+    def ensure_indexes(self, index_min_rows: int = DEFAULT_INDEX_MIN_ROWS) -> dict[str, Any]:
+        """A BTREE index on ``id``; an IVF-PQ vector index once the table has ``index_min_rows`` rows (rows added
+        later are searched exactly beside the index until :meth:`optimize` folds them in)."""
+        table = self.table
+        rows_now = table.count_rows()
+        if not rows_now:
+            return {"rows": 0, "vector_index": None}
+        names = {tuple(config.columns) for config in table.list_indices()}
+        if ("id",) not in names:
+            with warnings.catch_warnings():  # its replacement's Python signature is broken in lancedb 0.40
+                warnings.simplefilter("ignore", DeprecationWarning)
+                table.create_scalar_index("id")
+        if ("vector",) in names:
+            table.optimize()  # fold new rows into the existing indexes, compact small commits
+        elif rows_now >= index_min_rows:
+            sub_vectors = next(
+                d for d in (self.embed_dim // 16, self.embed_dim // 8, 1) if d and self.embed_dim % d == 0
+            )
+            table.create_index(
+                metric="dot",  # unit vectors: dot = cosine
+                index_type="IVF_PQ",
+                vector_column_name="vector",
+                num_partitions=max(1, int(math.sqrt(rows_now))),
+                num_sub_vectors=sub_vectors,
+            )
+        else:
+            table.optimize()
+        return {"rows": rows_now, "vector_index": "IVF_PQ" if self.has_vector_index() else None}
