@@ -4,8 +4,9 @@
 
 1. builds a tiny random Qwen2-VL checkpoint with the real Qwen2 vocabulary (scripts/build_model.py --tiny);
 2. loads it the three ways users do (SentenceTransformer, AutoModel, AutoProcessor; trust_remote_code=True);
-3. embeds Vietnamese texts, generated images and text+image / multi-image items into one vector store;
-4. runs a text query, an image query and an <ocr> query against it and prints the ranked results;
+3. writes Vietnamese texts, generated images and text+image / multi-image items as an items JSONL file and
+   builds the embedded vector database from it with ``scripts/index.py build`` (LanceDB on disk);
+4. queries that db with ``scripts/index.py search``: a text query, an image query and an <ocr> question;
 5. checks that ST encode and AutoModel.encode agree, and that the three ways of giving a task agree.
 
 The weights are random: the scores show the pipeline working, not retrieval quality (see the training
@@ -15,9 +16,12 @@ demo for learned quality).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,27 +81,54 @@ def main(argv: list[str] | None = None) -> None:
         "plate_ocr": ("<ocr> Biển số xe này là gì?", picture("plate", 0)),
     }
     ids = list(store)
+    folder = args.out.parent / "demo-store"
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "img").mkdir(parents=True)
+    with (folder / "items.jsonl").open("w", encoding="utf-8") as handle:
+        for key in ids:
+            text, images = store[key]
+            images = [] if images is None else images if isinstance(images, list) else [images]
+            paths = []
+            for number, image in enumerate(images):
+                image.save(folder / "img" / f"{key}-{number}.png")
+                paths.append(f"img/{key}-{number}.png")
+            row = {"id": key, "text": text, "images": paths, "source": "demo"}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    picture("car", 3).save(folder / "query-car.png")
+    picture("plate", 0).save(folder / "query-plate.png")
+
+    from scripts.index import main as index_cli
+    from vipyloqwen_tools.index_search import Index
+
+    db = folder / "db"
     start = time.perf_counter()
-    vectors = model.encode(text=[store[i][0] for i in ids], images=[store[i][1] for i in ids], batch_size=4)
+    items_arg = ["--items", str(folder / "items.jsonl"), "--db", str(db), "--batch-size", "4"]
+    if index_cli(["build", "--model", str(args.out), *items_arg]) != 0:
+        raise SystemExit("FAILED: scripts/index.py build")
     print(
-        f"[3] embedded {len(ids)} items (text, image, text+image, multi-image) -> {tuple(vectors.shape)} "
-        f"in {time.perf_counter() - start:.2f}s"
+        f"[3] built the embedded vector db {db} from {len(ids)} items (text, image, text+image, multi-image) "
+        f"with scripts/index.py build in {time.perf_counter() - start:.2f}s"
     )
 
     queries = {
-        "text query 'Tìm điều khoản bảo mật'": model.encode(text="Tìm điều khoản bảo mật"),
-        "image query (a red car)": model.encode(images=picture("car", 3)),
-        "<ocr> query 'Biển số xe này là gì?' + plate image": model.encode(
-            text="Biển số xe này là gì?", images=picture("plate", 0), task="ocr"
-        ),
-    }
-    print("[4] multimodal search over the store (cosine similarity, random weights):")
+        "text query 'Tìm điều khoản bảo mật'": ["--text", "Tìm điều khoản bảo mật"],
+        "image query (a red car)": ["--image", str(folder / "query-car.png")],
+        "<ocr> question 'Biển số xe này là gì?' + plate image": [
+            "--text", "Biển số xe này là gì?", "--image", str(folder / "query-plate.png"), "--task", "ocr",
+        ],
+    }  # fmt: skip
+    print("[4] scripts/index.py search over the db (cosine similarity, random weights):")
     for name, query in queries.items():
-        scores = (vectors @ query.T).squeeze(1)
-        ranked = scores.argsort(descending=True)[:3]
         print(f"    {name}")
-        for rank, index in enumerate(ranked.tolist(), start=1):
-            print(f"      {rank}. {ids[index]:<18} {scores[index]:+.4f}")
+        if index_cli(["search", "--model", str(args.out), "--db", str(db), "--top-k", "3", *query]) != 0:
+            raise SystemExit(f"FAILED: scripts/index.py search ({name})")
+
+    index = Index(db, model)
+    rows = {row["id"]: row["vector"] for row in index.table.to_arrow().select(["id", "vector"]).to_pylist()}
+    vectors = torch.tensor([rows[key] for key in ids])
+    ocr_query = index.embed({"text": "Biển số xe này là gì?", "images": [picture("plate", 0)], "task": "ocr"})
+    api_hit = index.search({"text": "Biển số xe này là gì?", "images": [picture("plate", 0)], "task": "ocr"}, k=1)[0]
+    print(f"    Python API: Index(db).search(<ocr> question, k=1) -> {api_hit['id']} {api_hit['score']:+.4f}")
 
     st_inputs = [
         {"text": store[i][0], "image": store[i][1]}
@@ -115,16 +146,20 @@ def main(argv: list[str] | None = None) -> None:
     ocr_by_prompt = st.encode(
         [{"text": "Biển số xe này là gì?", "image": picture("plate", 0)}], prompt_name="ocr", convert_to_tensor=True
     ).cpu()
+    with warnings.catch_warnings():  # encode's workers fork; lancedb (imported above) warns on any fork
+        warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
+        auto_vectors = model.encode(text=[store[i][0] for i in ids], images=[store[i][1] for i in ids], batch_size=4)
     gaps = {
-        "ST encode vs AutoModel.encode": (st_vectors - vectors).abs().max().item(),
+        "ST encode vs the db's vectors (index.py build)": (st_vectors - vectors).abs().max().item(),
+        "ST encode vs AutoModel.encode": (st_vectors - auto_vectors).abs().max().item(),
         "task: ST prompt_name vs task= vs typed '<ocr>'": max(
-            (ocr_by_prompt - queries["<ocr> query 'Biển số xe này là gì?' + plate image"]).abs().max().item(),
+            (ocr_by_prompt - ocr_query).abs().max().item(),
             (ocr_by_prompt - vectors[ids.index("plate_ocr")]).abs().max().item(),
         ),
     }
     print("[5] agreement (max abs difference):")
     for name, gap in gaps.items():
-        print(f"    {name:<48} {gap:.2e}")
+        print(f"    {name:<50} {gap:.2e}")
     if max(gaps.values()) > 1e-5:
         raise SystemExit("FAILED: loading paths disagree by more than 1e-5")
     if not torch.allclose(vectors.norm(dim=-1), torch.ones(len(ids)), atol=1e-5):

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +80,7 @@ def rows(embed_dim: int, items: list[Any], vectors: np.ndarray) -> pa.Table:
 
 
 def _connect(root: Path):
+    """LanceDB connection to a db folder (imported here: search and build need it, the model package does not)."""
     import lancedb
 
     return lancedb.connect(str(root))
@@ -237,28 +237,27 @@ class Store:
     def ensure_indexes(self, index_min_rows: int = DEFAULT_INDEX_MIN_ROWS) -> dict[str, Any]:
         """A BTREE index on ``id``; an IVF-PQ vector index once the table has ``index_min_rows`` rows (rows added
         later are searched exactly beside the index until :meth:`optimize` folds them in)."""
+        from lancedb.index import BTree, IvfPq
+
         table = self.table
         rows_now = table.count_rows()
         if not rows_now:
             return {"rows": 0, "vector_index": None}
         names = {tuple(config.columns) for config in table.list_indices()}
         if ("id",) not in names:
-            with warnings.catch_warnings():  # its replacement's Python signature is broken in lancedb 0.40
-                warnings.simplefilter("ignore", DeprecationWarning)
-                table.create_scalar_index("id")
+            table.create_index("id", config=BTree())
         if ("vector",) in names:
             table.optimize()  # fold new rows into the existing indexes, compact small commits
         elif rows_now >= index_min_rows:
             sub_vectors = next(
                 d for d in (self.embed_dim // 16, self.embed_dim // 8, 1) if d and self.embed_dim % d == 0
             )
-            table.create_index(
-                metric="dot",  # unit vectors: dot = cosine
-                index_type="IVF_PQ",
-                vector_column_name="vector",
+            config = IvfPq(
+                distance_type="dot",  # unit vectors: dot = cosine
                 num_partitions=max(1, int(math.sqrt(rows_now))),
-                num_sub_vectors=sub_vectors,
+                num_sub_vectors=sub_vectors,  # 16 dims per 8-bit code: 64 bytes per 1024-d vector
             )
+            table.create_index("vector", config=config)
         else:
             table.optimize()
         return {"rows": rows_now, "vector_index": "IVF_PQ" if self.has_vector_index() else None}
