@@ -33,13 +33,15 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
 
 try:
-    from .configuration_vipyloqwen import ViPyloQwenConfig
-    from .images_vipyloqwen import PATCH, image_size
+    from .configuration_vipyloqwen import ViPyloQwenConfig, st_prompts
+    from .images_vipyloqwen import PATCH, check_size, image_size
+    from .items_vipyloqwen import label, split_item
     from .prefetch_vipyloqwen import prefetch, resolve_num_workers
     from .processing_vipyloqwen import ViPyloQwenProcessor
 except ImportError:  # imported as a top-level module (tests, scripts)
-    from configuration_vipyloqwen import ViPyloQwenConfig
-    from images_vipyloqwen import PATCH, image_size
+    from configuration_vipyloqwen import ViPyloQwenConfig, st_prompts
+    from images_vipyloqwen import PATCH, check_size, image_size
+    from items_vipyloqwen import label, split_item
     from prefetch_vipyloqwen import prefetch, resolve_num_workers
     from processing_vipyloqwen import ViPyloQwenProcessor
 
@@ -126,8 +128,12 @@ class ViPyloQwenModel(Qwen2VLModel):
     def _item_lengths(
         self, messages: list[list[dict]], max_image_tokens: int | None, max_length: int | None
     ) -> list[int]:
-        """Sequence length per item (text tokens after truncation + image tokens from the image sizes),
-        known before any image is decoded; used to batch items of similar length together."""
+        """Sequence length per item (prefix + text tokens after truncation + image tokens from the image
+        sizes), known before any image is decoded; used to batch items of similar length together.
+
+        Reads each item with the same rules as the processor (:func:`items_vipyloqwen.split_item`), so a
+        malformed item, or an image size Qwen2-VL cannot take, fails here, naming the item, before any forward.
+        """
         processor = self.processor
         text_budget = max_length or processor.tokenizer.model_max_length
         size = processor.image_size_kwargs(max_image_tokens)
@@ -137,19 +143,22 @@ class ViPyloQwenModel(Qwen2VLModel):
         # Tokenise in chunks and keep only the counts: memory stays flat on long streams.
         for start in range(0, len(messages), 512):
             chunk = messages[start : start + 512]
-            texts = [
-                "".join(c.get("text", "") for m in conv for c in m["content"] if c["type"] == "text") for conv in chunk
-            ]
-            encoded = processor.tokenizer(texts, add_special_tokens=False, return_length=True)
-            for conv, text_length in zip(chunk, encoded["length"], strict=True):
+            wheres = [label(f"item {start + offset}", conv) for offset, conv in enumerate(chunk)]
+            parsed = [split_item(conv, where) for conv, where in zip(chunk, wheres, strict=True)]
+            text_ids = processor.plain_token_ids([item.text if item.text.strip() else "" for item in parsed])
+            for item, where, ids in zip(parsed, wheres, text_ids, strict=True):
                 image_tokens = 0
-                for content in (c for m in conv for c in m["content"] if c["type"] == "image"):
-                    width, height = image_size(content["image"]) or (PATCH * 32, PATCH * 32)
+                for j, image in enumerate(item.images):
+                    known = image_size(image)
+                    if known is not None:
+                        check_size(known, f"{where}, image {j}")
+                    width, height = known or (PATCH * 32, PATCH * 32)
                     patches = processor.image_processor.get_number_of_image_patches(
                         max(height, PATCH), max(width, PATCH), image_kwargs
                     )
                     image_tokens += patches // patches_per_token + 2  # merged tokens + vision start/end
-                lengths.append(min(text_length, text_budget) + image_tokens)
+                text_tokens = min(len(ids), text_budget) if ids or item.images else 1  # empty item: <|endoftext|>
+                lengths.append(int(item.task is not None) + text_tokens + image_tokens)
         return lengths
 
     @staticmethod
@@ -180,14 +189,18 @@ class ViPyloQwenModel(Qwen2VLModel):
         show_progress_bar: bool = False,
         num_workers: int | None = None,
         worker_type: str = "process",
+        prompt: str | None = None,
+        prompt_name: str | None = None,
     ) -> torch.Tensor:
         """Embed items of text, images or both: returns float32 [N, embed_dim], in input order.
 
         Args:
-            text: one string or a list (``None`` for image-only items). A leading task prefix typed in
-                the text (``"<ocr> ..."``) selects the task too.
-            images: one image (PIL image or path), or one entry per item: ``None``, an image, or a list
-                of 1-5 images.
+            text: one string or a list (``None`` for image-only items). A task prefix typed at the very start
+                of the text (``"<ocr> ..."``) selects the task too; anywhere else special tokens are plain
+                characters. Empty or whitespace-only text is valid (see :mod:`items_vipyloqwen`).
+            images: one image, or one entry per item: ``None``, an image, or a list of 1-5 images. An image is
+                a PIL image, a path, an http(s) URL, encoded bytes, a numpy array or a torch tensor (see
+                :mod:`images_vipyloqwen`).
             batch_size: items per forward pass (at most); items are sorted by length (text tokens + image
                 tokens) and a batch of long items holds fewer of them, to limit padding.
             max_length: text tokens per item (default: the processor's ``max_text_tokens``); the task
@@ -201,6 +214,12 @@ class ViPyloQwenModel(Qwen2VLModel):
                 results are bit-identical to ``num_workers=0``, which prepares each batch in turn). Default
                 ``None``: one per available core (at most 8), none for a single batch.
             worker_type: ``"process"`` (forked DataLoader workers, default) or ``"thread"``.
+            prompt: free text put before every item's text, exactly as if typed (as Sentence-Transformers'
+                ``prompt=``); a prompt starting with a task prefix selects that task.
+            prompt_name: the name of a saved prompt (the Sentence-Transformers prompts: the task names,
+                ``query``, ``document``); an unknown name is an error listing them.
+
+        Errors name the item by its position in ``text`` / ``images``: ``item 3 (text '...'): ...``.
 
         Example::
 
@@ -210,7 +229,14 @@ class ViPyloQwenModel(Qwen2VLModel):
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         processor = self.processor
-        messages = processor.build_messages(text=text, images=images, task=task)
+        if prompt_name is not None:
+            if prompt is not None:
+                raise ValueError("give prompt (free text) or prompt_name (a saved prompt), not both")
+            saved = st_prompts()
+            if prompt_name not in saved:
+                raise ValueError(f"Unknown prompt_name {prompt_name!r}. Saved prompts: {', '.join(saved)}.")
+            prompt = saved[prompt_name]
+        messages = processor.build_messages(text=text, images=images, task=task, prompt=prompt)
         chunks = self._batches(self._item_lengths(messages, max_image_tokens, max_length), batch_size)
         device = next(self.parameters()).device
         out = torch.empty(len(messages), self.config.embed_dim, dtype=torch.float32)

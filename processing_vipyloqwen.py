@@ -1,14 +1,16 @@
-"""viPyloQwen processor: Qwen2-VL image processor + tokenizer with an embedding chat template.
+"""viPyloQwen processor: Qwen2-VL image processor + tokenizer, tokenising items in the embedding layout.
 
-Every item is rendered as ``[task prefix] [images] [text]``: the task prefix token (if any), then each
-image as ``<|vision_start|><|image_pad|>...<|vision_end|>``, then the item's text. There is no chat
-boilerplate (no default system prompt, no role markers, no generation prompt).
+Every item is tokenised as ``[task prefix] [images] [text]``: the task prefix token (if any), then each
+image as ``<|vision_start|><|image_pad|>...<|vision_end|>``, then the item's text read as plain characters
+(special tokens typed in the text are not special). There is no chat boilerplate (no default system prompt,
+no role markers, no generation prompt). How an item's messages are read (prompts, task prefixes, empty
+text, error names) is in :mod:`items_vipyloqwen`; which image values are accepted, in :mod:`images_vipyloqwen`.
 
 The task can be given three ways, all giving the same tokens:
 
 - a system message holding the prefix token (what Sentence-Transformers sends for ``prompt_name``),
 - ``task=`` in :meth:`ViPyloQwenModel.encode` / :meth:`ViPyloQwenProcessor.build_messages`,
-- the prefix typed at the start of the text (``"<ocr> Biển số xe này là gì?"``); the whitespace after
+- the prefix typed at the very start of the text (``"<ocr> Biển số xe này là gì?"``); the whitespace after
   a typed prefix is dropped.
 
 Budgets (load-time defaults, overridable per call):
@@ -19,18 +21,22 @@ Budgets (load-time defaults, overridable per call):
   (Sentence-Transformers passes its ``max_seq_length``) has the same meaning. Truncation only ever cuts
   the item's text: the task prefix and the image tokens are never cut.
 
+Batches are padded to their longest item by default (``text_kwargs={"padding": False}`` turns it off).
+
 Example::
 
     >>> processor = AutoProcessor.from_pretrained("erax-ai/viPyloQwen", trust_remote_code=True)
-    >>> messages = processor.build_messages(text=["Xin chào"], images=[None], task="text_pair")
+    >>> messages = processor.build_messages(text=["Xin chào", "Tạm biệt"], task="text_pair")
     >>> batch = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
+from transformers.feature_extraction_utils import BatchFeature
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
@@ -40,23 +46,19 @@ try:
         DEFAULT_MAX_IMAGE_TOKENS,
         DEFAULT_MAX_TEXT_TOKENS,
         DEFAULT_MIN_IMAGE_TOKENS,
-        MAX_IMAGES_PER_ITEM,
         TASKS,
-        resolve_task,
-        split_task_prefix,
     )
     from .images_vipyloqwen import PATCH, prepare_image
+    from .items_vipyloqwen import CanonicalItem, build_messages, label, split_item
 except ImportError:  # imported as a top-level module (tests, scripts)
     from configuration_vipyloqwen import (
         DEFAULT_MAX_IMAGE_TOKENS,
         DEFAULT_MAX_TEXT_TOKENS,
         DEFAULT_MIN_IMAGE_TOKENS,
-        MAX_IMAGES_PER_ITEM,
         TASKS,
-        resolve_task,
-        split_task_prefix,
     )
     from images_vipyloqwen import PATCH, prepare_image
+    from items_vipyloqwen import CanonicalItem, build_messages, label, split_item
 
 # Renders every message's content in order, without roles. The processor canonicalises each item
 # to [system: prefix] + [user: images..., text] before rendering, so the order is always
@@ -72,14 +74,6 @@ EMBEDDING_CHAT_TEMPLATE = (
 )
 
 _SIZE_KEYS = ("max_length", "truncation", "padding", "return_tensors", "pad_to_multiple_of")
-
-
-def _content_items(content: Any) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return list(content)
 
 
 class ViPyloQwenProcessor(Qwen2VLProcessor):
@@ -144,7 +138,9 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         # maximum" warning would be a false alarm.
         self.tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
         self.task_token_ids = {name: tokenizer.convert_tokens_to_ids(spec.prefix) for name, spec in TASKS.items()}
+        self.vision_start_token_id = tokenizer.convert_tokens_to_ids("<|vision_start|>")
         self.vision_end_token_id = tokenizer.convert_tokens_to_ids("<|vision_end|>")
+        self.end_of_text_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
 
     @staticmethod
     def _check_budget(name: str, value: Any) -> int:
@@ -161,136 +157,189 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
             "longest_edge": max_tokens * PATCH * PATCH,
         }
 
-    # ------------------------------------------------------------------ items -> messages
+    # ------------------------------------------------------------------ items
     def build_messages(
         self,
         text: str | Sequence[str | None] | None = None,
         images: Any = None,
         task: str | None = None,
+        prompt: str | None = None,
     ) -> list[list[dict[str, Any]]]:
-        """Turn parallel ``text`` / ``images`` inputs into one message list per item.
-
-        Args:
-            text: one string or a list (``None`` entries for image-only items).
-            images: one image (PIL or path), a list with one entry per item (each ``None``, an image, or
-                a list of 1-5 images), or ``None``. With a single text, a list of images is that
-                item's images.
-            task: registry key or prefix token applied to every item (``None``: no prefix, or the prefix
-                typed in each text).
+        """Turn parallel ``text`` / ``images`` inputs into one message list per item
+        (:func:`items_vipyloqwen.build_messages`: ``task`` and ``prompt`` go into a system message).
 
         Raises:
-            ValueError: empty input, lists of different lengths, an item with neither text nor image.
+            TypeError / ValueError: wrong types, empty input, lists of different lengths.
         """
-        single = isinstance(text, str) or (text is None and not isinstance(images, (list, tuple)))
-        if single:
-            texts = [text]
-            per_item_images = [images]
-        else:
-            texts = list(text) if text is not None else None
-            per_item_images = list(images) if isinstance(images, (list, tuple)) else images
-            if texts is None:
-                texts = [None] * len(per_item_images)
-            elif per_item_images is None:
-                per_item_images = [None] * len(texts)
-            elif not isinstance(per_item_images, list):
-                raise ValueError(
-                    f"images must be a list with one entry per text item ({len(texts)} texts), "
-                    f"got a single {type(per_item_images).__name__}"
-                )
-        if not texts:
-            raise ValueError("Empty input: give at least one text or image")
-        if len(texts) != len(per_item_images):
-            raise ValueError(
-                f"text and images must have the same length: {len(texts)} texts vs {len(per_item_images)} image entries"
-            )
-        prefix = TASKS[name].prefix if (name := resolve_task(task)) else ""
-        messages = []
-        for index, (item_text, item_images) in enumerate(zip(texts, per_item_images, strict=True)):
-            if item_text is not None and not isinstance(item_text, str):
-                raise TypeError(f"item {index}: text must be a string or None, got {type(item_text).__name__}")
-            if item_images is None:
-                item_images = []
-            elif not isinstance(item_images, (list, tuple)):
-                item_images = [item_images]
-            content = [{"type": "image", "image": image} for image in item_images]
-            if item_text is not None:
-                content.append({"type": "text", "text": item_text})
-            conversation = [{"role": "user", "content": content}]
-            if prefix:
-                conversation.insert(0, {"role": "system", "content": [{"type": "text", "text": prefix}]})
-            messages.append(conversation)
-        return messages
+        return build_messages(text=text, images=images, task=task, prompt=prompt)
 
-    def canonicalize(self, conversation: list[dict[str, Any]], index: int, max_image_tokens: int | None = None):
-        """Validate one item's messages and return them as ``[system: prefix] + [user: images, text]``.
+    def canonicalize(
+        self,
+        conversation: list[dict[str, Any]],
+        index: int,
+        max_image_tokens: int | None = None,
+        where: str | None = None,
+    ) -> CanonicalItem:
+        """Read one item's messages once (:func:`items_vipyloqwen.split_item`) and load its images.
 
-        The task comes from a system message (a prefix token) and/or a prefix typed at the start of
-        the text; both must agree. Images are opened, oriented and converted to RGB here.
+        Returns a :class:`CanonicalItem` (``[system: prefix] + [user: images, text]``), which
+        :meth:`apply_chat_template` tokenises without reading it again; a CanonicalItem given here is
+        returned unchanged. Images are opened, oriented, converted to RGB and shrunk early here.
+
+        Args:
+            conversation: the item's messages.
+            index: the item's position, for error messages (``item {index} (...)``).
+            max_image_tokens: per-image budget for the early shrink (default: the processor's).
+            where: the item's name in error messages, instead of ``item {index} (text / image)``.
         """
-        where = f"item {index}"
-        if not isinstance(conversation, (list, tuple)) or not all(isinstance(m, dict) for m in conversation):
-            raise TypeError(f"{where}: expected a list of message dicts, got {type(conversation).__name__}")
-        tasks: list[str] = []
-        texts: list[str] = []
-        images: list[Any] = []
-        for message in conversation:
-            role = message.get("role")
-            items = _content_items(message.get("content"))
-            if role == "system":
-                for item in items:
-                    prompt = (item.get("text") or "").strip()
-                    if prompt:
-                        tasks.append(resolve_task(prompt))
-                continue
-            if role != "user":
-                raise ValueError(f"{where}: unsupported message role {role!r}; use 'system' (task prefix) and 'user'")
-            for item in items:
-                kind = item.get("type")
-                if kind == "text":
-                    texts.append(item.get("text") or "")
-                elif kind == "image":
-                    images.append(next((item[k] for k in ("image", "url", "path") if k in item), None))
-                else:
-                    raise ValueError(f"{where}: unsupported content type {kind!r}; valid: 'text', 'image'")
-        text = "\n".join(texts)
-        typed_task, text = split_task_prefix(text)
-        if typed_task is not None:
-            tasks.append(typed_task)
-        tasks = [task for task in tasks if task is not None]
-        if len(set(tasks)) > 1:
-            raise ValueError(
-                f"{where}: conflicting tasks {sorted(set(tasks))} (from the prompt and the typed prefix); give one task"
-            )
-        if len(images) > MAX_IMAGES_PER_ITEM:
-            raise ValueError(f"{where}: {len(images)} images, at most {MAX_IMAGES_PER_ITEM} per item")
-        if not text.strip() and not images:
-            raise ValueError(f"{where}: has neither text nor image")
+        if isinstance(conversation, CanonicalItem):
+            return conversation
+        where = where or label(f"item {index}", conversation)
+        parsed = split_item(conversation, where)
         max_pixels = (max_image_tokens or self.max_image_tokens) * PATCH * PATCH
-        content = [
-            {"type": "image", "image": prepare_image(image, f"{where}, image {j}", max_pixels)}
-            for j, image in enumerate(images)
-        ]
-        if text.strip():
-            content.append({"type": "text", "text": text})
-        canonical = [{"role": "user", "content": content}]
-        if tasks:
-            canonical.insert(0, {"role": "system", "content": [{"type": "text", "text": TASKS[tasks[0]].prefix}]})
-        return canonical
+        images = [prepare_image(image, f"{where}, image {j}", max_pixels) for j, image in enumerate(parsed.images)]
+        return CanonicalItem(parsed.task, parsed.text, images, where)
 
-    def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
-        """Canonicalise every item (see :meth:`canonicalize`), then render and tokenise as transformers does."""
+    def plain_token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of ``texts`` read as plain characters: special tokens typed in a text (``<ocr>``,
+        ``<|image_pad|>``, ``<|im_start|>``, ...) are split like any other characters."""
+        plain = self.__dict__.get("_plain_tokenizer")
+        if plain is None:
+            # A private copy of the Rust tokenizer with special-token matching off: thread- and fork-safe,
+            # and it never changes the state of the shared tokenizer other code uses.
+            plain = copy.deepcopy(self.tokenizer.backend_tokenizer)
+            plain.encode_special_tokens = True
+            plain.no_padding()
+            plain.no_truncation()
+            self._plain_tokenizer = plain
+        return [encoding.ids for encoding in plain.encode_batch(list(texts), add_special_tokens=False)]
+
+    def apply_chat_template(
+        self,
+        conversation,
+        chat_template: str | None = None,
+        tokenize: bool = False,
+        return_dict: bool = False,
+        return_tensors: str | None = "auto",
+        processor_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        """Canonicalise every item once (:meth:`canonicalize`), then tokenise it as
+        ``[task prefix] [<|vision_start|><|image_pad|>...<|vision_end|>]... [text as plain characters]``.
+
+        Batches are padded to the longest item by default (``padding=False`` in ``text_kwargs`` turns it
+        off); ``truncation=True`` with ``max_length`` cuts each item's text only. ``max_image_tokens`` /
+        ``min_image_tokens`` (in ``images_kwargs`` or top level) set the per-image budget for this call.
+        With ``tokenize=False`` the rendered string is returned (for display: the text is shown as typed).
+
+        Errors name the item as ``batch item {position} (text / image)``: the position in ``conversation``.
+        """
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
         conversations = list(conversation) if batched else [conversation]
         if not conversations or (not batched and not conversation):
             raise ValueError("Empty input: give at least one item")
-        images_kwargs = (kwargs.get("processor_kwargs") or {}).get("images_kwargs") or {}
-        max_image_tokens = images_kwargs.get("max_image_tokens") or kwargs.get("max_image_tokens")
-        canonical = [self.canonicalize(conv, index, max_image_tokens) for index, conv in enumerate(conversations)]
-        return super().apply_chat_template(canonical if batched else canonical[0], chat_template, **kwargs)
+        options = self._call_options(processor_kwargs, kwargs)
+        max_image_tokens = options["max_image_tokens"]
+        items = [
+            self.canonicalize(conv, index, max_image_tokens, label(f"batch item {index}", conv))
+            for index, conv in enumerate(conversations)
+        ]
+        if not tokenize:
+            return super().apply_chat_template(items if batched else items[0], chat_template, tokenize=False)
+        if chat_template is not None and chat_template != self.chat_template:
+            raise ValueError(
+                "viPyloQwen tokenises items in its fixed embedding layout; a custom chat_template only works with "
+                "tokenize=False"
+            )
+        if return_tensors != "auto":
+            options["return_tensors"] = return_tensors
+        out = self.encode_items(items, **options)
+        return out if return_dict else out["input_ids"]
+
+    @staticmethod
+    def _call_options(processor_kwargs: dict | None, kwargs: dict) -> dict[str, Any]:
+        """The tokenisation options of an apply_chat_template call, from wherever transformers or
+        Sentence-Transformers put them (nested ``*_kwargs`` dicts or top level)."""
+        nested = dict(processor_kwargs or {})
+        for key in ("text_kwargs", "images_kwargs", "common_kwargs", "audio_kwargs", "videos_kwargs"):
+            if key in kwargs:  # the pre-5.4 calling convention passes them at top level
+                nested[key] = kwargs.pop(key)
+        flat: dict[str, Any] = {}
+        for source in (nested.get("common_kwargs"), nested.get("text_kwargs"), nested, kwargs):
+            for key in _SIZE_KEYS:
+                if source and source.get(key) is not None:
+                    flat[key] = source[key]
+        images_kwargs = dict(nested.get("images_kwargs") or {})
+        for key in ("max_image_tokens", "min_image_tokens"):
+            value = images_kwargs.pop(key, None) or nested.get(key) or kwargs.get(key)
+            flat[key] = value
+        flat["images_kwargs"] = {k: v for k, v in images_kwargs.items() if k != "return_tensors"}
+        return flat
+
+    def encode_items(
+        self,
+        items: Sequence[CanonicalItem],
+        padding: bool | str = True,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        return_tensors: str | None = None,
+        max_image_tokens: int | None = None,
+        min_image_tokens: int | None = None,
+        images_kwargs: dict[str, Any] | None = None,
+    ) -> BatchFeature:
+        """Token ids, attention mask, ``mm_token_type_ids`` and pixel values of canonical items.
+
+        Each item is ``[prefix id] + [vision_start, image_pad x n, vision_end] per image + text ids``, the text
+        read as plain characters (:meth:`plain_token_ids`); an item without images whose text is empty or
+        whitespace is ``[prefix id] + [<|endoftext|>]``. ``truncation`` cuts the text to ``max_length``
+        (default ``max_text_tokens``) tokens, never the prefix or image tokens.
+        """
+        images = [image for item in items for image in item.images]
+        data: dict[str, Any] = {}
+        counts: list[int] = []
+        if images:
+            size = (images_kwargs or {}).get("size") or self.image_size_kwargs(max_image_tokens, min_image_tokens)
+            extra = {k: v for k, v in (images_kwargs or {}).items() if k != "size"}
+            pixels = self.image_processor(images, size=size, return_tensors="pt", **extra)
+            data["pixel_values"] = pixels["pixel_values"]
+            data["image_grid_thw"] = pixels["image_grid_thw"]
+            counts = (pixels["image_grid_thw"].prod(-1) // self.image_processor.merge_size**2).tolist()
+        texts = [item.text if item.text.strip() else "" for item in items]
+        text_ids = self.plain_token_ids(texts)
+        cut = truncation not in (None, False, "do_not_truncate")
+        budget = max_length or self.tokenizer.model_max_length
+        input_ids = []
+        image_index = 0
+        for item, ids in zip(items, text_ids, strict=True):
+            row = [self.task_token_ids[item.task]] if item.task is not None else []
+            for _ in item.images:
+                row += [self.vision_start_token_id, *[self.image_token_id] * counts[image_index]]
+                row.append(self.vision_end_token_id)
+                image_index += 1
+            if not ids and not item.images:
+                ids = [self.end_of_text_token_id]  # the documented embedding of an empty item
+            row += ids[:budget] if cut else ids
+            input_ids.append(row)
+        padded = self.tokenizer.pad(
+            {"input_ids": input_ids},
+            padding="longest" if padding in (True, "max_length") else padding,
+            pad_to_multiple_of=pad_to_multiple_of,
+            return_attention_mask=True,
+        )
+        data = {
+            "input_ids": padded["input_ids"],
+            "attention_mask": padded["attention_mask"],
+            "mm_token_type_ids": self.create_mm_token_type_ids(padded["input_ids"]),
+            **data,
+        }
+        return BatchFeature(data=data, tensor_type=return_tensors)
 
     # ------------------------------------------------------------------ tokenisation
     def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
-        """Tokenise rendered text and process images; truncation only ever cuts text after the images.
+        """Tokenise already rendered text and process images (the low-level path: special tokens in ``text`` are
+        parsed as special; :meth:`apply_chat_template` reads item text as plain characters). Pads to the longest
+        item unless ``padding`` is given; truncation only ever cuts text after the images.
 
         ``max_length`` (default: the tokenizer's ``model_max_length``, set from ``max_text_tokens``) bounds
         each item's text tokens, not counting the task prefix and image tokens. ``max_image_tokens`` /
@@ -298,6 +347,8 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         """
         if videos is not None or audio is not None:
             raise ValueError("viPyloQwen embeds text and images only (no video or audio)")
+        # Pad batches unless the caller says otherwise (the merged defaults would say padding=False).
+        padding_given = "padding" in kwargs or "padding" in (kwargs.get("text_kwargs") or {})
         images_kwargs = dict(kwargs.pop("images_kwargs", None) or {})
         max_image_tokens = kwargs.pop("max_image_tokens", None) or images_kwargs.pop("max_image_tokens", None)
         min_image_tokens = kwargs.pop("min_image_tokens", None) or images_kwargs.pop("min_image_tokens", None)
@@ -323,7 +374,7 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         if truncation not in (None, False, "do_not_truncate"):
             budget = size["max_length"] or self.tokenizer.model_max_length
             input_ids = [self._truncate_text(ids, budget) for ids in input_ids]
-        padding = size["padding"] or False
+        padding = size["padding"] if padding_given else "longest"
         padded = self.tokenizer.pad(
             {"input_ids": input_ids},
             padding="longest" if padding == "max_length" else padding,
@@ -345,7 +396,12 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
 
     def to_dict(self) -> dict[str, Any]:
         self.max_text_tokens = self.tokenizer.model_max_length  # save the live budget
-        return super().to_dict()
+        plain = self.__dict__.pop("_plain_tokenizer", None)  # a cache, not a setting: never deep-copied or saved
+        try:
+            return super().to_dict()
+        finally:
+            if plain is not None:
+                self._plain_tokenizer = plain
 
     def _truncate_text(self, ids: list[int], budget: int) -> list[int]:
         """Keep the head (task prefix + images) and at most ``budget`` text tokens after it."""

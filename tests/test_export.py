@@ -120,6 +120,7 @@ def test_checkpoint_has_the_hub_layout(tiny_checkpoint):
         "modeling_vipyloqwen.py",
         "processing_vipyloqwen.py",
         "images_vipyloqwen.py",
+        "items_vipyloqwen.py",
         "tokenizer.json",
         "tokenizer_config.json",
         "processor_config.json",

@@ -62,7 +62,9 @@ def test_huge_image_is_shrunk_early(tmp_path):
 
 
 def test_non_image_object_and_missing_file():
-    with pytest.raises(TypeError, match="item 3, image 1: expected a PIL.Image.Image or a path"):
+    with pytest.raises(TypeError, match="item 3, image 1: expected a PIL.Image.Image, a path .* got dict"):
+        prepare_image({"not": "an image"}, "item 3, image 1")
+    with pytest.raises(ValueError, match=r"item 3, image 1: cannot read image bytes \(5 bytes\): not in an image"):
         prepare_image(b"bytes", "item 3, image 1")
     with pytest.raises(ValueError, match="image file not found: '/no/such.png'"):
         prepare_image("/no/such.png", "item 0, image 0")

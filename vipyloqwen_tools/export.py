@@ -40,6 +40,7 @@ HUB_CODE_FILES = (
     "modeling_vipyloqwen.py",
     "processing_vipyloqwen.py",
     "images_vipyloqwen.py",
+    "items_vipyloqwen.py",
     "prefetch_vipyloqwen.py",
 )
 # Keys transformers writes that describe the machine that saved, not the model.

@@ -29,6 +29,7 @@ MODULE_NAMES = (
     "modeling_vipyloqwen",
     "processing_vipyloqwen",
     "images_vipyloqwen",
+    "items_vipyloqwen",
     "prefetch_vipyloqwen",
 )
 
