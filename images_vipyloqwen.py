@@ -56,7 +56,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 # One merged image token covers a PATCH x PATCH pixel area (patch 14, merge 2).
 PATCH = 28
@@ -261,8 +261,17 @@ def _is_tensor(value: object) -> bool:
 # ----------------------------------------------------------------------------------------------- PIL
 
 
+def _closed(where: str) -> ValueError:
+    return ValueError(
+        f"{where}: the PIL image was closed (image.close(), or its `with Image.open(...)` block ended before it "
+        "was loaded); keep it open until encode returns, or pass its path"
+    )
+
+
 def _first_frame(image: Image.Image, where: str) -> Image.Image:
     """The caller's PIL image, loaded, at frame 0 (an animated image is copied; its frame is restored)."""
+    if isinstance(image, ImageFile.ImageFile) and image.tile and getattr(image, "fp", None) is None:
+        raise _closed(where)  # a lazily opened file whose file was closed before its pixels were read
     try:
         if getattr(image, "n_frames", 1) > 1:
             position = image.tell()
@@ -275,10 +284,7 @@ def _first_frame(image: Image.Image, where: str) -> Image.Image:
         image.load()
     except ValueError as error:
         if "closed" in str(error):
-            raise ValueError(
-                f"{where}: the PIL image was closed (image.close(), or its `with Image.open(...)` block ended before "
-                "it was loaded); keep it open until encode returns, or pass its path"
-            ) from None
+            raise _closed(where) from None
         raise
     except OSError as error:  # truncated / corrupt data surfaces on first decode
         raise ValueError(f"{where}: cannot decode image: {error}") from None

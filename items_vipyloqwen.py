@@ -16,8 +16,9 @@ the same for every caller:
   A task given separately (``task=``, ``prompt_name``, a prompt that is just a prefix) and a prefix typed
   at the start of the text must agree (the same task twice counts once).
 - **Empty text.** Empty or whitespace-only text is valid. With images, the item is its images alone;
-  without images, the item embeds as the task prefix (if any) followed by the ``<|endoftext|>`` token:
-  deterministic, the same for ``""``, ``"   "``, ``"\\n"`` and a bare ``"<ocr>"`` (with the ocr prefix).
+  without images, the item embeds as the task prefix (if any) followed by the end-of-text token
+  ``<|im_end|>`` (the tokenizer's eos): deterministic, the same for ``""``, ``"   "``, ``"\\n"``; a bare
+  ``"<ocr>"`` is that with the ocr prefix.
   An item with no text at all (``None``) and no image is an error.
 - **Errors** name the item: ``item 3 (text 'Biển số xe...')`` by its position in the caller's input
   (``AutoModel.encode``), ``batch item 1 (text '...')`` by its position in the batch handed to the
@@ -64,7 +65,7 @@ class ParsedItem:
 
     @property
     def is_empty(self) -> bool:
-        """No images and only whitespace text: embedded as ``[prefix] <|endoftext|>``."""
+        """No images and only whitespace text: embedded as ``[prefix] <|im_end|>``."""
         return not self.images and not self.text.strip()
 
 

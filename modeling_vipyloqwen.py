@@ -157,7 +157,7 @@ class ViPyloQwenModel(Qwen2VLModel):
                         max(height, PATCH), max(width, PATCH), image_kwargs
                     )
                     image_tokens += patches // patches_per_token + 2  # merged tokens + vision start/end
-                text_tokens = min(len(ids), text_budget) if ids or item.images else 1  # empty item: <|endoftext|>
+                text_tokens = min(len(ids), text_budget) if ids or item.images else 1  # empty item: <|im_end|>
                 lengths.append(int(item.task is not None) + text_tokens + image_tokens)
         return lengths
 

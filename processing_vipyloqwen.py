@@ -140,7 +140,9 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         self.task_token_ids = {name: tokenizer.convert_tokens_to_ids(spec.prefix) for name, spec in TASKS.items()}
         self.vision_start_token_id = tokenizer.convert_tokens_to_ids("<|vision_start|>")
         self.vision_end_token_id = tokenizer.convert_tokens_to_ids("<|vision_end|>")
-        self.end_of_text_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        # The embedding of an empty item: the end-of-text (eos) token <|im_end|>, not the pad token
+        # <|endoftext|> (a pad row may be all zeros, which would give a zero vector).
+        self.end_of_text_token_id = tokenizer.eos_token_id
 
     @staticmethod
     def _check_budget(name: str, value: Any) -> int:
@@ -292,7 +294,7 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
 
         Each item is ``[prefix id] + [vision_start, image_pad x n, vision_end] per image + text ids``, the text
         read as plain characters (:meth:`plain_token_ids`); an item without images whose text is empty or
-        whitespace is ``[prefix id] + [<|endoftext|>]``. ``truncation`` cuts the text to ``max_length``
+        whitespace is ``[prefix id] + [<|im_end|>]`` (the eos token). ``truncation`` cuts the text to ``max_length``
         (default ``max_text_tokens``) tokens, never the prefix or image tokens.
         """
         images = [image for item in items for image in item.images]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -60,3 +64,41 @@ def st_model(tiny_checkpoint):
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(tiny_checkpoint), trust_remote_code=True, device="cpu")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` encoded as a PNG file."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def image_server():
+    """A local HTTP server: /ok.png (an image), /big.png (more bytes), /slow.png (no answer in time), 404s."""
+    body = png_bytes(make_image(64, 48, seed=4))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            if self.path == "/slow.png":
+                time.sleep(1.5)
+            if self.path in ("/ok.png", "/slow.png", "/big.png"):
+                data = body if self.path != "/big.png" else body + b"\0" * 4096
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                if self.path != "/big.png":  # no Content-Length: the cap is enforced while reading
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            else:
+                self.send_error(404, "Not Found")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", body
+    server.shutdown()
+    server.server_close()

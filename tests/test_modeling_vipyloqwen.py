@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_image
+from conftest import make_image, png_bytes
+from PIL import Image
 from transformers import Qwen2VLConfig, Qwen2VLModel
 
 from configuration_vipyloqwen import TASKS
@@ -236,3 +238,138 @@ def test_item_lengths_are_exact_for_untruncated_items(auto_model):
             [processor.canonicalize(conversation, index)], tokenize=True, return_dict=True, return_tensors="pt"
         )
         assert estimated[index] == batch["input_ids"].shape[1]  # prefix + image tokens + text
+
+
+# ---------------------------------------------------------------- issue 11: ST == AutoModel on odd inputs
+ODD_TEXTS = [
+    "",  # 1: empty and whitespace-only chunks, a bare prefix
+    "   ",
+    "\n",
+    "<ocr>",
+    "<ocr>  ",
+    "xin <ocr> chào",  # 4: special tokens typed inside text
+    "<|image_pad|> x <|vision_start|><|vision_end|>",
+    "<|im_start|>user\nxin chào<|im_end|>",
+    "<ocr> <ocr> foo",  # 5: only the very first prefix is a task
+    "<ocr><instr> a",
+]
+
+
+def close(a, b) -> bool:
+    return torch.allclose(a.float().cpu(), b.float().cpu(), atol=TOL)
+
+
+def test_odd_texts_st_equals_automodel(st_model, auto_model):
+    auto = auto_model.encode(text=ODD_TEXTS, batch_size=4)
+    st = st_model.encode(ODD_TEXTS, convert_to_tensor=True, batch_size=4)
+    for index, text in enumerate(ODD_TEXTS):
+        assert close(auto[index], st[index]), text
+    assert torch.isfinite(auto).all() and torch.allclose(auto.norm(dim=-1), torch.ones(len(ODD_TEXTS)), atol=1e-5)
+    # Empty text is deterministic: "", "   ", "\n" embed alike; so do "<ocr>" and "<ocr>  " (the ocr prefix + it).
+    assert close(auto[0], auto[1]) and close(auto[0], auto[2]) and close(auto[3], auto[4])
+    assert close(auto[3], auto_model.encode(text=[""], task="ocr")[0])
+    # Only the first prefix is a task; the second is characters (the whitespace after the first is dropped).
+    assert close(auto[8], auto_model.encode(text=["<ocr><ocr> foo"])[0])
+    assert close(auto[9], auto_model.encode(text=["<ocr>  <instr> a"])[0])
+    assert not close(auto[8], auto_model.encode(text=["foo"], task="ocr")[0])
+
+
+def test_break2_free_prompts_and_prompt_names_in_both_paths(st_model, auto_model):
+    texts = ["Hà Nội là thủ đô.", "", "<ocr> x"]
+    st = st_model.encode(texts, prompt="query: ", convert_to_tensor=True)
+    auto = auto_model.encode(text=texts, prompt="query: ")
+    typed = auto_model.encode(text=["query: " + t for t in texts])
+    assert all(close(st[i], auto[i]) and close(auto[i], typed[i]) for i in range(len(texts)))
+    with_task = st_model.encode(["Hà Nội"], prompt="<ocr> query: ", convert_to_tensor=True)
+    assert close(with_task[0], auto_model.encode(text=["query: Hà Nội"], task="ocr")[0])
+    assert close(with_task[0], auto_model.encode(text=["Hà Nội"], prompt="<ocr> query: ")[0])
+    by_name = st_model.encode(["Hà Nội"], prompt_name="ocr", convert_to_tensor=True)
+    assert close(by_name[0], auto_model.encode(text=["Hà Nội"], prompt_name="ocr")[0])
+    with pytest.raises(ValueError, match="Unknown prompt_name 'query: '. Saved prompts: text_pair, instr, ocr"):
+        auto_model.encode(text=["a"], prompt_name="query: ")
+    with pytest.raises(ValueError, match="Prompt name 'query: ' not found"):  # Sentence-Transformers' own check
+        st_model.encode(["a"], prompt_name="query: ")
+
+
+def test_break3_image_values_st_equals_automodel(st_model, auto_model, tmp_path, image_server):
+    import base64
+    from pathlib import Path
+
+    import numpy as np
+
+    base, body = image_server
+    pil = Image.open(io.BytesIO(body)).convert("RGB")
+    path = tmp_path / "ok.png"
+    path.write_bytes(body)
+    array = np.asarray(pil)
+    values = {
+        "PIL": pil,
+        "str path": str(path),
+        "pathlib.Path": Path(path),
+        "numpy HWC uint8": array,
+        "numpy HWC float": array.astype(np.float32) / 255,
+        "numpy HW": np.asarray(pil.convert("L")),
+        "torch CHW float": torch.from_numpy(np.moveaxis(array, -1, 0).copy()).float() / 255,
+        "torch HWC uint8": torch.from_numpy(array.copy()),
+        "bytes": png_bytes(pil),
+        "URL": f"{base}/ok.png",
+        "data URI": "data:image/png;base64," + base64.b64encode(body).decode(),
+    }
+    names = list(values)
+    auto = auto_model.encode(images=[values[n] for n in names], batch_size=4)
+    # ST routes PIL images, image paths/URLs and 3-D arrays by themselves; bytes, Path and a bare 2-D
+    # array (which ST calls audio) are given as {"image": ...} / work bare where noted.
+    st_inputs = [values[n] if n not in ("bytes", "pathlib.Path") else {"image": values[n]} for n in names]
+    st = st_model.encode(st_inputs, convert_to_tensor=True, batch_size=4)
+    grey = names.index("numpy HW")
+    for index, name in enumerate(names):
+        assert close(auto[index], st[index]), name
+        if index != grey:
+            assert close(auto[index], auto[0]), f"{name} differs from the PIL image"
+    assert close(auto[grey], auto_model.encode(images=[pil.convert("L")])[0])
+
+
+def test_break6_7_errors_name_the_item_in_both_paths(st_model, auto_model):
+    import numpy as np
+
+    texts = ["dài " * 30, "ngắn", "vừa", "lỗi \ud800 ở đây", "x"]
+    with pytest.raises(ValueError, match=r"^item 3 \(text 'lỗi .*'\): text is not valid Unicode: lone surrogate"):
+        auto_model.encode(text=texts)
+    with pytest.raises(ValueError, match=r"^batch item \d \(text 'lỗi .*'\): text is not valid Unicode"):
+        st_model.encode(texts)
+    thin = Image.new("RGB", (1, 100000))
+    with pytest.raises(ValueError, match=r"^item 1 \(image PIL RGB 1x100000\), image 0: aspect ratio 100000 exceeds"):
+        auto_model.encode(images=[make_image(), thin])
+    with pytest.raises(ValueError, match=r"^batch item \d \(image PIL RGB 1x100000\), image 0: aspect ratio"):
+        st_model.encode([make_image(), thin])
+    nan = np.full((30, 40, 3), np.nan, np.float32)
+    with pytest.raises(ValueError, match=r"^item 0 \(text 'a'; image numpy float32 \(30, 40, 3\)\), image 0: .*NaN"):
+        auto_model.encode(text=["a"], images=[nan])
+    with pytest.raises(ValueError, match=r"^batch item 0 \(text 'a'; image numpy .*\), image 0: .*NaN"):
+        st_model.encode([{"text": "a", "image": nan}])
+    closed = make_image()
+    closed.close()
+    with pytest.raises(ValueError, match=r"^item 1 .*, image 0: the PIL image was closed"):
+        auto_model.encode(images=[make_image(), closed])
+    with pytest.raises(ValueError, match=r"^batch item \d .*, image 0: the PIL image was closed"):
+        st_model.encode([make_image(), closed])
+    with pytest.raises(ValueError, match=r"^batch item 0 \(image '/missing/x.png'\), image 0: image file not found"):
+        st_model.encode([{"image": "/missing/x.png"}])
+    with pytest.raises(TypeError, match="text must be a string, a list of strings .* got int"):
+        auto_model.encode(text=5)
+
+
+def test_break7_8_animated_and_huge_files_in_both_paths(st_model, auto_model, tmp_path, monkeypatch):
+    frames = [Image.new("RGB", (60, 40), color) for color in ((200, 10, 10), (10, 200, 10))]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    first = Image.open(gif).convert("RGB")
+    auto = auto_model.encode(images=[str(gif), first])
+    assert close(auto[0], auto[1]) and close(st_model.encode([str(gif)], convert_to_tensor=True)[0], auto[0])
+    page = tmp_path / "page.png"
+    make_image(900, 1200, seed=3).save(page)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # PIL's bomb guard would refuse the file now
+    auto = auto_model.encode(images=[str(page)])
+    st = st_model.encode([str(page)], convert_to_tensor=True)
+    monkeypatch.undo()
+    assert close(auto[0], st[0]) and close(auto[0], auto_model.encode(images=[Image.open(page)])[0])

@@ -149,7 +149,7 @@ def plain(processor, text):
 
 @pytest.mark.parametrize("text", ["", "   ", "\n", "\t \n"])
 def test_break1_empty_text_is_the_end_of_text_token(processor, text):
-    eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    eot = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert ids_of(processor, [text]) == [eot]
     ocr = processor.task_token_ids["ocr"]
     assert ids_of(processor, [text], task="ocr") == [ocr, eot]
