@@ -21,6 +21,7 @@ Examples::
     python eval/run_mteb.py --model erax-ai/viPyloQwen --tasks XM3600T2IRetrieval WITI2TRetrieval \\
         --languages vie --output runs/mteb
     python eval/run_mteb.py --model ./ckpt --custom-tasks my_local_tasks.py --tasks MyLocalSTS
+    python eval/run_mteb.py --model ./ckpt --benchmark "VN-MMEB (vie, v1)" --data-root tests/fixtures/vn_mmeb
 """
 
 from __future__ import annotations

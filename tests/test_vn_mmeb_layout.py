@@ -171,3 +171,19 @@ def test_dataset_not_available_offline_is_a_clear_error(tmp_path, monkeypatch):
         vn_mmeb.benchmark.OpenViVQAT2IRetrieval().load_data()
     with pytest.raises(LayoutError, match=r"KTVIC: not on the Hugging Face Hub; download it from .* --data-root"):
         vn_mmeb.benchmark.KTVICT2IRetrieval().load_data()
+
+
+def test_hub_path_reads_a_cached_snapshot_offline(tmp_path, monkeypatch):
+    """The real code path (Hub id -> snapshot_download), offline, with the stand-in as a cached snapshot."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "datasets--uitnlp--OpenViVQA-dataset"
+    commit = "0" * 40
+    shutil.copytree(FIXTURES / "uitnlp/OpenViVQA-dataset", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    task = vn_mmeb.benchmark.OpenViVQAT2IRetrieval()
+    assert task.metadata.dataset == {"path": "uitnlp/OpenViVQA-dataset", "revision": "main"}
+    task.load_data()
+    assert len(task.dataset["default"]["dev"]["queries"]) == 8

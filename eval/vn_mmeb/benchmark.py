@@ -43,16 +43,16 @@ TASK_CLASSES: tuple[type[VNMMEBTask], ...] = (
 #: WITT2IRetrieval; their Vietnamese subset is "vi" in both.
 MTEB_TASKS: tuple[tuple[str, str], ...] = (("XM3600T2IRetrieval", "vi"), ("WITT2IRetrieval", "vi"))
 
-#: Sizes of the full test data as published (for the docs table; the stand-ins are tiny copies).
+#: Sizes as published on the dataset cards / papers (for the docs table; the stand-ins are tiny copies).
 PUBLISHED_SIZES: dict[str, str] = {
-    "floschne/xm3600": "3,600 images, 7,350 vi captions",
-    "KTVIC": "4,327 images / 21,635 captions in all splits (test: its test_data.json)",
-    "uitnlp/OpenViVQA-dataset": "11,000+ images, 37,000+ QA pairs in all splits (dev: vlsp2023_dev_data.json)",
+    "floschne/xm3600": "3,600 images per language split (36 languages)",
+    "KTVIC": "4,327 images / 21,635 captions in all splits",
+    "uitnlp/OpenViVQA-dataset": "11,000+ images, 37,000+ QA pairs in all splits",
     "nhonhoccode/ViTextVQA": "16,762 images, 50,342 QA pairs in all splits",
     "duytranus/ViInfographicVQA": "6,747 infographics, 20,409 QA pairs (single + multi)",
-    "ByteDance/MTVQA": "2,116 test images over 9 languages (vi rows only)",
-    "mteb/xm3600": "3,600 images (vi subset)",
-    "mteb/wit": "WIT test, vi subset",
+    "ByteDance/MTVQA": "2,116 test images over 9 languages (vi rows used)",
+    "mteb/xm3600": "3,600 images per language (vi subset used)",
+    "mteb/wit": "WIT test set (vi subset used)",
 }
 
 NON_COMMERCIAL = {"cc-by-nc-4.0", "cc-by-nc-sa-4.0", "cc-by-nc-nd-4.0", "cc-by-nc-3.0", "cc-by-nc-sa-3.0", "msr-la-nc"}
