@@ -27,7 +27,7 @@ def bench_run(tiny_checkpoint, tmp_path_factory) -> tuple[int, Path, Path]:
     """One CLI run of the whole benchmark on the stand-ins; (exit status, output, revision folder)."""
     out = tmp_path_factory.mktemp("vn_mmeb_out")
     argv = ["--model", str(tiny_checkpoint), "--benchmark", BENCH, "--data-root", str(FIXTURES)]
-    rc = run_mteb.main([*argv, "--output", str(out), "--no-progress", "--batch-size", "4"])
+    rc = run_mteb.main([*argv, "--output", str(out), "--no-progress", "--batch-size", "8"])
     folder = out / "results" / "erax-ai__viPyloQwen" / run_mteb.content_hash(tiny_checkpoint)
     return rc, out, folder
 
@@ -219,3 +219,17 @@ def test_one_results_folder_one_table(bench_run):
         ]
     )
     assert f"| it2t | 3 | {it2t * 100:.2f} |" in text
+
+
+def test_vn_xm3600_i2t_equals_mtebs_own_i2t_task(bench_run, tiny_checkpoint, st_model, tmp_path):
+    """mteb 2.26 ships XM3600I2TRetrieval (over its copy mteb/xm3600): on the same stand-in data it must give the
+    same nDCG@10 as our adapter reading floschne/xm3600's published files."""
+    import mteb
+
+    _, _, folder = bench_run
+    task = mteb.get_task("XM3600I2TRetrieval", hf_subsets=["vi"])
+    assert vn_mmeb.localize([task], FIXTURES) == ["XM3600I2TRetrieval"]
+    source = run_mteb.resolve_model_source(str(tiny_checkpoint))
+    encoder = run_mteb.make_encoder(st_model, run_mteb.build_model_meta(st_model, source))
+    (outcome,) = run_mteb.run(encoder, [task], tmp_path, batch_size=8, show_progress=False)
+    assert outcome.main_score == pytest.approx(_score(folder, "VnXM3600I2TRetrieval")["ndcg_at_10"], abs=1e-5)

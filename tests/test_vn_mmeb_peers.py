@@ -62,3 +62,29 @@ def test_compare_benchmark_view_one_folder(tmp_path):
     assert "| KTVICT2IRetrieval | Any2AnyRetrieval | 70.00 | 50.00 |" in text
     assert "| it2t | 1 | 40.00 | 20.00 |" in text and "| t2i | 1 | 70.00 | 50.00 |" in text
     assert compare.main([str(tmp_path), "--benchmark", "nope"]) == 2
+
+
+def test_ours_goes_through_run_mteb_into_the_same_folder(tmp_path, monkeypatch):
+    from eval import run_mteb
+
+    seen = []
+    monkeypatch.setattr(run_mteb, "main", lambda argv: seen.append(argv) or 0)
+    rc = run_peers.main(
+        ["--peers", "--ours", "ckpt", "--output", str(tmp_path), "--data-root", "fx", "--batch-size", "2"]
+    )
+    assert rc == 1  # nothing was written by the stub, so there is no table
+    assert seen == [
+        [
+            "--model",
+            "ckpt",
+            "--benchmark",
+            BENCH,
+            "--output",
+            str(tmp_path),
+            "--batch-size",
+            "2",
+            "--no-progress",
+            "--data-root",
+            "fx",
+        ]
+    ]
