@@ -173,48 +173,39 @@ def build_model_meta(
     name: str | None = None,
     date: str | None = None,
 ) -> ModelMeta:
-    """The ModelMeta mteb stores in model_meta.json and uses to route tasks (text + image modalities)."""
-    from mteb.models import ModelMeta
+    """The ModelMeta mteb stores in model_meta.json and uses to route tasks: the registry entry of
+    ``eval/vipyloqwen_models.py`` (loader, text + image modalities, training datasets, license, ...) with this
+    run's name, revision, release date and the loaded checkpoint's own sizes."""
+    from eval.vipyloqwen_models import register, vipyloqwen
 
     name = name or source.hub_id or DEFAULT_NAME
     if "/" not in name:
         raise EvalError(f"model name {name!r} must contain an org: 'org/name'")
+    register()  # model_meta.json names the loader: mteb resolves it through its registry when reading back
     params = list(model.parameters())
     dim_fn = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    return ModelMeta(
-        loader=None,
-        name=name,
-        revision=source.revision,
-        release_date=date or release_date(source),
-        languages=MODEL_LANGUAGES,
-        n_parameters=sum(p.numel() for p in params),
-        memory_usage_mb=round(sum(p.numel() * p.element_size() for p in params) / 2**20, 2),
-        max_tokens=getattr(model, "max_seq_length", None),
-        embed_dim=dim_fn(),
-        license=LICENSE,
-        open_weights=True,
-        public_training_code=None,
-        public_training_data=None,
-        framework=["Sentence Transformers", "PyTorch"],
-        reference=f"https://huggingface.co/{source.hub_id}" if source.hub_id else None,
-        similarity_fn_name="cosine",
-        use_instructions=True,
-        training_datasets=None,
-        adapted_from=BASE_MODEL,
-        modalities=["text", "image"],
+    embeddings = model[0].auto_model.get_input_embeddings().weight
+    return vipyloqwen.model_copy(
+        update={
+            "name": name,
+            "revision": source.revision,
+            "release_date": date or release_date(source),
+            "n_parameters": sum(p.numel() for p in params),
+            "n_embedding_parameters": embeddings.numel(),
+            "memory_usage_mb": round(sum(p.numel() * p.element_size() for p in params) / 2**20, 2),
+            "max_tokens": getattr(model, "max_seq_length", None),
+            "embed_dim": dim_fn(),
+            "reference": f"https://huggingface.co/{source.hub_id}" if source.hub_id else vipyloqwen.reference,
+        }
     )
 
 
 def make_encoder(model: SentenceTransformer, meta: ModelMeta, prompts: dict[str, str] | None = None) -> Any:
-    """mteb's SentenceTransformer wrapper with our ModelMeta and the registry's prompt mapping."""
-    import warnings
+    """mteb's SentenceTransformer wrapper with our ModelMeta and the registry's prompt mapping (the loader's
+    wrapping, :func:`eval.vipyloqwen_models.wrap`)."""
+    from eval.vipyloqwen_models import wrap
 
-    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
-
-    with warnings.catch_warnings():  # "Model prompts specified, these will overwrite...": intended here
-        warnings.simplefilter("ignore")
-        logging.getLogger("mteb.models.sentence_transformer_wrapper").setLevel(logging.ERROR)
-        encoder = SentenceTransformerEncoderWrapper(model, model_prompts=prompts or mteb_prompts())
+    encoder = wrap(model, prompts or mteb_prompts())
     encoder.mteb_model_meta = meta
     return encoder
 

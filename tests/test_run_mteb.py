@@ -167,6 +167,30 @@ def test_results_in_mteb_layout_with_model_meta(mteb_run, tiny_checkpoint):
     assert summary["mean"] == pytest.approx(expected_mean)
 
 
+def test_results_load_back_through_the_model_meta(mteb_run, tiny_checkpoint, st_model):
+    """model_meta.json names the loader and the training datasets; mteb reads the results back with them."""
+    import torch
+    from mteb.cache import ResultCache
+    from mteb.models import ModelMeta
+
+    from eval.vipyloqwen_models import vipyloqwen, vipyloqwen_loader
+
+    _, out = mteb_run
+    folder = out / "results" / "erax-ai__viPyloQwen" / run_mteb.content_hash(tiny_checkpoint)
+    raw = (folder / "model_meta.json").read_text(encoding="utf-8")
+    assert json.loads(raw)["loader"] == "vipyloqwen_loader" and json.loads(raw)["training_datasets"] == []
+    meta = ModelMeta.model_validate_json_resolved(raw)  # resolves the loader name through mteb's registry
+    assert meta.loader is vipyloqwen_loader and meta.training_datasets == vipyloqwen.training_datasets == set()
+    assert meta.n_embedding_parameters == 151_936 * 64  # the tiny checkpoint's own, measured at the run
+    results = ResultCache(cache_path=str(out)).load_results(models=[meta], include_remote=False)
+    [model_results] = results.model_results
+    assert model_results.model_name == "erax-ai/viPyloQwen" and model_results.model_revision == meta.revision
+    assert {r.task_name for r in model_results.task_results} == {"LocalSTS", "LocalTextRetrieval", "LocalI2TRetrieval"}
+    encoder = meta.loader(meta.name, revision=meta.revision, device="cpu", model_name_or_path=str(tiny_checkpoint))
+    text = ["Hà Nội là thủ đô."]
+    assert torch.allclose(torch.as_tensor(encoder.model.encode(text)), torch.as_tensor(st_model.encode(text)))
+
+
 def test_sts_score_equals_independent_computation(mteb_run, tiny_checkpoint, st_model):
     rc, out = mteb_run
     prefix = st_prompts()[MTEB_PROMPTS["STS"]]
