@@ -275,3 +275,36 @@ def test_accelerate_cpu_2proc_config_starts_two_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("process "))
     assert lines == ["process 0 of 2 DistributedType.MULTI_CPU", "process 1 of 2 DistributedType.MULTI_CPU"]
+
+
+def test_every_shipped_accelerate_config_parses_to_what_it_says():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    expected = {
+        "cpu-2proc.yaml": (DistributedType.MULTI_CPU, 2),
+        "fsdp-4gpu.yaml": (DistributedType.FSDP, 4),
+        "deepspeed-zero3-4gpu.yaml": (DistributedType.DEEPSPEED, 4),
+    }
+    folder = ROOT / "configs" / "accelerate"
+    assert sorted(p.name for p in folder.glob("*.yaml")) == sorted(expected)
+    for name, (kind, processes) in expected.items():
+        config = load_config_from_file(str(folder / name))
+        assert (config.distributed_type, config.num_processes) == (kind, processes), name
+    cpu = load_config_from_file(str(folder / "cpu-2proc.yaml"))
+    assert cpu.use_cpu and (ROOT / cpu.mpirun_config["mpirun_hostfile"]).read_text().split() == ["localhost:2"]
+    fsdp = load_config_from_file(str(folder / "fsdp-4gpu.yaml")).fsdp_config
+    assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+def test_fsdp2_final_norm_heuristic_skips_st_normalize(tiny_checkpoint, tmp_path):
+    """accelerate's FSDP2 preparation shards what its _find_final_norm returns; on a SentenceTransformer that is ST's
+    parameter-free Normalize module, and fully_shard fails on it. load_model points it at a module without one."""
+    from accelerate.utils.fsdp_utils import _find_final_norm
+
+    from vipyloqwen_tools.training import TrainConfig, load_model
+
+    model = load_model(TrainConfig(model=str(tiny_checkpoint), output_dir=str(tmp_path)), "fp32")
+    assert _find_final_norm(model) is None
+    del model.base_model_prefix
+    assert type(_find_final_norm(model)).__name__ == "Normalize"  # what it would shard without the fix

@@ -205,6 +205,11 @@ def load_model(config: TrainConfig, precision: str) -> SentenceTransformer:
     )
     model.max_seq_length = config.max_length
     model.vipyloqwen_attention = attention
+    # accelerate 1.15's FSDP2 preparation takes the last child whose class name contains "Norm" under
+    # `model.<base_model_prefix>` (the model itself when unset) as the final norm and shards it: here that is ST's
+    # parameter-free Normalize module, and fully_shard fails ("object layout differs from 'Normalize'"). Point it at
+    # the Transformer module, which has no such child.
+    model.base_model_prefix = "0"
     return model
 
 
