@@ -25,7 +25,7 @@ from vipyloqwen_tools.data import DataError
 from vipyloqwen_tools.distributed import check_task_grouping
 
 ROOT = Path(__file__).resolve().parent.parent
-WORLD, BATCH, STEPS = 2, 4, 4
+WORLD, BATCH, STEPS = 2, 4, 6  # 16 rows per task: 2 grouped steps per task, one epoch
 COLOURS = ["đỏ", "xanh", "vàng", "tím", "hồng", "đen", "trắng", "nâu"]
 ANIMALS = ["mèo", "chó", "bò", "vịt", "gà", "cá", "ngựa", "dê"]
 
@@ -44,7 +44,11 @@ def _free_port() -> int:
 
 
 def write_data(root: Path, per_task: int = 16) -> tuple[Path, Path]:
-    """Text-only rows of two tasks (instr, text_pair; every text_pair row a positive) and a small eval file."""
+    """Rows of three tasks (instr and text_pair text-only, every text_pair row a positive; ocr with one small image)
+    and a small eval file. A text-only and an image task both train: DDP must handle the unused vision tower."""
+    from conftest import make_image
+
+    (root / "img").mkdir(exist_ok=True)
     lines = []
     for i in range(per_task):
         colour, animal = COLOURS[i % 8], ANIMALS[(i * 3 + i // 8) % 8]
@@ -52,10 +56,12 @@ def write_data(root: Path, per_task: int = 16) -> tuple[Path, Path]:
         lines.append({"task": "instr", "query": query, "positive": positive})
         query, positive, score = f"con {animal} {colour} {i}", f"a {colour} {animal} {i}", 0.5 + i / (2 * per_task)
         lines.append({"task": "text_pair", "query": query, "positive": positive, "score": score})
+        make_image(56, 56, seed=i).save(root / "img" / f"ocr{i}.png")
+        lines.append({"task": "ocr", "query": {"text": "Chữ gì?", "images": [f"img/ocr{i}.png"]}, "positive": colour})
     train = root / "train.jsonl"
     train.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
     evals = root / "eval.jsonl"
-    evals.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines[:8]), encoding="utf-8")
+    evals.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines[:12]), encoding="utf-8")
     return train, evals
 
 
@@ -81,7 +87,7 @@ def two_process_run(tmp_path_factory):
                 "precision: fp32",
                 "logging_steps: 1",
                 "eval_steps: null",
-                "save_steps: 2",
+                "save_steps: 3",
                 "seed: 5",
                 "",
             ]
@@ -119,7 +125,7 @@ def test_ranks_stay_equal_and_see_different_batches(two_process_run):
         for batch in (batch0, batch1):
             assert batch["candidates"] == {"documents": WORLD * BATCH, "anchors": WORLD * BATCH}
     assert steps[0][0]["param_norm"] != steps[0][-1]["param_norm"]  # it trained
-    assert {r["micro_batches"][0]["dataset"] for r in steps[0]} == {"instr", "text_pair"}
+    assert sorted(r["micro_batches"][0]["dataset"] for r in steps[0]) == ["instr"] * 2 + ["ocr"] * 2 + ["text_pair"] * 2
 
 
 def test_only_rank_zero_writes(two_process_run):
@@ -132,17 +138,17 @@ def test_only_rank_zero_writes(two_process_run):
         event, path = entry.split(" ", 1)
         assert event == "mkdir" and (path.startswith(".data-cache") or path.startswith("checkpoint-")), entry
     # The hook saw rank 0 write the data cache, the tiny model, checkpoints, the export and the logs.
-    for expected in ("final/config.json", "checkpoint-2/trainer_state.json", "train_config.json", "log_history.json"):
+    for expected in ("final/config.json", "checkpoint-3/trainer_state.json", "train_config.json", "log_history.json"):
         assert f"open {expected}" in rank0, sorted(rank0)
     assert any(e.startswith("open .data-cache/") and e.endswith("report.json") for e in rank0)
     assert any(e.startswith("open .init-tiny-") for e in rank0)
     listing = sorted(p.name for p in out.iterdir())
     assert listing == [
-        ".data-cache", "checkpoint-2", "checkpoint-4", "final", "init-tiny", "log_history.json", "train_config.json",
+        ".data-cache", "checkpoint-3", "checkpoint-6", "final", "init-tiny", "log_history.json", "train_config.json",
         "training_curves.png",
     ]  # fmt: skip
     # transformers keeps one RNG state per rank in a checkpoint (for an exact --resume); nothing else is per rank.
-    assert sorted(p.name for p in (out / "checkpoint-4").glob("rng_state*")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    assert sorted(p.name for p in (out / "checkpoint-6").glob("rng_state*")) == ["rng_state_0.pth", "rng_state_1.pth"]
     config = json.loads((out / "train_config.json").read_text())
     assert config["world_size"] == WORLD and config["distributed_type"] == "MULTI_CPU"
     assert (out / "final" / "model.safetensors").is_file()

@@ -124,6 +124,33 @@ def check_launch(trainer) -> None:
     )
 
 
+def embed_columns_once(model: torch.nn.Module, features_list: list[dict[str, Any]]) -> list[torch.Tensor]:
+    """sentence-transformers' ``embed_columns`` with one DistributedDataParallel forward per backward.
+
+    ``embed_columns`` runs the anchor column and the candidate columns in separate forward passes. DDP with
+    ``find_unused_parameters`` (needed: text-only tasks leave the vision tower without gradients) recomputes the
+    unused parameters at every forward from that forward's outputs, so when an image column comes first and a text
+    column last, the vision tower is declared unused and then receives gradients: "Expected to mark a variable ready
+    only once". Here every column but one runs through the wrapped module, and the column whose graph reaches every
+    parameter any column uses (the first one with images, else the anchor) runs through DDP, last. Same embeddings
+    (the columns are independent forward passes); outside DDP this is ``embed_columns``.
+    """
+    from sentence_transformers.base.losses.merged_forward import embed_columns
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(model, DistributedDataParallel) or not model.find_unused_parameters or len(features_list) < 2:
+        return embed_columns(model, features_list)
+    last = next((i for i, features in enumerate(features_list) if "pixel_values" in features), 0)
+    others = [i for i in range(len(features_list)) if i != last]
+    # Keep embed_columns' grouping: the anchor alone, the candidates merged when they can be.
+    embedded = embed_columns(model.module, [features_list[i] for i in others], separate_first=last != 0)
+    out: list[torch.Tensor | None] = [None] * len(features_list)
+    for index, embedding in zip(others, embedded, strict=True):
+        out[index] = embedding
+    out[last] = model(features_list[last])["sentence_embedding"]
+    return out
+
+
 def full_state_dict(module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor] | None:
     """The module's full (unsharded) state dict for ``save_pretrained``, or ``None`` when it is not sharded.
 
@@ -150,6 +177,7 @@ def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, 
 
 __all__ = [
     "check_launch",
+    "embed_columns_once",
     "check_task_grouping",
     "full_state_dict",
     "launched_world_size",

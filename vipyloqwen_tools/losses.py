@@ -41,7 +41,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from sentence_transformers.base.losses.gradcache import CachedLossMixin
-from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.util import all_gather, all_gather_with_grad, get_rank
 from torch import Tensor, nn
 
@@ -278,7 +277,9 @@ class ViPyloQwenRouterLoss(nn.Module):
         return {name: cls(self, task_of_dataset(name)) for name in dataset_names}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None, task: str) -> dict:
-        embeddings = embed_columns(self.model, list(sentence_features))
+        from vipyloqwen_tools.distributed import embed_columns_once  # ST's embed_columns, DDP-safe
+
+        embeddings = embed_columns_once(self.model, list(sentence_features))
         return self.compute_loss_from_embeddings(task, embeddings, labels)
 
 
