@@ -70,10 +70,17 @@ def read_json(path: str | Path) -> Any:
         raise LayoutError(f"{path}: not valid JSON: {err}") from err
 
 
-def parquet_rows(files: Sequence[Path], columns: dict[str, str], where: str | Path) -> list[dict[str, Any]]:
+def parquet_rows(
+    files: Sequence[Path],
+    columns: dict[str, str],
+    where: str | Path,
+    keep: tuple[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Rows of the parquet files, after checking that each has ``columns`` (name -> arrow type family).
 
     Type families: "string", "integer", "list", "struct" (an image column stored as ``{bytes, path}``).
+    ``keep=(column, value)`` keeps only the rows whose string column equals ``value`` ignoring case (filtered in
+    Arrow, before any row becomes a Python object: MTVQA's test shards hold every language's images).
     """
     import pyarrow.parquet as pq
     import pyarrow.types as pat
@@ -90,8 +97,20 @@ def parquet_rows(files: Sequence[Path], columns: dict[str, str], where: str | Pa
             arrow_type = schema.field(name).type
             if not (checks[family](arrow_type) or family == "string" and pat.is_large_string(arrow_type)):
                 raise LayoutError(f"{file}: column {name!r} must be {family}, got {arrow_type}")
-        rows.extend(pq.read_table(file, columns=list(columns)).to_pylist())
+        table = pq.read_table(file, columns=list(columns))
+        if keep is not None:
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.equal(pc.utf8_lower(pc.utf8_trim_whitespace(table[keep[0]])), keep[1].lower()))
+        rows.extend(table.to_pylist())
     return rows
+
+
+def parquet_values(files: Sequence[Path], column: str) -> list[Any]:
+    """All values of one column over the parquet files (e.g. the languages present, for an error message)."""
+    import pyarrow.parquet as pq
+
+    return [v for file in files for v in pq.read_table(file, columns=[column]).column(column).to_pylist()]
 
 
 def shards(root: Path, pattern: str) -> list[Path]:

@@ -15,7 +15,7 @@ from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from .base import COMMON, VNMMEBTask
-from .layout import LayoutError, field, image_from_struct, parquet_rows, shards
+from .layout import LayoutError, field, image_from_struct, parquet_rows, parquet_values, shards
 from .vqa import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
 
 MTVQA_CITATION = r"""
@@ -48,14 +48,13 @@ def load_mtvqa(root: Path, split: str) -> list[VQAItem]:
     """The Vietnamese questions of the split, checked against the published layout."""
     files = shards(root, f"data/{split}-*.parquet")
     cols = {"image": "struct", "id": "integer", "qa_pairs": "string", "lang": "string"}
-    rows = parquet_rows(files, cols, where=root / "data")
-    vi = [(i, r) for i, r in enumerate(rows) if r["lang"].strip().lower() == LANG]
+    vi = parquet_rows(files, cols, where=root / "data", keep=("lang", LANG))
     if not vi:
-        langs = sorted({r["lang"] for r in rows})
+        langs = sorted({str(x) for x in parquet_values(files, "lang")})
         raise LayoutError(f"{root / 'data'}: no row with lang {LANG!r} (languages present: {', '.join(langs)})")
     items = []
-    for i, row in vi:
-        where = f"{root / 'data'}/{split}-*.parquet: row {i} (id {row['id']})"
+    for row in vi:
+        where = f"{root / 'data'}/{split}-*.parquet: row with id {row['id']}"
         image = image_from_struct(row["image"], where)
         for j, pair in enumerate(parse_qa_pairs(row["qa_pairs"], where)):
             item = f"qa_pairs[{j}]"
