@@ -2,14 +2,14 @@
 
 Two sources of weights:
 
-- :func:`from_base`: a pretrained Qwen2-VL checkpoint (``Qwen/Qwen2-VL-2B-Instruct`` or a local folder).
-  The stock ``Qwen2VLModel`` loads it (it gets transformers' checkpoint key conversion, which custom code
-  does not), every backbone tensor must land (a missing or unexpected key other than ``lm_head`` is an
-  error), and the state dict is copied into :class:`ViPyloQwenModel`.
-- :func:`tiny`: a small randomly initialised Qwen2-VL with the real Qwen2 vocabulary, fully offline.
+- :func:`from_base`: a pretrained Qwen2-VL checkpoint (``Qwen/Qwen2-VL-2B-Instruct`` or a local folder),
+  streamed shard by shard into the output without loading the model (:mod:`vipyloqwen_tools.base_export`:
+  bit-identical tensors, the base's dtype and sharding, peak memory far below one fp32 copy).
+- :func:`tiny`: a small randomly initialised Qwen2-VL with the real Qwen2 vocabulary, fully offline,
+  written by :func:`save_checkpoint`.
 
-Both then get the five task prefix tokens as special tokens (embedding rows initialised to the mean of
-the trained rows; the matrix is never shrunk) and are written by :func:`save_checkpoint`.
+Both get the five task prefix tokens as special tokens (embedding rows initialised to the mean of the
+trained rows; the matrix is never shrunk).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AddedToken, AutoImageProcessor, AutoTokenizer, Qwen2VLModel
+from transformers import AddedToken
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from configuration_vipyloqwen import (
@@ -109,36 +109,14 @@ def tiny(embed_dim: int = 32, seed: int = 0, max_image_tokens: int = 64):
     return model, build_processor(tokenizer, max_image_tokens)
 
 
-def from_base(base: str, embed_dim: int = 1024, seed: int = 0, max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS):
-    """Load a pretrained Qwen2-VL checkpoint into a viPyloQwen model, keeping every pretrained tensor.
+def from_base(
+    base: str, out: str | Path, embed_dim: int = 1024, max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS
+) -> Path:
+    """Write the viPyloQwen checkpoint of a pretrained Qwen2-VL checkpoint (Hub id or folder) into ``out``,
+    streaming its tensors (see :mod:`vipyloqwen_tools.base_export`); returns ``out``."""
+    from vipyloqwen_tools.base_export import build_from_base
 
-    Raises:
-        ValueError: a backbone key is missing from or unexpected in the checkpoint.
-    """
-    torch.manual_seed(seed)
-    stock, info = Qwen2VLModel.from_pretrained(base, dtype=torch.float32, output_loading_info=True)
-    unexpected = [k for k in info["unexpected_keys"] if not k.startswith("lm_head.")]
-    if info["missing_keys"] or unexpected or info.get("mismatched_keys"):
-        raise ValueError(
-            f"{base}: checkpoint does not match Qwen2VLModel: missing {sorted(info['missing_keys'])}, "
-            f"unexpected {sorted(unexpected)}, mismatched {info.get('mismatched_keys')}"
-        )
-    settings = stock.config.to_dict()
-    for key in ("model_type", "architectures", "auto_map", "transformers_version"):
-        settings.pop(key, None)
-    config = ViPyloQwenConfig(**settings, embed_dim=embed_dim)
-    model = ViPyloQwenModel(config).eval()
-    state = stock.state_dict()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    expected_missing = {"embedding_projection.weight"} if model.embedding_projection is not None else set()
-    if set(missing) != expected_missing or unexpected:
-        raise ValueError(f"backbone keys do not line up: missing {missing}, unexpected {unexpected}")
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    trained_rows = len(tokenizer)
-    task_ids = add_task_tokens(tokenizer)
-    init_task_rows(model, task_ids, trained_rows)
-    image_processor = AutoImageProcessor.from_pretrained(base)
-    return model, build_processor(tokenizer, max_image_tokens, image_processor)
+    return build_from_base(base, out, embed_dim, max_image_tokens).out
 
 
 # ---------------------------------------------------------------------------------------- ST files
@@ -236,13 +214,20 @@ def save_checkpoint(
     type(model).register_for_auto_class("AutoModel")
     type(processor).register_for_auto_class("AutoProcessor")
     model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
+    write_support_files(processor, out, model.config.embed_dim)
+    return out
+
+
+def write_support_files(processor: ViPyloQwenProcessor, out: Path, embed_dim: int) -> None:
+    """Everything of a checkpoint but the weights and config.json: processor + tokenizer, the Hub code files,
+    the Sentence-Transformers files and the model card; then strips machine-local keys from every JSON."""
+    type(processor).register_for_auto_class("AutoProcessor")
     processor.save_pretrained(out)
     for name in HUB_CODE_FILES:  # save_pretrained copies imported files; make sure all ship
         shutil.copyfile(REPO_ROOT / name, out / name)
-    write_st_files(out, model.config.embed_dim)
+    write_st_files(out, embed_dim)
     shutil.copyfile(REPO_ROOT / "README.md", out / "README.md")
     strip_machine_local_keys(out)
-    return out
 
 
 def main() -> None:
