@@ -20,7 +20,11 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 @pytest.fixture(scope="module")
 def small_files(tmp_path_factory) -> tuple[Path, Path]:
-    """A train file of 16 rows per task from the sample (+ one bad line) and an eval file of 8 per task."""
+    """A train file of 8 rows per task from the sample (+ one bad line) and an eval file of 8 per task.
+
+    8 train rows per task = one batch per task, the rows fixed_batch_loss measures: the 6 steps train every task
+    on exactly those rows (with 16 rows, 6 steps left some tasks untrained and the shared AdamW momentum of the
+    other tasks moved their loss either way, depending on the data)."""
     root = tmp_path_factory.mktemp("data")
     shutil.copytree(SAMPLE / "img", root / "img")
 
@@ -33,7 +37,7 @@ def small_files(tmp_path_factory) -> tuple[Path, Path]:
                 kept.append(line)
         return kept
 
-    train_lines = take("train", 16)
+    train_lines = take("train", 8)
     train_lines.insert(3, '{"task": "ocr", "query": "no image here", "positive": "x"}')
     (root / "train.jsonl").write_text("\n".join(train_lines) + "\n", encoding="utf-8")
     (root / "eval.jsonl").write_text("\n".join(take("eval", 8)) + "\n", encoding="utf-8")
