@@ -212,7 +212,8 @@ class ViPyloQwenModel(Qwen2VLModel):
             show_progress_bar: show a tqdm bar over batches.
             num_workers: workers that open, resize and tokenise the next batches while the model runs (the
                 results are bit-identical to ``num_workers=0``, which prepares each batch in turn). Default
-                ``None``: one per available core (at most 8), none for a single batch.
+                ``None``: one per available core (at most 8) when items carry images; none for text only or a
+                single batch.
             worker_type: ``"process"`` (forked DataLoader workers, default) or ``"thread"``.
             prompt: free text put before every item's text, exactly as if typed (as Sentence-Transformers'
                 ``prompt=``); a prompt starting with a task prefix selects that task.
@@ -257,7 +258,8 @@ class ViPyloQwenModel(Qwen2VLModel):
             )
             return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
-        workers = resolve_num_workers(num_workers, len(chunks))
+        has_images = any(c["type"] == "image" for conv in messages for m in conv for c in m["content"])
+        workers = resolve_num_workers(num_workers, len(chunks), has_images)
         batches = prefetch(prepare, chunks, workers, worker_type, pin_memory=device.type == "cuda")
         if show_progress_bar:
             from tqdm.auto import tqdm

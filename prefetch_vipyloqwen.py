@@ -42,15 +42,16 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_num_workers(num_workers: int | None, jobs: int) -> int:
+def resolve_num_workers(num_workers: int | None, jobs: int, has_images: bool = True) -> int:
     """``num_workers`` as given (validated), or the default for ``jobs`` batches when ``None``.
 
-    The default is 0 for a single batch (starting workers would cost more than overlapping saves) and
-    otherwise one worker per available core, at most ``MAX_AUTO_WORKERS``: preparing a page costs tens of
-    milliseconds of one core, a forward on a GPU a few milliseconds, so it takes several cores to keep a GPU fed.
+    The default is one worker per available core (at most ``MAX_AUTO_WORKERS``) when the items carry images:
+    opening and resizing a page costs tens of milliseconds of one core, a forward on a GPU a few, so it takes
+    several cores to keep a GPU fed. It is 0 for a single batch and for text-only items, whose tokenisation
+    (microseconds per text) costs less than handing batches between processes (measured: bench/index_bench.py).
     """
     if num_workers is None:
-        return 0 if jobs <= 1 else min(MAX_AUTO_WORKERS, available_cores())
+        return 0 if jobs <= 1 or not has_images else min(MAX_AUTO_WORKERS, available_cores())
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative integer or None (automatic), got {num_workers!r}")
     return num_workers

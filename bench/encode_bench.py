@@ -57,6 +57,7 @@ from bench.common import (  # noqa: E402
     release_memory,
     short_texts,
 )
+from bench.prefetch import prefetch_bench, prefetch_targets  # noqa: E402
 
 PATHS = ("floor", "st", "auto", "naive", "preprocess")
 SIZES = {
@@ -487,6 +488,8 @@ def targets(results: dict[str, Any], flat_tolerance_mb: float) -> list[dict[str,
                 "met": estimate["growth_mb"] <= flat_tolerance_mb,
             }
         )
+    if results.get("prefetch"):
+        checks += prefetch_targets(results["prefetch"])
     padding = results.get("padding_by_stream_length")
     if padding:
         row = padding["rows"][-1]
@@ -536,6 +539,19 @@ def format_table(results: dict[str, Any]) -> str:
         rows = ", ".join(f"{r['items']}: {r['peak_rss_mb']} MB" for r in stream["length_estimate"]["rows"])
         lines.append(f"AutoModel.encode length estimate (_item_lengths), passages of ~300 tokens: peak RSS {rows}")
         lines.append("")
+    prefetch = results.get("prefetch")
+    if prefetch:
+        for name, entry in prefetch["settings"].items():
+            lines.append(
+                f"prefetch pages ({prefetch['items']}): num_workers={name}: {entry['items_per_s']:.2f} items/s, "
+                f"x{entry['speedup_over_0']:.2f} over 0 workers, bit-identical {entry['bit_identical_to_0']}"
+            )
+        lines.append(
+            f"floor {prefetch['floor_items_per_s']:.1f} items/s; preprocessing alone "
+            f"{prefetch['preprocess_items_per_s_one_core']:.1f} items/s on one core"
+        )
+        lines.append(json.dumps(prefetch["projection"]))
+        lines.append("")
     for check in results["targets"]:
         status = {True: "MET", False: "MISSED", None: "info"}[check["met"]]
         lines.append(f"[{status:6}] {check['target']}: {check['value']:.3f} ({check['limit']})")
@@ -567,6 +583,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="torch threads (default 1: on a shared CPU, OpenMP threads spin-waiting on busy cores made 2-thread "
         "timings 10-40x slower and erratic; 0 = torch's default)",
+    )
+    parser.add_argument(
+        "--prefetch-pages",
+        type=int,
+        help="pages of the preprocessing-bound prefetch workload (default: 48 quick / 96 full on tiny, 0 otherwise; "
+        "0 skips it)",
+    )
+    parser.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=400.0,
+        help="ASSUMED effective bf16 TFLOP/s of one GPU for the feeding projection (default 400: about 40%% of an "
+        "H100's dense peak)",
     )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     return parser.parse_args(argv)
@@ -608,6 +637,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for workload in workloads:
             print(f"workload {workload.name}: {len(workload.items)} items x {repeats} repeats ...", flush=True)
             results["workloads"][workload.name] = bench_workload(bench, workload, repeats)
+        prefetch_pages = args.prefetch_pages
+        if prefetch_pages is None:
+            prefetch_pages = (48 if size == "quick" else 96 if size == "full" else 8) if args.model == "tiny" else 0
+        if prefetch_pages:
+            print(f"prefetch: {prefetch_pages} pages x {repeats} repeats per worker setting ...", flush=True)
+            results["prefetch"] = prefetch_bench(bench, prefetch_pages, repeats, args.gpu_tflops)
         if "mixed" in results["workloads"]:
             mixed_items = results["workloads"]["mixed"]["items"]
             counts = [mixed_items, 4 * mixed_items, 16 * mixed_items]

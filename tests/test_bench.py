@@ -18,6 +18,7 @@ def encode_results(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "encode.json"
     argv = ["--model", str(tiny_checkpoint), "--stream-model", str(tiny_checkpoint), "--size", "smoke"]
     argv += ["--repeats", "1", "--stream-sizes", "8,16", "--stream-batch-size", "4", "--out", str(out)]
+    argv += ["--prefetch-pages", "16"]
     returned = encode_bench.main(argv)
     return returned, json.loads(out.read_text(encoding="utf-8"))
 
@@ -51,6 +52,10 @@ def test_encode_bench_reports_every_path_and_workload(encode_results):
     names = [check["target"] for check in written["targets"]]
     assert any("padding efficiency" in n for n in names) and any("flat" in n for n in names)
     assert all(isinstance(check["value"], float) for check in written["targets"])
+    prefetch = written["prefetch"]
+    assert prefetch["items"] == 16 and prefetch["batches"] == 2
+    assert all(entry["bit_identical_to_0"] and entry["items_per_s"] > 0 for entry in prefetch["settings"].values())
+    assert prefetch["projection"]["workers_to_keep_the_gpu_fed"] >= 1
 
 
 def test_train_bench_smoke(tiny_checkpoint, tmp_path):

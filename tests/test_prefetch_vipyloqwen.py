@@ -27,6 +27,7 @@ def test_results_in_job_order_and_errors_at_their_job(worker_type):
 def test_num_workers_validation_and_default():
     assert resolve_num_workers(None, 1) == 0
     assert resolve_num_workers(None, 5) >= 1
+    assert resolve_num_workers(None, 5, has_images=False) == 0
     assert resolve_num_workers(3, 1) == 3
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="num_workers"):

@@ -59,8 +59,12 @@ def load_model(model: str, device: str | None = None):
 
 
 def probe_vector(model: Any) -> list[float]:
-    """The model's fingerprint: the embedding of :data:`PROBE_TEXT`."""
-    return model.encode(text=PROBE_TEXT, num_workers=0)[0].tolist()
+    """The model's fingerprint: the embedding of :data:`PROBE_TEXT` (computed once per loaded model)."""
+    cached = getattr(model, "_vipyloqwen_index_probe", None)
+    if cached is None:
+        cached = model.encode(text=PROBE_TEXT, num_workers=0)[0].tolist()
+        model._vipyloqwen_index_probe = cached
+    return cached
 
 
 class _Dist:
@@ -124,7 +128,7 @@ def _message(processor: Any, item: IndexItem) -> list[dict]:
 
 
 def build(
-    model: str,
+    model: str | Any,
     items: str | Path,
     db: str | Path,
     batch_size: int = 8,
@@ -139,6 +143,9 @@ def build(
     log: Any = None,
 ) -> BuildStats:
     """Embed the items of ``items`` into the db folder ``db``; see the module docstring. Returns the totals.
+
+    ``model`` is a checkpoint path or Hub id (loaded here, on ``device``), or an already loaded viPyloQwen
+    ``AutoModel`` (its ``config._name_or_path`` names it in the db's manifest).
 
     Example::
 
@@ -160,7 +167,11 @@ def build(
     try:
         if dist.world > 1 and device is None and torch.cuda.is_available():
             device = f"cuda:{dist.local_rank}"
-        embedder = load_model(model, device)
+        if isinstance(model, (str, os.PathLike)):
+            model = os.fspath(model)
+            embedder = load_model(model, device)
+        else:
+            embedder, model = model, str(model.config._name_or_path or type(model).__name__)
         processor = embedder.processor
         probe = probe_vector(embedder)
         dim = embedder.config.embed_dim
@@ -222,7 +233,7 @@ def build(
             chunks = embedder._batches(embedder._item_lengths(messages, max_image_tokens, None), batch_size)
             mine = chunks[dist.rank :: dist.world]
             jobs = [(window, messages, chunk) for chunk in mine]
-            workers = resolve_num_workers(num_workers, len(jobs))
+            workers = resolve_num_workers(num_workers, len(jobs), any(item.images for item in window))
             done_items: list[IndexItem] = []
             vectors: list[torch.Tensor] = []
             with warnings.catch_warnings():

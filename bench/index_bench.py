@@ -1,0 +1,331 @@
+"""Index-build benchmark: ``scripts/index.py build`` against ``AutoModel.encode`` alone and the bare forward.
+
+Measured, on this machine:
+
+- **stream** (tiny model, short texts, ``--sizes``): build time and peak RSS (above the pre-call RSS, in-process,
+  ``num_workers=0`` so every allocation is in the measured process) at each size, and the same for
+  ``AutoModel.encode`` of the same texts; then ``--repeats`` interleaved rounds at the largest size, build vs
+  encode, with ``num_workers=0`` and with the default workers (median ratio of the items/s);
+- **sharded** (same items, largest size): ``torchrun --nproc_per_node 2 scripts/index.py build`` into a second
+  db, compared with the one-process db: ids, texts, metadata, and vectors bit for bit;
+- **2b-shaped** (``--two-b``): per workload of ``bench/encode_bench.py`` (queries, passages, pages, mixed; images
+  written as PNG files the build reads back), the floor (stock forward on the pre-built batches),
+  ``AutoModel.encode`` and the index build of the workload into a fresh db, interleaved; ratio = median over
+  repeats of time / floor time of the same repeat. The build's fixed costs (new db, commit, id index) are inside
+  its time; the model's probe embedding is computed once per loaded model, in the warm-up.
+
+Example::
+
+    python bench/index_bench.py --out bench/results/index-tiny.json
+    python bench/index_bench.py --two-b --sizes none --no-sharded --out bench/results/index-2b-shaped.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    REPO_ROOT,
+    PeakRSS,
+    machine_info,
+    make_workloads,
+    prepare_checkpoint,
+    release_memory,
+    short_texts,
+)
+from vipyloqwen_tools.index_build import build  # noqa: E402
+from vipyloqwen_tools.index_store import Store  # noqa: E402
+
+
+def write_texts(path: Path, texts: list[str]) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        for number, text in enumerate(texts):
+            handle.write(json.dumps({"id": f"t{number}", "text": text, "n": number}, ensure_ascii=False) + "\n")
+    return path
+
+
+def write_workload(folder: Path, workload: Any) -> Path:
+    """The workload as an items file; images saved as PNG (lossless: the build reads back the same pixels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "items.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for number, item in enumerate(workload.items):
+            paths = []
+            for image_number, image in enumerate(item.images):
+                name = f"{number}-{image_number}.png"
+                image.save(folder / name)
+                paths.append(name)
+            row = {"id": f"{workload.name}{number}", "text": item.text, "images": paths, "task": workload.task}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def timed_build(model: Any, items: Path, db: Path, batch_size: int, workers: int | None) -> float:
+    shutil.rmtree(db, ignore_errors=True)
+    start = time.perf_counter()
+    build(model, items, db, batch_size=batch_size, num_workers=workers, log=_quiet)
+    return time.perf_counter() - start
+
+
+def timed_encode(model: Any, texts: list[str], batch_size: int, workers: int | None) -> float:
+    start = time.perf_counter()
+    model.encode(text=texts, batch_size=batch_size, num_workers=workers)
+    return time.perf_counter() - start
+
+
+def stream_bench(model: Any, workdir: Path, sizes: list[int], batch_size: int, repeats: int) -> dict[str, Any]:
+    texts = short_texts(max(sizes))
+    warm = write_texts(workdir / "items-warm.jsonl", texts[:64])
+    timed_build(model, warm, workdir / "db-warm", batch_size, 0)  # first use of lancedb / pyarrow: not measured
+    rows = []
+    for n in sizes:
+        items = write_texts(workdir / f"items-{n}.jsonl", texts[:n])
+        release_memory()
+        with PeakRSS() as peak:
+            seconds = timed_build(model, items, workdir / f"db-{n}", batch_size, 0)
+        release_memory()
+        with PeakRSS() as encode_peak:
+            encode_seconds = timed_encode(model, texts[:n], batch_size, 0)
+        rows.append(
+            {
+                "items": n,
+                "build_seconds": seconds,
+                "build_items_per_s": n / seconds,
+                "build_peak_rss_mb": round(peak.delta_mb, 1),
+                "encode_seconds": encode_seconds,
+                "encode_peak_rss_mb": round(encode_peak.delta_mb, 1),
+                "db_bytes": sum(f.stat().st_size for f in (workdir / f"db-{n}").rglob("*") if f.is_file()),
+            }
+        )
+    n = max(sizes)
+    items = workdir / f"items-{n}.jsonl"
+    ratios: dict[str, Any] = {}
+    for label, workers in (("num_workers=0", 0), ("num_workers=auto", None)):
+        build_times, encode_times = [], []
+        for repeat in range(repeats):
+            pair = [("build", lambda w=workers: timed_build(model, items, workdir / "db-timed", batch_size, w))]
+            pair.append(("encode", lambda w=workers: timed_encode(model, texts[:n], batch_size, w)))
+            for name, run in pair if repeat % 2 == 0 else pair[::-1]:
+                (build_times if name == "build" else encode_times).append(run())
+        ratios[label] = {
+            "build_seconds_all": build_times,
+            "encode_seconds_all": encode_times,
+            "build_items_per_s": n / statistics.median(build_times),
+            "encode_items_per_s": n / statistics.median(encode_times),
+            "encode_over_build_items_per_s": statistics.median(
+                [b / e for b, e in zip(build_times, encode_times, strict=True)]
+            ),
+        }
+    return {"batch_size": batch_size, "sizes": sizes, "rows": rows, "throughput": ratios}
+
+
+def db_content(db: Path) -> dict[str, Any]:
+    data = Store.open(db).table.to_arrow().sort_by("id")
+    return {
+        "ids": data.column("id").to_pylist(),
+        "texts": data.column("text").to_pylist(),
+        "metadata": [json.loads(m) for m in data.column("metadata").to_pylist()],
+        "vectors": np.stack(data.column("vector").to_numpy(zero_copy_only=False)),
+    }
+
+
+def sharded_bench(checkpoint: Path, workdir: Path, n: int, batch_size: int, procs: int) -> dict[str, Any]:
+    items = workdir / f"items-{n}.jsonl"
+    reference_db = workdir / f"db-{n}"
+    db = workdir / f"db-{n}-torchrun"
+    shutil.rmtree(db, ignore_errors=True)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", str(procs), str(REPO_ROOT / "scripts" / "index.py"), "build"]
+    command += ["--model", str(checkpoint), "--items", str(items), "--db", str(db), "--batch-size", str(batch_size)]
+    command += ["--num-workers", "0"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"torchrun build failed:\n{done.stderr[-4000:]}")
+    one, many = db_content(reference_db), db_content(db)
+    same_ids = one["ids"] == many["ids"]
+    equal_rows = int((one["vectors"] == many["vectors"]).all(axis=1).sum()) if same_ids else 0
+    return {
+        "processes": procs,
+        "items": n,
+        "seconds_including_startup": seconds,
+        "ids_identical": same_ids,
+        "rows": len(many["ids"]),
+        "texts_and_metadata_identical": one["texts"] == many["texts"] and one["metadata"] == many["metadata"],
+        "vectors_bit_identical_rows": equal_rows,
+        "vectors_max_abs_diff": float(np.abs(one["vectors"] - many["vectors"]).max()) if same_ids else None,
+        "summary": json.loads(done.stdout.strip().splitlines()[-1]),
+    }
+
+
+def two_b_bench(workdir: Path, batch_size: int, repeats: int, size: str) -> dict[str, Any]:
+    from bench.encode_bench import SIZES_2B, Bench
+
+    checkpoint = prepare_checkpoint("2b-shaped", workdir)
+    bench = Bench(checkpoint, batch_size)
+    workloads = make_workloads(bench.processor.tokenizer, SIZES_2B[size])
+    results: dict[str, Any] = {"size": size, "batch_size": batch_size, "repeats": repeats, "workloads": {}}
+    for workload in workloads:
+        print(f"2b-shaped {workload.name}: {len(workload.items)} items ...", flush=True)
+        items = write_workload(workdir / f"2b-{workload.name}", workload)
+        batches = bench.floor_batches(workload)
+        n = len(workload.items)
+        runs = {
+            "floor": lambda b=batches, n=n: bench.run_floor(b, n),
+            "auto": lambda w=workload: bench.run_auto(w),
+            "index": lambda i=items: timed_build(bench.auto, i, workdir / "2b-db", batch_size, None),
+        }
+        for run in runs.values():  # warm-up (and the probe embedding of the loaded model)
+            run()
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for repeat in range(repeats):
+            names = list(runs)[repeat % 3 :] + list(runs)[: repeat % 3]
+            for name in names:
+                start = time.perf_counter()
+                runs[name]()
+                times[name].append(time.perf_counter() - start)
+        entry = {}
+        for name, values in times.items():
+            entry[name] = {
+                "seconds_all": values,
+                "items_per_s": n / statistics.median(values),
+                "ratio_to_floor": statistics.median([t / f for t, f in zip(values, times["floor"], strict=True)]),
+            }
+        results["workloads"][workload.name] = {"items": n, "paths": entry}
+    return results
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+    stream = results.get("stream")
+    if stream:
+        first, last = stream["rows"][0], stream["rows"][-1]
+        growth = last["build_peak_rss_mb"] - first["build_peak_rss_mb"]
+        checks.append(
+            {
+                "target": f"index build peak RSS flat: {last['items']} vs {first['items']} short texts (tiny)",
+                "value": growth,
+                "limit": "<= 50 MB",
+                "met": growth <= 50,
+            }
+        )
+        for label, entry in stream["throughput"].items():
+            ratio = entry["encode_over_build_items_per_s"]
+            checks.append(
+                {
+                    "target": f"AutoModel.encode items/s / index build items/s, {last['items']} texts ({label})",
+                    "value": ratio,
+                    "limit": "<= 1.2",
+                    "met": ratio <= 1.2,
+                }
+            )
+    sharded = results.get("sharded")
+    if sharded:
+        same = sharded["ids_identical"] and sharded["texts_and_metadata_identical"]
+        same = same and sharded["vectors_bit_identical_rows"] == sharded["rows"]
+        checks.append(
+            {
+                "target": f"{sharded['processes']}-process torchrun build == 1-process build (ids, texts, metadata, "
+                "vectors bit for bit)",
+                "value": float(same),
+                "limit": "== 1",
+                "met": same,
+            }
+        )
+    two_b = results.get("two_b")
+    if two_b:
+        for name, workload in two_b["workloads"].items():
+            for path, label in (("auto", "AutoModel.encode"), ("index", "index build")):
+                ratio = workload["paths"][path]["ratio_to_floor"]
+                checks.append(
+                    {
+                        "target": f"2b-shaped {label} time / floor ({name})",
+                        "value": ratio,
+                        "limit": "<= 1.05",
+                        "met": ratio <= 1.05,
+                    }
+                )
+    return checks
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,10000", help="stream sizes (short texts); 'none' skips")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size of the stream (default 64)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-sharded", action="store_true", help="skip the torchrun build")
+    parser.add_argument("--procs", type=int, default=2, help="torchrun processes (default 2)")
+    parser.add_argument("--two-b", action="store_true", help="also time the 2b-shaped workloads")
+    parser.add_argument("--two-b-size", default="quick", choices=("smoke", "quick", "full"))
+    parser.add_argument("--two-b-batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as encode_bench)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    # encode's workers fork; lancedb (imported by the builder) warns on every fork of the process.
+    warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    sizes = [] if args.sizes == "none" else [int(s) for s in args.sizes.split(",")]
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "benchmark": "index",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "settings": vars(args) | {"out": str(args.out) if args.out else None},
+        "memory_method": "peak RSS above the pre-call RSS (/proc/self/statm sampled every 2 ms; malloc_trim first)",
+    }
+    with tempfile.TemporaryDirectory(prefix="vipyloqwen-index-bench-") as tmp:
+        workdir = Path(tmp)
+        if sizes:
+            from transformers import AutoModel
+
+            checkpoint = prepare_checkpoint("tiny", workdir)
+            model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True, dtype=torch.float32).eval()
+            model.encode(text=short_texts(64), batch_size=args.batch_size, num_workers=0)  # warm-up
+            print(f"stream: {sizes} short texts ...", flush=True)
+            results["stream"] = stream_bench(model, workdir, sizes, args.batch_size, args.repeats)
+            if not args.no_sharded:
+                print(f"sharded: torchrun x{args.procs} ...", flush=True)
+                results["sharded"] = sharded_bench(checkpoint, workdir, max(sizes), args.batch_size, args.procs)
+            del model
+            release_memory()
+        if args.two_b:
+            results["two_b"] = two_b_bench(workdir, args.two_b_batch_size, args.repeats, args.two_b_size)
+    results["targets"] = targets(results)
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    for check in results["targets"]:
+        status = {True: "MET", False: "MISSED", None: "info"}[check["met"]]
+        print(f"[{status:6}] {check['target']}: {check['value']:.3f} ({check['limit']})")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Preprocessing-bound encoding (pages on the tiny model): ``AutoModel.encode`` with and without prefetch workers,
+and a projection of how many preprocessing cores keep a GPU fed.
+
+Part of ``bench/encode_bench.py`` (``--prefetch-pages N``). Measured here, on this machine:
+
+- ``encode`` items/s of a stream of A4 pages for each (``num_workers``, ``worker_type``) setting, interleaved per
+  repeat; every setting's embeddings are compared bit for bit with ``num_workers=0``;
+- the floor (the model's forward alone on the pre-built batches) and the preprocessing alone (our processor
+  building those batches in this process, one core), both at the model's image budget;
+- preprocessing items/s per core at the real 2B budget (1024 image tokens per page), the same image processor.
+
+Projected (labelled so in the JSON and the report; nothing here ran on a GPU): the forward's pages/s of the real
+2B model on a GPU = the GPU's assumed effective bf16 throughput (``--gpu-tflops``) / the forward FLOPs of one
+page (:func:`page_forward_flops`, from the 2B architecture); workers to keep it fed = that rate / the measured
+preprocessing pages/s per core.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from bench.common import make_workloads
+
+# (num_workers, worker_type) settings timed side by side.
+SETTINGS = ((0, "process"), (1, "process"), (2, "process"), (2, "thread"))
+# The real Qwen2-VL-2B: text 1536 x 28 layers (12 heads, 2 KV heads of 128, MLP 8960), vision 1280 x 32 blocks
+# (16 heads, MLP 5120), merger 1280*4 -> 1536; see /work/shared/STACK-NOTES.md.
+REAL_2B = {
+    "text_hidden": 1536,
+    "text_layers": 28,
+    "text_mlp": 8960,
+    "kv_dim": 256,
+    "vision_width": 1280,
+    "vision_layers": 32,
+    "vision_mlp": 5120,
+}
+
+
+def page_forward_flops(image_tokens: int = 1024, text_tokens: int = 8, arch: dict[str, int] = REAL_2B) -> float:
+    """Forward FLOPs of one page (2 x multiply-adds): vision tower over 4 patches per image token (full attention
+    within the image), merger, then the language model over image + text tokens (no LM head)."""
+    patches = 4 * image_tokens
+    w, v_layers, v_mlp = arch["vision_width"], arch["vision_layers"], arch["vision_mlp"]
+    vision = v_layers * (patches * (4 * w * w + 2 * w * v_mlp) + 2 * patches * patches * w)
+    merger = image_tokens * (4 * w * 4 * w + 4 * w * arch["text_hidden"])
+    tokens = image_tokens + text_tokens + 2
+    h, t_layers, mlp, kv = arch["text_hidden"], arch["text_layers"], arch["text_mlp"], arch["kv_dim"]
+    text = t_layers * (tokens * (2 * h * h + 2 * h * kv + 3 * h * mlp) + 2 * tokens * tokens * h)
+    return 2.0 * (vision + merger + text)
+
+
+def _preprocess_seconds(processor: Any, messages: list, batches: list[list[int]], max_image_tokens: int) -> float:
+    start = time.perf_counter()
+    for chunk in batches:
+        canonical = [processor.canonicalize(messages[i], i, max_image_tokens) for i in chunk]
+        processor.apply_chat_template(
+            canonical,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"images_kwargs": {"max_image_tokens": max_image_tokens}},
+        )
+    return time.perf_counter() - start
+
+
+def prefetch_bench(bench: Any, pages: int, repeats: int, gpu_tflops: float) -> dict[str, Any]:
+    """Time encode over ``pages`` A4 pages per worker setting; see the module docstring."""
+    workload = make_workloads(bench.processor.tokenizer, {"pages": pages}, seed=3)[0]
+    texts, images = bench.auto_inputs(workload.items)
+    batches = bench.floor_batches(workload)
+    n = len(workload.items)
+
+    def run(workers: int, kind: str) -> torch.Tensor:
+        return bench.auto.encode(
+            text=texts, images=images, task=workload.task, batch_size=bench.batch_size, num_workers=workers,
+            worker_type=kind,
+        )  # fmt: skip
+
+    reference = run(0, "process")  # warm-up
+    identical = {f"{w}-{k}": bool(torch.equal(run(w, k), reference)) for w, k in SETTINGS}
+    times: dict[str, list[float]] = {f"{w}-{k}": [] for w, k in SETTINGS}
+    times["floor"], times["preprocess"] = [], []
+    messages = bench.processor.build_messages(text=texts, images=images, task=workload.task)
+    chunks = [chunk for chunk, _ in batches]
+    budget = bench.processor.max_image_tokens
+    for repeat in range(repeats):
+        order = list(times)
+        order = order[repeat % len(order) :] + order[: repeat % len(order)]
+        for name in order:
+            start = time.perf_counter()
+            if name == "floor":
+                bench.run_floor(batches, n)
+            elif name == "preprocess":
+                _preprocess_seconds(bench.processor, messages, chunks, budget)
+            else:
+                workers, kind = name.split("-")
+                run(int(workers), kind)
+            times[name].append(time.perf_counter() - start)
+    median = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+    settings = {}
+    for workers, kind in SETTINGS:
+        name = f"{workers}-{kind}"
+        settings[name] = {
+            "num_workers": workers,
+            "worker_type": kind if workers else None,
+            "seconds_median": median[name],
+            "seconds_all": times[name],
+            "items_per_s": n / median[name],
+            "speedup_over_0": median["0-process"] / median[name],
+            "bit_identical_to_0": identical[name],
+        }
+    real_budget = 1024
+    real_seconds = min(_preprocess_seconds(bench.processor, messages, chunks, real_budget) for _ in range(2))
+    per_core = n / real_seconds
+    flops = page_forward_flops(real_budget)
+    gpu_pages_per_s = gpu_tflops * 1e12 / flops
+    return {
+        "items": n,
+        "batch_size": bench.batch_size,
+        "batches": len(batches),
+        "image_budget_tokens": budget,
+        "settings": settings,
+        "floor_items_per_s": n / median["floor"],
+        "preprocess_items_per_s_one_core": n / median["preprocess"],
+        "projection": {
+            "measured_preprocess_pages_per_s_per_core_at_1024_tokens": per_core,
+            "page_forward_tflops_real_2b": flops / 1e12,
+            "assumed_gpu_effective_tflops": gpu_tflops,
+            "projected_gpu_forward_pages_per_s": gpu_pages_per_s,
+            "workers_to_keep_the_gpu_fed": math.ceil(gpu_pages_per_s / per_core),
+            "note": "projection: GPU throughput assumed, not measured; preprocessing rate measured on this CPU",
+        },
+    }
+
+
+def prefetch_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    best = result["settings"]["2-process"]["speedup_over_0"]
+    return [
+        {
+            "target": "pages on tiny: encode items/s with 2 workers (processes) / num_workers=0",
+            "value": best,
+            "limit": ">= 1.6",
+            "met": best >= 1.6,
+        },
+        {
+            "target": "pages on tiny: encode items/s with 2 threads / num_workers=0",
+            "value": result["settings"]["2-thread"]["speedup_over_0"],
+            "limit": "report",
+            "met": None,
+        },
+        {
+            "target": "encode with workers bit-identical to num_workers=0 (all settings)",
+            "value": float(all(s["bit_identical_to_0"] for s in result["settings"].values())),
+            "limit": "== 1",
+            "met": all(s["bit_identical_to_0"] for s in result["settings"].values()),
+        },
+    ]
