@@ -1,18 +1,23 @@
-"""Generate the performance section (markdown) from benchmark JSON files, naming the machine they ran on.
+"""Generate the performance docs (markdown + one PNG) from benchmark JSON files, naming the machine they ran on.
 
-The markdown goes between ``<!-- performance:start -->`` and ``<!-- performance:end -->`` in the output file
-(default ``README.md``, the model card).
+- every table goes between ``<!-- performance:start -->`` and ``<!-- performance:end -->`` of
+  ``docs/performance.md`` (``--out``);
+- a short summary (a few rows and the plot) goes between ``<!-- performance-summary:start/end -->`` of
+  ``README.md``, the model card (``--readme``); see :mod:`bench.report_summary`;
+- the plot (time / floor and items/s by workload) is written to ``docs/performance.png`` (``--plot``).
+
 Every number comes from the JSON; nothing is typed in by hand.
 
 Example::
 
-    python bench/report.py out/bench/encode-tiny.json out/bench/encode-2b-shaped.json out/bench/train-tiny.json
+    python bench/report.py bench/results/*.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,9 @@ if str(REPO_ROOT) not in sys.path:
 
 from vipyloqwen_tools.readme import replace_block  # noqa: E402
 
-DEFAULT_OUT = REPO_ROOT / "README.md"
+DEFAULT_OUT = REPO_ROOT / "docs" / "performance.md"
+DEFAULT_README = REPO_ROOT / "README.md"
+DEFAULT_PLOT = REPO_ROOT / "docs" / "performance.png"
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
 PATH_LABELS = {
     "floor": "floor",
@@ -124,6 +131,115 @@ def encode_section(data: dict[str, Any]) -> str:
             cells = " | ".join(f"{row['peak_rss_mb']:.1f} MB" for row in estimate["rows"])
             lines.append(f"| `AutoModel.encode` length estimate only, {estimate['text']} | {cells} | - |")
         lines.append("")
+    prefetch = data.get("prefetch")
+    if prefetch:
+        lines += prefetch_lines(prefetch)
+    lines += ["| target | measured | limit | status |", "| --- | ---: | --- | --- |"]
+    for check in data["targets"]:
+        lines.append(f"| {check['target']} | {check['value']:.3f} | {check['limit']} | {_status(check['met'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def prefetch_lines(prefetch: dict[str, Any]) -> list[str]:
+    """The preprocessing-bound workload (``bench/prefetch.py``) and the GPU feeding projection."""
+    projection = prefetch["projection"]
+    lines = [
+        f"Preprocessing off the critical path: {prefetch['items']} A4 pages, {prefetch['batches']} batches of "
+        f"{prefetch['batch_size']}, image budget {prefetch['image_budget_tokens']} tokens; `AutoModel.encode` with "
+        "each `num_workers` / `worker_type`, interleaved (median).",
+        "",
+        "| num_workers | worker type | items/s | x num_workers=0 | bit-identical to num_workers=0 |",
+        "| ---: | --- | ---: | ---: | --- |",
+    ]
+    for entry in prefetch["settings"].values():
+        lines.append(
+            f"| {entry['num_workers']} | {entry['worker_type'] or '-'} | {entry['items_per_s']:.1f} | "
+            f"{entry['speedup_over_0']:.2f} | {'yes' if entry['bit_identical_to_0'] else '**no**'} |"
+        )
+    lines += [
+        "",
+        f"Same batches: the forward alone (floor) runs {prefetch['floor_items_per_s']:.1f} pages/s; preprocessing "
+        f"alone {prefetch['preprocess_items_per_s_one_core']:.1f} pages/s on one core at this budget, "
+        f"{projection['measured_preprocess_pages_per_s_per_core_at_1024_tokens']:.1f} pages/s per core at the real "
+        "default budget of 1024 tokens.",
+        "",
+        f"GPU projection (**not measured**; no GPU was available): one page at 1024 image tokens costs "
+        f"{projection['page_forward_tflops_real_2b']:.1f} TFLOP through the real 2B (vision 32 x 1280, text 28 x "
+        f"1536; `bench/prefetch.py:page_forward_flops`). At an assumed {projection['assumed_gpu_effective_tflops']:.0f}"
+        f" TFLOP/s effective bf16 a GPU would embed {projection['projected_gpu_forward_pages_per_s']:.0f} pages/s, "
+        f"which takes **{projection['workers_to_keep_the_gpu_fed']} preprocessing workers** (cores) per GPU at the "
+        "measured per-core rate.",
+        "",
+    ]
+    return lines
+
+
+def index_section(data: dict[str, Any]) -> str:
+    """``bench/index_bench.py``: index build vs encode (stream), torchrun equality, 2b-shaped vs floor."""
+    lines = [
+        "### Index build (`scripts/index.py build`)",
+        "",
+        f"Measured on {data['created']}. Machine: {machine_line(data['machine'])}. "
+        f"Peak memory: {data['memory_method']}.",
+        "",
+    ]
+    stream = data.get("stream")
+    if stream:
+        lines += [
+            f"Tiny model, short texts, batch size {stream['batch_size']}, `num_workers=0` (all work in the measured "
+            "process); build = items file -> LanceDB db (new), encode = `AutoModel.encode` of the same texts.",
+            "",
+            "| items | build items/s | build peak RSS (MB) | encode peak RSS (MB) | db size on disk (MB) |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in stream["rows"]:
+            lines.append(
+                f"| {row['items']} | {row['build_items_per_s']:.0f} | {row['build_peak_rss_mb']:.1f} | "
+                f"{row['encode_peak_rss_mb']:.1f} | {row['db_bytes'] / 2**20:.2f} |"
+            )
+        lines += [
+            "",
+            f"Throughput at {stream['rows'][-1]['items']} items, interleaved repeats (median):",
+            "",
+            "| workers | build items/s | encode items/s | encode / build |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for label, entry in stream["throughput"].items():
+            lines.append(
+                f"| {label} | {entry['build_items_per_s']:.0f} | {entry['encode_items_per_s']:.0f} | "
+                f"{entry['encode_over_build_items_per_s']:.2f} |"
+            )
+        lines.append("")
+    sharded = data.get("sharded")
+    if sharded:
+        diff = sharded["vectors_max_abs_diff"]
+        lines += [
+            f"`torchrun --nproc_per_node {sharded['processes']}` build of the same {sharded['items']} items: "
+            f"{sharded['rows']} rows, ids identical: {sharded['ids_identical']}, texts and metadata identical: "
+            f"{sharded['texts_and_metadata_identical']}, rows with bit-identical vectors: "
+            f"{sharded['vectors_bit_identical_rows']} of {sharded['rows']} (max abs diff "
+            f"{diff if diff is None else f'{diff:.1e}'}); {sharded['seconds_including_startup']:.1f} s including "
+            "the start of both processes.",
+            "",
+        ]
+    two_b = data.get("two_b")
+    if two_b:
+        lines += [
+            f"`2b-shaped` model (real 2B widths, 2 + 2 layers, fp32, 1 torch thread), workloads of "
+            f"`bench/encode_bench.py` size `{two_b['size']}`, batch size {two_b['batch_size']}, {two_b['repeats']} "
+            "interleaved repeats: floor = stock forward on pre-built batches; index build = items file (images as "
+            "PNG files) -> new db, default workers.",
+            "",
+            "| workload | items | floor items/s | AutoModel.encode time / floor | index build time / floor |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, workload in two_b["workloads"].items():
+            paths = workload["paths"]
+            lines.append(
+                f"| {name} | {workload['items']} | {paths['floor']['items_per_s']:.2f} | "
+                f"{paths['auto']['ratio_to_floor']:.3f} | {paths['index']['ratio_to_floor']:.3f} |"
+            )
+        lines.append("")
     lines += ["| target | measured | limit | status |", "| --- | ---: | --- | --- |"]
     for check in data["targets"]:
         lines.append(f"| {check['target']} | {check['value']:.3f} | {check['limit']} | {_status(check['met'])} |")
@@ -171,7 +287,8 @@ def train_section(data: dict[str, Any]) -> str:
 def render(results: list[dict[str, Any]]) -> str:
     """The performance section for these benchmark results (encode and/or train JSON)."""
     parts = [
-        "Generated by `python bench/report.py` from the JSON of `bench/encode_bench.py` and `bench/train_bench.py`.",
+        "Generated by `python bench/report.py bench/results/*.json` from the JSON of `bench/encode_bench.py`, "
+        "`bench/index_bench.py` and `bench/train_bench.py`.",
         "Ratios are measured side by side in one run (paths interleaved per repeat); absolute numbers depend on "
         "the machine named with them.",
         "",
@@ -184,8 +301,9 @@ def render(results: list[dict[str, Any]]) -> str:
             "Rerun on an idle machine (or with more `--repeats`) before quoting a ratio close to a limit.",
             "",
         ]
+    sections = {"encode": encode_section, "index": index_section, "train": train_section}
     for data in results:
-        parts.append(encode_section(data) if data["benchmark"] == "encode" else train_section(data))
+        parts.append(sections[data["benchmark"]](data))
     if not any(data["machine"]["device"] != "cpu" for data in results):
         parts.append(
             "GPU numbers (bf16, sdpa / flash-attention 2, 2b-shaped and full-size models): not measured; no GPU "
@@ -194,10 +312,10 @@ def render(results: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def write(markdown: str, out: Path) -> None:
-    """Put ``markdown`` between the performance markers of ``out``."""
+def write(markdown: str, out: Path, block: str = "performance") -> None:
+    """Put ``markdown`` between the ``block`` markers of ``out``."""
     try:
-        text = replace_block(out.read_text(encoding="utf-8"), "performance", markdown)
+        text = replace_block(out.read_text(encoding="utf-8"), block, markdown)
     except (OSError, ValueError) as error:
         raise SystemExit(f"{out}: {error}") from None
     out.write_text(text, encoding="utf-8")
@@ -208,16 +326,28 @@ def main(argv: list[str] | None = None) -> str:
         description=__doc__.split("\n\n")[0],
         epilog="example: python bench/report.py bench/results/*.json",
     )
-    parser.add_argument("results", nargs="+", type=Path, help="JSON files written by encode_bench / train_bench")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown file (default {DEFAULT_OUT})")
+    parser.add_argument("results", nargs="+", type=Path, help="JSON of encode_bench / index_bench / train_bench")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"full tables (default {DEFAULT_OUT})")
+    parser.add_argument("--readme", type=Path, default=DEFAULT_README, help="model card for the summary")
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help=f"the PNG (default {DEFAULT_PLOT})")
+    parser.add_argument("--no-summary", action="store_true", help="write the full tables only")
     parser.add_argument("--stdout", action="store_true", help="print the markdown instead of writing it")
     args = parser.parse_args(argv)
-    markdown = render([json.loads(path.read_text(encoding="utf-8")) for path in args.results])
+    results = [json.loads(path.read_text(encoding="utf-8")) for path in args.results]
+    markdown = render(results)
     if args.stdout:
         sys.stdout.write(markdown)
-    else:
-        write(markdown, args.out)
-        print(f"wrote the performance section into {args.out}")
+        return markdown
+    write(markdown, args.out)
+    print(f"wrote the performance tables into {args.out}")
+    if not args.no_summary:
+        from bench.report_summary import plot, summary
+
+        plot(results, args.plot)
+        relative = Path(os.path.relpath(args.plot, args.readme.parent)).as_posix()
+        doc = Path(os.path.relpath(args.out, args.readme.parent)).as_posix()
+        write(summary(results, relative, doc), args.readme, "performance-summary")
+        print(f"wrote the summary into {args.readme} and the plot {args.plot}")
     return markdown
 
 

@@ -77,8 +77,14 @@ def test_report_writes_between_markers(encode_results, tmp_path):
     source.write_text(json.dumps(written), encoding="utf-8")
     target = tmp_path / "performance.md"
     target.write_text(f"# keep\n\n{report.START}\nold\n{report.END}\n\ntail\n", encoding="utf-8")
-    markdown = report.main([str(source), "--out", str(target)])
+    card = tmp_path / "README.md"
+    card.write_text("# card\n<!-- performance-summary:start -->\nold\n<!-- performance-summary:end -->\n", "utf-8")
+    plot = tmp_path / "docs" / "performance.png"
+    markdown = report.main([str(source), "--out", str(target), "--readme", str(card), "--plot", str(plot)])
     text = target.read_text(encoding="utf-8")
     assert text.startswith("# keep") and text.rstrip().endswith("tail") and "old" not in text
     assert markdown in text and written["machine"]["cpu"] in markdown
     assert "| mixed |" in markdown and "padding efficiency" in markdown
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    summary = card.read_text(encoding="utf-8")
+    assert "](docs/performance.png)" in summary and "old" not in summary and "| pages | AutoModel.encode |" in summary
