@@ -23,7 +23,7 @@ Example::
 
     python bench/encode_bench.py --model tiny --quick --out out/bench/encode-tiny.json
     python bench/encode_bench.py --model 2b-shaped --quick --out out/bench/encode-2b-shaped.json
-    python bench/report.py bench/results/*.json   # regenerates README.md's performance section
+    python bench/report.py bench/results/*.json   # regenerates docs/performance.md and the README summary
 """
 
 from __future__ import annotations
