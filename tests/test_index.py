@@ -41,6 +41,7 @@ def corpus(tmp_path_factory):
     for seed in range(5):
         make_image(160 + 30 * seed, 120 + 20 * seed, seed=seed).save(folder / "img" / f"p{seed}.png")
     (folder / "img" / "broken.png").write_bytes(b"not an image at all")
+    make_image(2020, 10, seed=1).save(folder / "img" / "thin.png")  # aspect ratio 202: Qwen2-VL cannot take it
     good = [
         {
             "id": f"doc{i}",
@@ -64,7 +65,8 @@ def corpus(tmp_path_factory):
         {"id": "broken", "text": "bad bytes", "images": ["img/broken.png"]},
         {"text": "no id"},
     ]
-    path = _write_items(folder, good[:7] + bad_rows[:2] + good[7:] + bad_rows[2:], ["{this is not json"])
+    thin = json.dumps({"id": "thin", "images": ["img/thin.png"]})
+    path = _write_items(folder, good[:7] + bad_rows[:2] + good[7:] + bad_rows[2:], ["{this is not json", thin])
     return {"path": path, "good": good, "folder": folder}
 
 
@@ -92,15 +94,23 @@ def built(corpus, tiny_checkpoint, tmp_path_factory):
 
 def test_build_counts_and_rejects_with_line_numbers(built, corpus):
     db, stats = built
-    assert (stats.lines, stats.new, stats.already_stored, stats.rejected) == (20, 15, 0, 5)
+    assert (stats.lines, stats.new, stats.already_stored, stats.rejected) == (21, 15, 0, 6)
     assert stats.lines == stats.new + stats.already_stored + stats.rejected
     rejects = [json.loads(line) for line in (db / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert [(r["line"], r["id"]) for r in rejects] == [(8, "doc3"), (9, "lost"), (18, "broken"), (19, None), (20, None)]
+    assert [(r["line"], r["id"]) for r in rejects] == [
+        (8, "doc3"),
+        (9, "lost"),
+        (18, "broken"),
+        (19, None),
+        (20, None),
+        (21, "thin"),
+    ]
     assert "duplicate id 'doc3' (first at line 4)" in rejects[0]["error"]
     assert "nothere.png" in rejects[1]["error"] and "not found" in rejects[1]["error"]
-    assert "cannot read image file" in rejects[2]["error"]
+    assert rejects[2]["error"].startswith("line 18, image 0: cannot read image")
     assert "'id' must be a non-empty string" in rejects[3]["error"]
     assert "not valid JSON" in rejects[4]["error"]
+    assert rejects[5]["error"].startswith("line 21, image 0: aspect ratio 202 exceeds 200")
     table = _table(db)
     assert sorted(table["ids"]) == sorted(item["id"] for item in corpus["good"])
     manifest = json.loads((db / "vipyloqwen-index.json").read_text(encoding="utf-8"))
@@ -169,7 +179,7 @@ def test_append_adds_only_new_ids(corpus, tiny_checkpoint, tmp_path, built):
     build(str(tiny_checkpoint), first, db, batch_size=4, num_workers=0)
     before = _table(db)
     stats = build(str(tiny_checkpoint), corpus["path"], db, batch_size=3, num_workers=0, commit_every=4)
-    assert (stats.new, stats.already_stored, stats.rejected) == (9, 6, 5)
+    assert (stats.new, stats.already_stored, stats.rejected) == (9, 6, 6)
     after = _table(db)
     assert sorted(after["ids"]) == sorted(item["id"] for item in corpus["good"])  # each id once
     old = {i: v for i, v in zip(after["ids"], after["vectors"], strict=True) if i in before["ids"]}
@@ -238,7 +248,7 @@ def test_two_process_torchrun_build_equals_one_process(corpus, tiny_checkpoint, 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 1/2" in done.stderr and "rank 0/2" in done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert (summary["lines"], summary["new"], summary["rejected"]) == (20, 15, 5)
+    assert (summary["lines"], summary["new"], summary["rejected"]) == (21, 15, 6)
     reference, got = _table(built[0]), _table(db)
     assert got["ids"] == reference["ids"]  # every item exactly once
     assert np.abs(got["vectors"] - reference["vectors"]).max() < 1e-6  # same batches as one process

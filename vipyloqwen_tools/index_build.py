@@ -18,6 +18,7 @@ Every line is counted once: ``lines = new + already stored + rejected``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -106,10 +107,15 @@ def _windows(
     size: int,
     stats: BuildStats,
     rejects: Any,
+    check: Any,
 ) -> Iterator[list[IndexItem]]:
     window: list[IndexItem] = []
     for line, item, error, item_id in source:
         stats.lines += 1
+        if item is not None and item.id not in done:
+            error = check(item)
+            if error is not None:
+                item = None
         if item is None:
             rejects(line, item_id, error)
         elif item.id in done:
@@ -125,6 +131,24 @@ def _windows(
 
 def _message(processor: Any, item: IndexItem) -> list[dict]:
     return processor.build_messages(text=[item.text], images=[item.images or None], task=item.task)[0]
+
+
+def _item_error(processor: Any, item: IndexItem) -> str | None:
+    """Why encode's length estimate would refuse the item (a malformed item, an image size Qwen2-VL cannot take:
+    checked from the file header, no decoding), or None. Every rank checks alike, so the windows stay equal."""
+    from images_vipyloqwen import check_size, image_size
+    from items_vipyloqwen import split_item
+
+    where = f"line {item.line}"
+    try:
+        split_item(_message(processor, item), where)
+        for number, path in enumerate(item.images):
+            size = image_size(path)
+            if size is not None:
+                check_size(size, f"{where}, image {number}")
+    except (ValueError, TypeError) as error:
+        return str(error)
+    return None
 
 
 def build(
@@ -211,7 +235,9 @@ def build(
             for position in chunk:
                 try:
                     canonical.append(
-                        processor.canonicalize(messages[position], window[position].line, max_image_tokens)
+                        processor.canonicalize(
+                            messages[position], position, max_image_tokens, where=f"line {window[position].line}"
+                        )
                     )
                     kept.append(position)
                 except (ValueError, TypeError, OSError) as error:
@@ -228,7 +254,9 @@ def build(
             return kept, {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, failed
 
         load_rejects = 0
-        for window in _windows(read_items(items, default_task=task), done, commit_every, stats, schema_reject):
+        source = read_items(items, default_task=task)
+        check = functools.partial(_item_error, processor)
+        for window in _windows(source, done, commit_every, stats, schema_reject, check):
             messages = [_message(processor, item) for item in window]
             chunks = embedder._batches(embedder._item_lengths(messages, max_image_tokens, None), batch_size)
             mine = chunks[dist.rank :: dist.world]
