@@ -166,3 +166,31 @@ def test_rows_keep_file_order_within_each_task(images: Path, tmp_path: Path):
         f"t{i}" for i in range(30) if i % 3
     ]
     assert datasets["ocr"].with_format(None)[0]["anchor"]["images"] == [str(images / "ok.png")]
+
+
+VERIFIED_LOG: list[Path] = []
+
+
+def counting_verify(path: str):
+    """verify_image that also logs each call (workers are forked processes: count through a file)."""
+    from vipyloqwen_tools.data_schema import verify_image
+
+    with VERIFIED_LOG[0].open("a") as handle:
+        handle.write(path + "\n")
+    return verify_image(path)
+
+
+def test_each_distinct_image_is_verified_once_across_workers(images: Path, tmp_path: Path, monkeypatch):
+    from vipyloqwen_tools import data_scan
+
+    VERIFIED_LOG[:] = [tmp_path / "verified.txt"]
+    monkeypatch.setattr(data_scan, "verify_image", counting_verify)
+    names = ["ok.png", "full.jpg", "full.png", "cut.jpg"]
+    lines = [dump({**OCR, "query": {"text": f"q{i}", "images": [names[i % 4], names[(i + 1) % 4]]}}) for i in range(80)]
+    try:
+        report, _ = scan_file(write(tmp_path / "imgs.jsonl", lines), num_proc=4)
+    finally:
+        checked = VERIFIED_LOG[0].read_text().splitlines()
+        VERIFIED_LOG.clear()
+    assert sorted(checked) == sorted(str(images / n) for n in names)  # 4 distinct files, 160 uses, 4 checks
+    assert report.images == 4 and report.good == 40 and len(report.bad) == 40  # every row that uses cut.jpg
