@@ -143,11 +143,18 @@ def _peak_mb(who: int) -> float:
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds of this process, of its finished worker processes), user + system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
 def measure(step: str, path: Path, workers: int, cache: Path) -> dict[str, Any]:
     """Run one step in this process; returns seconds, rows, and peak RSS of this process and its largest worker."""
     from vipyloqwen_tools.data import prepare_task_datasets, validate_file
 
     baseline = _peak_mb(resource.RUSAGE_SELF)
+    cpu_before = _cpu_seconds()
     started = time.perf_counter()
     if step in ("validate", "validate-no-images"):
         report = validate_file(path, check_images=step == "validate", num_proc=workers)
@@ -157,6 +164,8 @@ def measure(step: str, path: Path, workers: int, cache: Path) -> dict[str, Any]:
         if step == "cached" and not report.cached:
             raise RuntimeError("the cached step found no cache entry: run build first")
     seconds = time.perf_counter() - started
+    cpu_main, cpu_workers = (after - before for after, before in zip(_cpu_seconds(), cpu_before, strict=True))
+    cpu = cpu_main + cpu_workers
     report.check_invariant()
     return {
         "step": step,
@@ -165,6 +174,11 @@ def measure(step: str, path: Path, workers: int, cache: Path) -> dict[str, Any]:
         "rows": report.lines,
         "good": report.good,
         "rows_per_s": round(report.lines / seconds, 1),
+        # CPU seconds of this process and its workers: what the step costs whatever else the machine runs.
+        "cpu_seconds": round(cpu, 2),
+        "cpu_main_seconds": round(cpu_main, 2),
+        "cpu_workers_seconds": round(cpu_workers, 2),
+        "rows_per_cpu_s": round(report.lines / cpu, 1) if cpu > 0 else None,
         "datasets_rows": sum(len(d) for d in datasets.values()) if datasets is not None else None,
         "images_verified": report.images,
         "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
@@ -247,22 +261,31 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                     rss = lambda r: max(r["peak_rss_mb"], r["peak_rss_largest_worker_mb"])  # noqa: E731
                     growth[f"{step}_{w}w"] = round(rss(b) - rss(a), 1)
         summary[f"peak_rss_growth_mb_{min(sizes)}_to_{largest}"] = growth
-    # 11M at C cores: the per-worker build rate measured with one worker, times C, times the parallel efficiency
-    # measured here (speedup / workers), which is assumed to hold at C (the ranges are independent; the merge is
-    # per bad line and per duplicate hash, both small). Image verification is per distinct file and counted in the
-    # measured rate for this pool; a real corpus with more distinct images adds images x seconds_per_image / C.
+    # 11M rows at C cores, two models (both scale the measured rows linearly to 11M):
+    # - wall: the 1-worker build rate x C x the parallel efficiency measured here (speedup / workers), assumed to
+    #   hold at C. Inherits this machine's load.
+    # - cpu (Amdahl, for a dedicated node): the N-worker run's CPU seconds, split into the main process (serial:
+    #   splitting, merging reports and duplicate hashes, opening the datasets) and the workers (parallel over
+    #   ranges and over distinct images), T = main + workers / C. Independent of other load on this machine.
+    # Image verification is per distinct file (this pool); a corpus with more distinct images adds
+    # images x (seconds per image) / C.
     single = _run(size, "build", one)
     per_worker = single["rows_per_s"] / one
     efficiency = (single["seconds"] / build["seconds"]) / (many / one) if many > one else 1.0
+    scale = TARGET_ROWS / build["rows"]
     summary["parallel_efficiency"] = round(efficiency, 3)
     summary["extrapolation_11M"] = {
         str(c): {
-            "build_minutes": round(TARGET_ROWS / (per_worker * c * min(1.0, efficiency)) / 60, 1),
+            "build_minutes_wall_model": round(TARGET_ROWS / (per_worker * c * min(1.0, efficiency)) / 60, 1),
+            "build_minutes_cpu_model": round(
+                scale * (build["cpu_main_seconds"] + build["cpu_workers_seconds"] / c) / 60, 1
+            ),
         }
         for c in EXTRAPOLATE_CORES
     }
     summary["extrapolation_model"] = (
-        "11M rows / (1-worker build rows/s x cores x measured parallel efficiency); image pool as in the bench"
+        "wall: 11M / (1-worker build rows/s x cores x measured parallel efficiency); "
+        "cpu: 11M/rows x (main CPU s + worker CPU s / cores) of the N-worker build; image pool as in the bench"
     )
     return summary
 
@@ -270,20 +293,26 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     """The markdown table of docs/training.md."""
     lines = [
-        "| rows | step | workers | seconds | rows/s | peak RSS main (MB) | peak RSS largest worker (MB) | load 1 min |",
+        "| rows | step | workers | seconds | rows/s | CPU s (main + workers) | peak RSS main / largest worker (MB) "
+        "| load 1 min |",
         "|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for rows, size in results["sizes"].items():
         for r in size["runs"]:
             lines.append(
                 f"| {int(rows):,} | {r['step']} | {r['workers']} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | "
-                f"{r['peak_rss_mb']:.0f} | {r['peak_rss_largest_worker_mb']:.0f} | "
+                f"{r['cpu_main_seconds']:.1f} + {r['cpu_workers_seconds']:.1f} | "
+                f"{r['peak_rss_mb']:.0f} / {r['peak_rss_largest_worker_mb']:.0f} | "
                 f"{r['load_1min_before']:.1f} / {r['load_1min_after']:.1f} |"
             )
     summary = results["summary"]
-    lines += ["", "| 11M rows, cores | JSONL -> per-task datasets (min, extrapolated) |", "|---:|---:|"]
+    lines += [
+        "",
+        "| 11M rows, cores | JSONL -> per-task datasets, min (wall model) | min (CPU / Amdahl model) |",
+        "|---:|---:|---:|",
+    ]
     for cores, value in summary["extrapolation_11M"].items():
-        lines.append(f"| {cores} | {value['build_minutes']} |")
+        lines.append(f"| {cores} | {value['build_minutes_wall_model']} | {value['build_minutes_cpu_model']} |")
     return "\n".join(lines)
 
 

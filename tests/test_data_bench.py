@@ -29,4 +29,4 @@ def test_data_bench_generates_the_mix_and_measures_every_step(tmp_path: Path):
     assert set(results["summary"]["extrapolation_11M"]) == {"2", "16", "32"}
     assert "build_speedup_2_vs_1" in results["summary"]
     text = data_bench.table(json.loads(json.dumps(results)))
-    assert "| 400 | build | 2 |" in text and "| 32 |" in text
+    assert "| 400 | build | 2 |" in text and "| 32 |" in text and "CPU" in text
