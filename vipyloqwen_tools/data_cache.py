@@ -82,6 +82,7 @@ def _locked(lock_path: Path):
 def _load(entry: Path, path: Path):
     report = ValidationReport.from_json(json.loads((entry / "report.json").read_text(encoding="utf-8")))
     report.path, report.cached = path, True
+    logger.info("%s", report.check_invariant())
     meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
     logger.info(
         "reusing the validated data cache %s (built %s in %.1f s; fingerprint size=%d mtime_ns=%d hash=%s)",
