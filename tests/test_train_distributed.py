@@ -103,7 +103,7 @@ def two_process_run(tmp_path_factory):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     from vipyloqwen_tools.trace import read_trace
 
-    return SimpleNamespace(root=root, train=train, out=out, trace=read_trace(trace), log=done.stderr)
+    return SimpleNamespace(root=root, train=train, out=out, trace=read_trace(trace), trace_dir=trace, log=done.stderr)
 
 
 def test_ranks_stay_equal_and_see_different_batches(two_process_run):
@@ -155,32 +155,17 @@ def test_only_rank_zero_writes(two_process_run):
 
 
 def test_first_step_loss_equals_single_process_loss_of_global_batch(two_process_run):
-    from sentence_transformers import SentenceTransformer
-
-    from vipyloqwen_tools.data import load_task_datasets
-    from vipyloqwen_tools.losses import ViPyloQwenRouterLoss
-    from vipyloqwen_tools.training import training_prompts
+    from vipyloqwen_tools.trace import reference_loss, summarize
 
     run = two_process_run
-    first = [run.trace[rank][0]["micro_batches"][0] for rank in (0, 1)]
-    name = first[0]["dataset"]
-    rows = first[0]["rows"] + first[1]["rows"]
-    dataset = load_task_datasets(run.train, cache_dir=run.root / "reference-cache")[name]
-    batch = dataset[rows]
-    prompts = training_prompts([name], prefix_documents=False)[name]
-    model = SentenceTransformer(str(run.out / "init-tiny"), trust_remote_code=True, device="cpu")
-    model.max_seq_length = 32
-    with torch.no_grad():
-        columns = [
-            model.encode(batch[column], prompt=prompts.get(column), convert_to_tensor=True, batch_size=len(rows))
-            for column in ("anchor", "positive")
-        ]
-        labels = torch.tensor(batch["score"]) if "score" in batch else None
-        terms = ViPyloQwenRouterLoss(model).compute_loss_from_embeddings(name, columns, labels)
-    single = sum(float(v) for v in terms.values())
-    distributed = (first[0]["loss"] + first[1]["loss"]) / 2  # DDP averages the ranks' gradients
-    assert distributed == pytest.approx(single, rel=1e-5)
-    assert first[0]["loss"] != pytest.approx(first[1]["loss"], rel=1e-6)  # each rank its own rows
+    loss = reference_loss(run.trace_dir, run.train, run.out / "init-tiny", max_length=32)
+    assert loss["distributed"] == pytest.approx(loss["single"], rel=1e-5)
+    first = [run.trace[rank][0]["micro_batches"][0]["loss"] for rank in (0, 1)]
+    assert first[0] != pytest.approx(first[1], rel=1e-6)  # each rank its own rows
+    summary = summarize(run.trace_dir)  # the CLI's summary agrees with the checks above
+    assert summary["same_task_every_step"] and summary["rows_disjoint_every_step"] and summary["steps"] == STEPS
+    assert summary["candidates"] == [{"anchors": WORLD * BATCH, "documents": WORLD * BATCH}]
+    assert summary["max_rel_param_norm_diff"] < 1e-6 and summary["max_rel_param_sums_diff"] < 1e-6
 
 
 def test_grouping_that_cannot_fill_a_step_is_refused():

@@ -185,4 +185,113 @@ def read_trace(trace_dir: str | os.PathLike) -> dict[int, list[dict[str, Any]]]:
     return out
 
 
-__all__ = ["ROW_COLUMN", "RowIdCollator", "TrainingTrace", "add_row_ids", "read_trace"]
+def summarize(trace_dir: str | os.PathLike) -> dict[str, Any]:
+    """What the ranks did, step by step: same task, disjoint rows, candidate counts, parameter agreement.
+
+    Returns ``{"ranks", "steps", "tasks", "same_task_every_step", "rows_disjoint_every_step", "candidates",
+    "max_rel_param_norm_diff", "max_rel_param_sums_diff", "writes_by_rank"}``.
+    """
+    trace = read_trace(trace_dir)
+    ranks = sorted(trace)
+    steps = {rank: [r for r in trace[rank] if r["step"] != "end"] for rank in ranks}
+    count = min(len(records) for records in steps.values())
+    same_task = disjoint = True
+    norm_diff = sums_diff = 0.0
+    candidates, tasks = set(), []
+    for index in range(count):
+        records = [steps[rank][index] for rank in ranks]
+        for position in range(len(records[0]["micro_batches"])):
+            batches = [record["micro_batches"][position] for record in records]
+            same_task &= len({batch["dataset"] for batch in batches}) == 1
+            rows = [set(batch["rows"] or []) for batch in batches]
+            disjoint &= sum(len(r) for r in rows) == len(set().union(*rows))
+            candidates |= {json.dumps(batch["candidates"], sort_keys=True) for batch in batches}
+        tasks.append(records[0]["micro_batches"][0]["dataset"] if records[0]["micro_batches"] else None)
+        base_sums = torch.tensor(records[0]["param_sums"], dtype=torch.float64)
+        for record in records[1:]:
+            norm_diff = max(norm_diff, abs(record["param_norm"] - records[0]["param_norm"]) / records[0]["param_norm"])
+            sums = torch.tensor(record["param_sums"], dtype=torch.float64)
+            sums_diff = max(sums_diff, float((sums - base_sums).norm() / base_sums.norm()))
+    return {
+        "ranks": len(ranks),
+        "steps": count,
+        "tasks": tasks,
+        "same_task_every_step": same_task,
+        "rows_disjoint_every_step": disjoint,
+        "candidates": sorted(json.loads(c) for c in candidates if c != "null"),
+        "max_rel_param_norm_diff": norm_diff,
+        "max_rel_param_sums_diff": sums_diff,
+        "writes_by_rank": {rank: sorted({w for r in trace[rank] for w in r["writes"]}) for rank in ranks},
+    }
+
+
+def reference_loss(
+    trace_dir: str | os.PathLike,
+    train_file: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    max_length: int,
+    max_image_tokens: int | None = None,
+) -> dict[str, float]:
+    """The first step's loss recomputed in one process on the concatenated global batch (all ranks' rows).
+
+    ``model_dir`` must hold the weights the run started from (``<output_dir>/init-tiny`` for ``model: tiny``);
+    ``max_length`` / ``max_image_tokens`` as in the run's config.
+    Returns ``{"distributed": mean of the ranks' first-step losses, "single": the one-process loss, "rel_diff"}``;
+    the mean is what DDP optimises (it averages the ranks' gradients). Equal rows per rank: each term is a mean.
+    """
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+
+    from vipyloqwen_tools.data import load_task_datasets
+    from vipyloqwen_tools.losses import ViPyloQwenRouterLoss
+    from vipyloqwen_tools.training import training_prompts
+
+    trace = read_trace(trace_dir)
+    first = [trace[rank][0]["micro_batches"][0] for rank in sorted(trace)]
+    name = first[0]["dataset"]
+    rows = [row for batch in first for row in batch["rows"]]
+    with tempfile.TemporaryDirectory() as cache:
+        batch = load_task_datasets(train_file, cache_dir=cache)[name][rows]
+    prompts = training_prompts([name], prefix_documents=False)[name]
+    processor_kwargs = {"max_image_tokens": max_image_tokens} if max_image_tokens else {}
+    model = SentenceTransformer(str(model_dir), trust_remote_code=True, device="cpu", processor_kwargs=processor_kwargs)
+    model.max_seq_length = max_length
+    columns = [c for c in ("anchor", "positive", "negative") if c in batch]
+    with torch.no_grad():
+        embeddings = [
+            model.encode(batch[c], prompt=prompts.get(c), convert_to_tensor=True, batch_size=len(rows)) for c in columns
+        ]
+        labels = torch.tensor(batch["score"]) if "score" in batch else None
+        terms = ViPyloQwenRouterLoss(model).compute_loss_from_embeddings(name, embeddings, labels)
+    single = sum(float(value) for value in terms.values())
+    distributed = sum(batch["loss"] for batch in first) / len(first)
+    return {"task": name, "distributed": distributed, "single": single, "rel_diff": abs(distributed - single) / single}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vipyloqwen_tools.trace TRACE_DIR [--train-file F --model-dir M ...]``: a JSON summary."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Summarise a training trace (trace_dir) of a multi-process run.")
+    parser.add_argument("trace_dir", type=Path)
+    parser.add_argument("--train-file", type=Path, help="with --model-dir: recompute the first step's loss")
+    parser.add_argument("--model-dir", type=Path, help="the weights the run started from (<output_dir>/init-tiny)")
+    parser.add_argument("--max-length", type=int, default=8192)
+    parser.add_argument("--max-image-tokens", type=int, default=None)
+    args = parser.parse_args(argv)
+    out = summarize(args.trace_dir)
+    out.pop("writes_by_rank")
+    if args.train_file and args.model_dir:
+        out["first_step_loss"] = reference_loss(
+            args.trace_dir, args.train_file, args.model_dir, args.max_length, args.max_image_tokens
+        )
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["ROW_COLUMN", "RowIdCollator", "TrainingTrace", "add_row_ids", "read_trace", "reference_loss", "summarize"]
