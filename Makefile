@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: takes the CPU build from this machine's disk instead of a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev,train,eval,index]"
+	$(PY) -m pip install --quiet -e ".[dev,train,eval,index,clients]"
 	touch $@
 
 .PHONY: install demo train-demo test lint
