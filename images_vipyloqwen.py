@@ -162,7 +162,7 @@ def _open(fp: Any, where: str, source: str, max_pixels: int | None) -> Image.Ima
             if image is not opened and exif.get(0x0112, 1) != 1:
                 image.info["exif"] = exif.tobytes()
     except FileNotFoundError:
-        raise ValueError(f"{where}: image file not found: {source}") from None
+        raise ValueError(f"{where}: image file not found: {os.fspath(fp)!r}") from None
     except UnidentifiedImageError:
         raise ValueError(f"{where}: cannot read image {source}: not in an image format PIL can read") from None
     except (OSError, Image.DecompressionBombError, SyntaxError) as error:
@@ -352,7 +352,7 @@ def load_image(image: object, where: str, max_pixels: int | None = None) -> Imag
     if isinstance(image, str) and image.startswith("data:"):
         return _open(io.BytesIO(_data_uri(image, where)), where, describe(image), max_pixels)
     if isinstance(image, (str, os.PathLike)):
-        return _open(image, where, repr(os.fspath(image)), max_pixels)
+        return _open(image, where, f"file {os.fspath(image)!r}", max_pixels)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return _open(io.BytesIO(bytes(image)), where, f"bytes ({len(image)} bytes)", max_pixels)
     if isinstance(image, np.ndarray) or _is_tensor(image):

@@ -88,3 +88,15 @@ def test_report_writes_between_markers(encode_results, tmp_path):
     assert plot.read_bytes().startswith(b"\x89PNG")
     summary = card.read_text(encoding="utf-8")
     assert "](docs/performance.png)" in summary and "old" not in summary and "| pages | AutoModel.encode |" in summary
+
+
+def test_images_bench_reports_every_case(tmp_path):
+    from bench import images_bench
+
+    out = tmp_path / "images.json"
+    assert images_bench.main(["--side", "1200", "--out", str(out)]) == 0
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert [row["case"] for row in written["results"]] == list(images_bench.CASES)
+    for row in written["results"]:
+        assert row["pixels"] == 1200 * 1200 and row["seconds"] > 0 and math.isfinite(row["peak_rss_delta_mb"])
+        assert row["output_size"] == [1200, 1200]  # within 4x the 1024-token budget: untouched
