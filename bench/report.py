@@ -303,7 +303,8 @@ def render(results: list[dict[str, Any]]) -> str:
         ]
     sections = {"encode": encode_section, "index": index_section, "train": train_section}
     for data in results:
-        parts.append(sections[data["benchmark"]](data))
+        if data.get("benchmark") in sections:  # other benchmarks' JSON (images, data, planner) has its own doc
+            parts.append(sections[data["benchmark"]](data))
     if not any(data["machine"]["device"] != "cpu" for data in results):
         parts.append(
             "GPU numbers (bf16, sdpa / flash-attention 2, 2b-shaped and full-size models): not measured; no GPU "
