@@ -5,6 +5,8 @@
     python train_st.py --config configs/tiny-cpu.yaml --resume               # continue from the last checkpoint
     python train_st.py validate data/sample/train.jsonl                      # per-task counts + every bad line
     python train_st.py validate big.jsonl --num-proc 32 --cache-dir runs/2b/.data-cache   # validate once, train reuses
+    python train_st.py plan --config configs/vipyloqwen-2b.yaml --architecture qwen2-vl-2b \
+        --accelerate-config configs/accelerate/fsdp-4gpu.yaml --device-memory-gb 94   # predicted peak memory per GPU
     accelerate launch --config_file configs/accelerate/fsdp-4gpu.yaml train_st.py --config configs/vipyloqwen-2b.yaml
 
 Every setting of :class:`vipyloqwen_tools.training.TrainConfig` is a YAML key and a ``--flag`` (dashes for
@@ -25,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vipyloqwen_tools.data import DataError, validate_file, write_rejects  # noqa: E402
+from vipyloqwen_tools.planner import MemoryPlanError  # noqa: E402
 from vipyloqwen_tools.training import TrainConfig, train  # noqa: E402
 
 
@@ -87,16 +90,26 @@ def validate_main(argv: list[str]) -> int:
     return status
 
 
+def plan_main(argv: list[str]) -> int:
+    """``train_st.py plan``: the memory plan of a config (see vipyloqwen_tools/planner.py); exit 1 if it does not
+    fit or the data file has bad lines."""
+    from vipyloqwen_tools.planner_cli import plan_command
+
+    return plan_command(argv, build_parser())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "validate":
         return validate_main(argv[1:])
+    if argv and argv[0] == "plan":
+        return plan_main(argv[1:])
     args = vars(build_parser().parse_args(argv))
     config_path = args.pop("config")
     try:
         config = TrainConfig.from_yaml(config_path, **args)
         result = train(config)
-    except DataError as error:
+    except (DataError, MemoryPlanError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if "final_dir" in result:

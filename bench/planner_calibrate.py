@@ -49,8 +49,24 @@ FIT_POINTS: list[dict[str, Any]] = [
     {"name": "text-nogc-L4-T512", "layers": 4, "task": "instr", "rows": 2, "text_tokens": 512, "gc": False},
     {"name": "image-gc-V2-N1024", "layers": 2, "task": "ocr", "rows": 2, "images": 1, "image_tokens": 1024, "gc": True},
     {"name": "image-gc-V4-N1024", "layers": 4, "task": "ocr", "rows": 2, "images": 1, "image_tokens": 1024, "gc": True},
-    {"name": "image-nogc-V2-N256", "layers": 2, "task": "ocr", "rows": 2, "images": 1, "image_tokens": 256, "gc": False},
-    {"name": "image-nogc-V4-N256", "layers": 4, "task": "ocr", "rows": 2, "images": 1, "image_tokens": 256, "gc": False},
+    {
+        "name": "image-nogc-V2-N256",
+        "layers": 2,
+        "task": "ocr",
+        "rows": 2,
+        "images": 1,
+        "image_tokens": 256,
+        "gc": False,
+    },
+    {
+        "name": "image-nogc-V4-N256",
+        "layers": 4,
+        "task": "ocr",
+        "rows": 2,
+        "images": 1,
+        "image_tokens": 256,
+        "gc": False,
+    },
 ]
 # Held-out configurations: predicted (with the fitted constants) vs measured.
 VALIDATION_POINTS: list[dict[str, Any]] = [

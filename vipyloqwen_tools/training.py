@@ -36,6 +36,7 @@ from configuration_vipyloqwen import TASKS
 from vipyloqwen_tools.data import DataError, prepare_task_datasets, write_rejects
 from vipyloqwen_tools.evaluation import ViPyloQwenEvaluator, document_prefix
 from vipyloqwen_tools.losses import ViPyloQwenRouterLoss, task_of_dataset
+from vipyloqwen_tools.planner import check_training_memory
 
 logger = logging.getLogger("vipyloqwen.train")
 
@@ -99,6 +100,9 @@ class TrainConfig:
     # distributed runs (torchrun / accelerate launch): see docs/training.md "Distributed training"
     ddp_timeout: int = 1800
     trace_dir: str | None = None
+    # memory plan (vipyloqwen_tools/planner.py): device memory per process when not on CUDA; override a refusal
+    device_memory_gb: float | None = None
+    ignore_memory_plan: bool = False
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -499,6 +503,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.gradient_checkpointing:
         model[0].model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model[0].model.config.use_cache = False
+    check_training_memory(config, model, precision)  # refuses a run predicted not to fit, before the first step
 
     router = ViPyloQwenRouterLoss(
         model,

@@ -1,0 +1,884 @@
+"""Memory planner: the predicted per-GPU peak memory of a training run, before it starts.
+
+``python train_st.py plan --config ...`` prints the plan; :func:`check_training_memory` (called by
+``training.train`` before the first step) refuses a run predicted not to fit, with the numbers and the
+``cached_mini_batch_size`` / batch size that would fit (``--ignore-memory-plan`` overrides).
+
+What is counted, per process (bytes):
+
+- parameters, gradients and AdamW states: 4 + 4 + 8 bytes per parameter (the trainer keeps fp32 weights and
+  states also with ``precision: bf16``, which only autocasts the forward), divided by the world size under FSDP /
+  ZeRO-3 (ZeRO-1/2 shard the states / states + gradients); plus DDP's gradient buckets (a second fp32 copy of the
+  gradients) or, under FSDP, the unsharded units being computed (the root unit with the embedding, and two layers);
+- the embedding-gradient transients (backward builds a dense vocab x hidden gradient, then accumulates it;
+  measured as the per-step constant of the calibration);
+- activations per LLM token (text and merged image tokens) and per vision patch (4 patches per merged image
+  token), each split into a per-forward part and a per-layer part, with and without gradient checkpointing;
+  bf16 / fp16 halve them, except the per-layer checkpoints under autocast (the residual stream stays fp32
+  because the weights are fp32); the sdpa attention mask of a padded batch (rows x length^2 bytes);
+- batches are single-task: per dataset (task, or ``task+neg`` for rows with an explicit negative) the batch of
+  ``per_device_train_batch_size`` rows that are all the largest row (``worst``) or the 99th-percentile row
+  (``p99``), per column; without GradCache every column's forward is live at once, with GradCache
+  (``cached_mini_batch_size``) one mini-batch of one column, plus the embeddings of the full batch;
+- the gathered embeddings and the loss (InfoNCE over world x batch candidates, Matryoshka dims).
+
+The activation constants were fitted to peak-RSS measurements at the real 2B widths on CPU
+(``bench/planner_calibrate.py``, results in ``bench/results/planner-calibration.json``); other widths scale them
+linearly by the text hidden size / vision width. Two sources of lengths: the config's limits (``max_length`` text
+tokens per side, 5 images x ``max_image_tokens`` on the query side of image tasks: no data needed) or the training
+file (text tokens per column with the tokenizer, image tokens from the image file headers with the processor's
+resize rule: no pixel is decoded).
+
+Example::
+
+    >>> from vipyloqwen_tools.planner import Architecture, Setup, plan_limits
+    >>> arch = Architecture.qwen2_vl_2b()
+    >>> setup = Setup(world_size=4, sharding="fsdp", precision="bf16", gradient_checkpointing=True,
+    ...               per_device_batch=24, mini_batch=4, max_length=8192, max_image_tokens=1024)
+    >>> plan = plan_limits(arch, setup, device_memory=94 * 2**30)
+    >>> plan.fits
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from configuration_vipyloqwen import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MIN_IMAGE_TOKENS, MAX_IMAGES_PER_ITEM, TASKS
+
+logger = logging.getLogger("vipyloqwen.planner")
+
+GiB = 2**30
+MiB = 2**20
+PATCH = 28  # pixels per merged image token side (patch 14 x merge 2)
+PRESHRINK_FACTOR = 4  # images_vipyloqwen.prepare_image pre-shrinks above this multiple of the budget
+SHARDINGS = ("none", "ddp", "fsdp", "zero1", "zero2", "zero3")
+CALIBRATION_TEXT_WIDTH = 1536
+CALIBRATION_VISION_WIDTH = 1280
+CALIBRATION_VOCAB = 151_936
+
+# Fitted by ``bench/planner_calibrate.py run`` (least squares over its fit points; fp32, CPU, sdpa, 2B widths):
+# bytes per unit. ``*_base``: per token (patch) of a live forward, whatever the depth (with checkpointing: the
+# one layer being recomputed + the embedding output); ``*_layer``: per token (patch) per layer (with
+# checkpointing: the saved layer input). Keys: gradient checkpointing on (True) / off (False).
+CALIBRATION: dict[str, Any] = {
+    "text_token_base": {True: 139_000.0, False: 20_000.0},
+    "text_token_layer": {True: 6_144.0, False: 200_000.0},
+    "patch_base": {True: 100_000.0, False: 10_000.0},
+    "patch_layer": {True: 5_120.0, False: 100_000.0},
+    # per step, beyond parameters / gradients / states: the embedding-gradient transients (the dense
+    # vocab x hidden gradient is built, then accumulated); scaled by vocab x hidden for other shapes
+    "fixed": 1_750 * MiB,
+    "source": "bench/results/planner-calibration.json",
+}
+# bf16 / fp16 activation factors (relative to fp32).
+HALF_FACTOR = 0.5
+# Usable share of device memory: the rest is headroom for the CUDA context and allocator fragmentation.
+DEFAULT_HEADROOM = 0.10
+
+
+class MemoryPlanError(ValueError):
+    """A run predicted not to fit in device memory; the message has the numbers and the settings that would fit."""
+
+
+# ---------------------------------------------------------------------------------------- architecture
+@dataclass(frozen=True)
+class Architecture:
+    """The numbers of a viPyloQwen model the planner needs."""
+
+    name: str
+    parameters: int
+    vocab_rows: int
+    hidden: int
+    layers: int
+    vision_width: int
+    vision_layers: int
+    embed_dim: int
+    largest_unit: int  # parameters of the largest decoder layer / vision block (an FSDP unit)
+    root_unit: int  # parameters outside the layers and blocks (embedding, norms, merger, projection)
+    text_parameters: int  # parameters a text-only forward uses (everything but the vision tower)
+
+    @classmethod
+    def from_model(cls, model: Any, name: str | None = None) -> Architecture:
+        """From a built :class:`ViPyloQwenModel` (any device, meta included)."""
+        config = model.config
+        text, vision = config.text_config, config.vision_config
+        total = sum(p.numel() for p in model.parameters())
+        units = [m for m in model.modules() if type(m).__name__ in ("Qwen2VLDecoderLayer", "Qwen2VLVisionBlock")]
+        unit_sizes = [sum(p.numel() for p in m.parameters()) for m in units]
+        visual = getattr(model, "visual", None) or getattr(getattr(model, "model", None), "visual", None)
+        vision_params = sum(p.numel() for p in visual.parameters()) if visual is not None else 0
+        return cls(
+            name=name or getattr(config, "_name_or_path", "") or "model",
+            parameters=total,
+            vocab_rows=model.get_input_embeddings().num_embeddings,
+            hidden=text.hidden_size,
+            layers=text.num_hidden_layers,
+            vision_width=vision.embed_dim,
+            vision_layers=vision.depth,
+            embed_dim=int(getattr(config, "embed_dim", text.hidden_size)),
+            largest_unit=max(unit_sizes, default=0),
+            root_unit=total - sum(unit_sizes),
+            text_parameters=total - vision_params,
+        )
+
+    @classmethod
+    def from_config(cls, config: Any, name: str | None = None) -> Architecture:
+        """From a :class:`ViPyloQwenConfig`, counting parameters on the meta device (no memory)."""
+        import torch
+
+        from modeling_vipyloqwen import ViPyloQwenModel
+
+        with torch.device("meta"):
+            model = ViPyloQwenModel(config)
+        return cls.from_model(model, name=name)
+
+    @classmethod
+    def qwen2_vl_2b(cls, embed_dim: int = 1024) -> Architecture:
+        """The published Qwen/Qwen2-VL-2B-Instruct shape (text 1536 x 28, vision 1280 x 32) + the projection."""
+        return cls.from_config(qwen2_vl_2b_config(embed_dim), name="qwen2-vl-2b")
+
+    @classmethod
+    def resolve(cls, spec: str, model: str | None = None) -> Architecture:
+        """``auto`` (the config.json in the ``model`` folder, or the tiny model for ``tiny``), ``qwen2-vl-2b``,
+        ``tiny``, or a checkpoint folder / config.json path."""
+        from configuration_vipyloqwen import ViPyloQwenConfig
+
+        if spec == "qwen2-vl-2b":
+            return cls.qwen2_vl_2b()
+        if spec == "tiny" or (spec == "auto" and model == "tiny"):
+            from vipyloqwen_tools.export import tiny_config
+
+            return cls.from_config(tiny_config(32), name="tiny")
+        path = Path(model if spec == "auto" else spec)
+        folder = path.parent if path.name == "config.json" else path
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"architecture: no config.json in {str(folder)!r}; build the checkpoint first or pass "
+                "--architecture qwen2-vl-2b | tiny | PATH (a checkpoint folder or its config.json)"
+            )
+        return cls.from_config(ViPyloQwenConfig.from_pretrained(str(folder)), name=str(folder))
+
+
+def qwen2_vl_2b_config(embed_dim: int = 1024):
+    """A :class:`ViPyloQwenConfig` of the published Qwen2-VL-2B-Instruct shape (STACK-NOTES)."""
+    from configuration_vipyloqwen import ViPyloQwenConfig
+
+    text = {
+        "vocab_size": 151_936,
+        "hidden_size": 1536,
+        "intermediate_size": 8960,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 32768,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "pad_token_id": 151643,
+    }
+    vision = {
+        "depth": 32,
+        "embed_dim": 1280,
+        "hidden_size": 1536,
+        "num_heads": 16,
+        "mlp_ratio": 4,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    return ViPyloQwenConfig(text_config=text, vision_config=vision, embed_dim=embed_dim, tie_word_embeddings=True)
+
+
+# ---------------------------------------------------------------------------------------- image tokens
+def image_tokens(width: int, height: int, max_tokens: int, min_tokens: int = DEFAULT_MIN_IMAGE_TOKENS) -> int:
+    """Merged image tokens of a ``width`` x ``height`` image at the budget, as the processor computes them.
+
+    Follows ``images_vipyloqwen.prepare_image`` (upscale below one patch, integer pre-shrink far above the
+    budget) and Qwen2-VL's ``smart_resize`` (sides multiples of 28, area within ``[min, max] x 28^2``).
+
+    Example::
+
+        >>> image_tokens(1240, 1754, max_tokens=1024)
+        content of a page at the default budget
+    """
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    max_pixels = max_tokens * PATCH * PATCH
+    if min(width, height) < PATCH:
+        scale = PATCH / min(width, height)
+        width, height = max(PATCH, round(width * scale)), max(PATCH, round(height * scale))
+    else:
+        factor = int((width * height / (PRESHRINK_FACTOR * max_pixels)) ** 0.5)
+        factor = min(factor, min(width, height) // PATCH)
+        if factor >= 2:  # PIL's Image.reduce keeps the partial last box
+            width, height = -(-width // factor), -(-height // factor)
+    resized_h, resized_w = smart_resize(
+        height, width, factor=PATCH, min_pixels=min(min_tokens, max_tokens) * PATCH * PATCH, max_pixels=max_pixels
+    )
+    return (resized_h // PATCH) * (resized_w // PATCH)
+
+
+# ---------------------------------------------------------------------------------------- setup + batches
+@dataclass
+class Setup:
+    """How the run trains: processes, sharding, precision, batch and the length limits."""
+
+    world_size: int = 1
+    sharding: str = "none"  # none | ddp | fsdp | zero1 | zero2 | zero3
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    gradient_checkpointing: bool = False
+    per_device_batch: int = 24
+    mini_batch: int | None = None  # cached_mini_batch_size (GradCache)
+    gradient_accumulation: int = 1
+    max_length: int = 8192
+    max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS
+    min_image_tokens: int = DEFAULT_MIN_IMAGE_TOKENS
+    attention: str = "sdpa"
+    matryoshka_dims: Sequence[int] | None = None
+    headroom: float = DEFAULT_HEADROOM
+
+    def __post_init__(self) -> None:
+        if self.sharding not in SHARDINGS:
+            raise ValueError(f"sharding must be one of {', '.join(SHARDINGS)}, got {self.sharding!r}")
+        if self.sharding == "none" and self.world_size > 1:
+            self.sharding = "ddp"
+        if self.world_size < 1:
+            raise ValueError(f"world size must be >= 1, got {self.world_size}")
+
+    @property
+    def live_rows(self) -> int:
+        """Rows per forward that hold activations: the mini-batch with GradCache, else the batch."""
+        return min(self.mini_batch, self.per_device_batch) if self.mini_batch else self.per_device_batch
+
+    @property
+    def effective_batch(self) -> int:
+        return self.per_device_batch * self.world_size * self.gradient_accumulation
+
+    def describe(self) -> str:
+        cache = f", cached_mini_batch_size {self.mini_batch}" if self.mini_batch else ", no GradCache"
+        return (
+            f"{self.world_size} process(es), sharding {self.sharding}, {self.precision}, gradient checkpointing "
+            f"{'on' if self.gradient_checkpointing else 'off'}, {self.per_device_batch} per device x "
+            f"{self.gradient_accumulation} accumulation = {self.effective_batch} effective{cache}, "
+            f"max_length {self.max_length}, max_image_tokens {self.max_image_tokens}, attention {self.attention}"
+        )
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column of a batch: padded LLM length per row, and vision patches per row."""
+
+    name: str
+    tokens: int
+    patches: int = 0
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """A single-task batch: every row has these column lengths."""
+
+    dataset: str
+    case: str  # worst | p99 | limits | measured
+    columns: tuple[Column, ...]
+
+
+def side_shape(text_tokens: int, images: Sequence[int], max_length: int) -> tuple[int, int]:
+    """(LLM tokens, vision patches) of one side: task prefix + images (tokens + vision start/end) + text."""
+    text = min(int(text_tokens), max_length)
+    tokens = 1 + text + sum(int(n) + 2 for n in images)
+    return tokens, 4 * sum(int(n) for n in images)
+
+
+def limit_batches(setup: Setup, tasks: Iterable[str] | None = None) -> list[BatchShape]:
+    """The worst batch per task from the config limits alone (no data): ``max_length`` text tokens on every side,
+    5 images x ``max_image_tokens`` on the query side of the image tasks (the registry's document side is text),
+    and an explicit negative column."""
+    shapes = []
+    for task in tasks or TASKS:
+        spec = TASKS[task]
+        images = [setup.max_image_tokens] * MAX_IMAGES_PER_ITEM if "image" in spec.query else []
+        doc_images = [setup.max_image_tokens] * MAX_IMAGES_PER_ITEM if "image" in spec.document else []
+        anchor = Column("anchor", *side_shape(setup.max_length, images, setup.max_length))
+        doc = side_shape(setup.max_length, doc_images, setup.max_length)
+        shapes.append(BatchShape(task, "limits", (anchor, Column("positive", *doc), Column("negative", *doc))))
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------- the model
+@dataclass
+class Prediction:
+    """Predicted peak bytes per process, by component."""
+
+    batch: BatchShape
+    parts: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+
+def _shards(setup: Setup) -> tuple[int, int, int]:
+    """Divisors of (parameters, gradients, optimizer states)."""
+    n = setup.world_size
+    return {
+        "fsdp": (n, n, n),
+        "zero3": (n, n, n),
+        "zero2": (1, n, n),
+        "zero1": (1, 1, n),
+    }.get(setup.sharding, (1, 1, 1))
+
+
+def static_parts(arch: Architecture, setup: Setup) -> dict[str, float]:
+    """Parameters, gradients, AdamW states and the distributed wrappers' buffers (bytes per process)."""
+    p_div, g_div, o_div = _shards(setup)
+    params = arch.parameters
+    half = 2 if setup.precision in ("bf16", "fp16") else 4
+    parts = {
+        "parameters (fp32)": 4 * params / p_div,
+        "gradients (fp32)": 4 * params / g_div,
+        "AdamW states (fp32 exp_avg + exp_avg_sq)": 8 * params / o_div,
+    }
+    if setup.sharding == "ddp":
+        parts["DDP gradient buckets (fp32)"] = 4 * params
+    if setup.sharding in ("fsdp", "zero3"):
+        # the unsharded units in use: the root unit (embedding...) and a layer + the prefetched next one, in the
+        # compute dtype, and their unsharded fp32 gradients
+        gathered = arch.root_unit + 2 * arch.largest_unit
+        parts["gathered units (params + grads)"] = gathered * half + (arch.root_unit + arch.largest_unit) * 4
+    return parts
+
+
+def activation_parts(arch: Architecture, setup: Setup, batch: BatchShape) -> dict[str, float]:
+    """Activation bytes of the live forwards of ``batch`` (per process)."""
+    gc = setup.gradient_checkpointing
+    half = setup.precision in ("bf16", "fp16")
+    base_factor = HALF_FACTOR if half else 1.0
+    # Per-layer checkpoints are the residual stream: fp32 under autocast (fp32 weights), bf16 when FSDP computes
+    # in bf16 parameters.
+    layer_factor = 1.0 if not half or (gc and setup.sharding not in ("fsdp", "zero3")) else HALF_FACTOR
+    text_scale = arch.hidden / CALIBRATION_TEXT_WIDTH
+    vision_scale = arch.vision_width / CALIBRATION_VISION_WIDTH
+    per_token = text_scale * (
+        CALIBRATION["text_token_base"][gc] * base_factor
+        + arch.layers * CALIBRATION["text_token_layer"][gc] * layer_factor
+    )
+    per_patch = vision_scale * (
+        CALIBRATION["patch_base"][gc] * base_factor + arch.vision_layers * CALIBRATION["patch_layer"][gc] * layer_factor
+    )
+    rows = setup.live_rows
+
+    def column_cost(column: Column) -> tuple[float, float, float]:
+        mask = rows * column.tokens**2 if setup.attention == "sdpa" else 0.0  # bool (rows, 1, T, T)
+        return rows * column.tokens * per_token, rows * column.patches * per_patch, mask
+
+    costs = [column_cost(c) for c in batch.columns]
+    if setup.mini_batch:  # GradCache: one mini-batch of one column at a time
+        live = [max(costs, key=sum)]
+    else:
+        live = costs
+    parts = {
+        "activations: LLM tokens": sum(c[0] for c in live),
+        "activations: vision patches": sum(c[1] for c in live),
+        "attention mask (sdpa, padded)": sum(c[2] for c in live),
+    }
+    if half and setup.sharding not in ("fsdp", "zero3"):
+        # autocast keeps a bf16 copy of every weight a live forward used until its backward (checkpointed layers
+        # recompute theirs one layer at a time)
+        used = arch.text_parameters if not any(c.patches for c in batch.columns) else arch.parameters
+        copies = arch.largest_unit if gc else used * len(live)
+        parts["autocast bf16 weight copies"] = 2 * copies
+    return parts
+
+
+def predict(arch: Architecture, setup: Setup, batch: BatchShape) -> Prediction:
+    """Predicted peak bytes per process for one batch (a gradient-accumulation micro-step in the steady state)."""
+    parts = static_parts(arch, setup)
+    scale = arch.vocab_rows * arch.hidden / (CALIBRATION_VOCAB * CALIBRATION_TEXT_WIDTH)
+    parts["embedding-gradient transients"] = CALIBRATION["fixed"] * scale
+    parts.update(activation_parts(arch, setup, batch))
+    columns = len(batch.columns)
+    dims = len(setup.matryoshka_dims or [arch.embed_dim])
+    candidates = setup.world_size * setup.per_device_batch * columns
+    # full-batch embeddings (+ their GradCache gradients), the gathered candidates and the similarity matrices
+    parts["embeddings + loss"] = 4.0 * (
+        3 * candidates * arch.embed_dim + dims * 2 * candidates * setup.world_size * setup.per_device_batch
+    )
+    return Prediction(batch, parts)
+
+
+# ---------------------------------------------------------------------------------------- plans
+@dataclass
+class MemoryPlan:
+    """Predictions for a set of batches against a device budget."""
+
+    arch: Architecture
+    setup: Setup
+    predictions: list[Prediction]
+    device_memory: float | None
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def budget(self) -> float | None:
+        return None if self.device_memory is None else self.device_memory * (1 - self.setup.headroom)
+
+    @property
+    def worst(self) -> Prediction:
+        return max(self.predictions, key=lambda p: p.total)
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.budget is None else self.worst.total <= self.budget
+
+    def table(self) -> str:
+        """Markdown table: one row per (dataset, case), the components in GB and the total."""
+        keys = list(dict.fromkeys(k for p in self.predictions for k in p.parts))
+        short = {k: k.split(" (")[0] for k in keys}
+        header = ["dataset", "case", "LLM tokens/row", "patches/row"] + [short[k] for k in keys] + ["total GB"]
+        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for p in self.predictions:
+            tokens = "/".join(str(c.tokens) for c in p.batch.columns)
+            patches = "/".join(str(c.patches) for c in p.batch.columns)
+            values = [f"{p.parts.get(k, 0.0) / GiB:.2f}" for k in keys]
+            lines.append(f"| {p.batch.dataset} | {p.batch.case} | {tokens} | {patches} | " + " | ".join(values))
+            lines[-1] += f" | **{p.total / GiB:.1f}** |"
+        return "\n".join(lines)
+
+    def verdict(self) -> str:
+        worst = self.worst
+        head = f"peak {worst.total / GiB:.1f} GB per process ({worst.batch.dataset}, {worst.batch.case} batch)"
+        if self.budget is None:
+            return head + "; device memory unknown (pass --device-memory-gb or run on CUDA)"
+        word = "fits" if self.fits else "DOES NOT FIT"
+        return (
+            f"{head} vs {self.budget / GiB:.1f} GB usable of {self.device_memory / GiB:.1f} GB "
+            f"({self.setup.headroom:.0%} headroom): {word}"
+        )
+
+    def summary(self) -> str:
+        lines = [
+            f"memory plan: {self.arch.name} ({self.arch.parameters / 1e9:.3f}B parameters), {self.source}",
+            f"  {self.setup.describe()}",
+            *(f"  note: {note}" for note in self.notes),
+            self.table(),
+            self.verdict(),
+        ]
+        if self.fits is False:
+            lines.append(self.fix())
+        return "\n".join(lines)
+
+    def fix(self) -> str:
+        """The settings that would fit (from the worst batch)."""
+        if self.budget is None:
+            return ""
+        batch = self.worst.batch
+        suggestions = []
+        setup = self.setup
+
+        def fits_with(**changes: Any) -> bool:
+            trial = Setup(**{**setup.__dict__, **changes})
+            return predict(self.arch, trial, batch).total <= self.budget
+
+        mini = next((m for m in range(setup.live_rows, 0, -1) if fits_with(mini_batch=m)), None)
+        if mini is not None:
+            suggestions.append(
+                f"cached_mini_batch_size: {mini} (GradCache; keeps {setup.per_device_batch} per device and the "
+                f"{setup.effective_batch} effective batch with every in-batch negative)"
+            )
+        if not setup.mini_batch:
+            batch_size = next(
+                (b for b in range(setup.per_device_batch - 1, 1, -1) if fits_with(per_device_batch=b)), None
+            )
+            if batch_size is not None:
+                accumulation = math.ceil(setup.effective_batch / (batch_size * setup.world_size))
+                suggestions.append(
+                    f"per_device_train_batch_size: {batch_size} with gradient_accumulation_steps: {accumulation} "
+                    f"({batch_size * setup.world_size * accumulation} effective; fewer in-batch negatives)"
+                )
+        if not setup.gradient_checkpointing and fits_with(gradient_checkpointing=True, mini_batch=1):
+            suggestions.append("gradient_checkpointing: true (with a cached_mini_batch_size)")
+        if setup.sharding in ("none", "ddp") and setup.world_size > 1 and fits_with(sharding="fsdp", mini_batch=1):
+            suggestions.append("FSDP (configs/accelerate/fsdp-4gpu.yaml) with a cached_mini_batch_size")
+        if not suggestions:
+            suggestions.append(
+                "no batch setting fits: lower max_image_tokens or max_length, or use more / larger devices"
+            )
+        return "would fit: " + "; or ".join(suggestions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "architecture": self.arch.__dict__,
+            "setup": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.setup.__dict__.items()},
+            "source": self.source,
+            "notes": self.notes,
+            "device_memory_gb": None if self.device_memory is None else self.device_memory / GiB,
+            "budget_gb": None if self.budget is None else self.budget / GiB,
+            "fits": self.fits,
+            "predictions": [
+                {
+                    "dataset": p.batch.dataset,
+                    "case": p.batch.case,
+                    "columns": [c.__dict__ for c in p.batch.columns],
+                    "parts_gb": {k: round(v / GiB, 3) for k, v in p.parts.items()},
+                    "total_gb": round(p.total / GiB, 3),
+                }
+                for p in self.predictions
+            ],
+        }
+
+
+def plan_limits(
+    arch: Architecture, setup: Setup, device_memory: float | None = None, tasks: Iterable[str] | None = None
+) -> MemoryPlan:
+    """The plan from the config limits only (no data): an upper bound for any data the processor accepts."""
+    predictions = [predict(arch, setup, b) for b in limit_batches(setup, tasks)]
+    source = (
+        f"config limits (max_length {setup.max_length} text tokens per side, query side of image tasks "
+        f"{MAX_IMAGES_PER_ITEM} x {setup.max_image_tokens} image tokens)"
+    )
+    return MemoryPlan(arch, setup, predictions, device_memory, source)
+
+
+# ---------------------------------------------------------------------------------------- data profile
+@dataclass
+class DataProfile:
+    """Per dataset (task / task+neg) and column: LLM tokens and vision patches of every good row."""
+
+    path: Path
+    rows: int = 0
+    bad: list[tuple[int, str]] = field(default_factory=list)
+    lengths: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
+
+    def bad_summary(self, limit: int = 20) -> str:
+        lines = [f"{self.path}: {len(self.bad)} bad line(s), not counted in the plan (training refuses them):"]
+        lines += [f"  line {number}: {reason}" for number, reason in self.bad[:limit]]
+        if len(self.bad) > limit:
+            lines.append(f"  ... {len(self.bad) - limit} more")
+        return "\n".join(lines)
+
+    def batches(self) -> list[BatchShape]:
+        """Per dataset: the ``worst`` batch (every row the column maximum) and the ``p99`` batch."""
+        import numpy as np
+
+        shapes = []
+        for dataset, columns in sorted(self.lengths.items()):
+            for case in ("worst", "p99"):
+                cols = []
+                for name, values in columns.items():
+                    array = np.asarray(values, dtype=np.int64)
+                    if case == "worst":
+                        tokens, patches = array.max(axis=0)
+                    else:
+                        tokens, patches = np.percentile(array, 99, axis=0, method="higher")
+                    cols.append(Column(name, int(tokens), int(patches)))
+                shapes.append(BatchShape(dataset, case, tuple(cols)))
+        return shapes
+
+
+def profile_data(
+    path: str | os.PathLike,
+    tokenizer: Any,
+    max_length: int,
+    max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS,
+    min_image_tokens: int = DEFAULT_MIN_IMAGE_TOKENS,
+    max_rows: int | None = None,
+    chunk: int = 2048,
+) -> DataProfile:
+    """Lengths of every good row of a training JSONL file: text tokens per column (``tokenizer``, cut at
+    ``max_length``), image tokens from the image file headers (no pixels decoded). Bad lines (the validator's
+    reasons, or an image whose header cannot be read) are collected in ``profile.bad``.
+
+    Example::
+
+        >>> profile = profile_data("data/sample/train.jsonl", processor.tokenizer, max_length=8192)
+        >>> sorted(profile.lengths)
+        ['instr', 'ocr', 'text_pair', 'vqa_multi', 'vqa_single']
+    """
+    from images_vipyloqwen import image_size
+    from vipyloqwen_tools.data import iter_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    profile = DataProfile(path)
+    sizes: dict[str, int] = {}
+    pending: list[tuple[str, str, list[int], str]] = []  # (dataset, column, image tokens, text)
+
+    def flush() -> None:
+        texts = [text for *_, text in pending]
+        counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+        for (dataset, column, images, _), count in zip(pending, counts, strict=True):
+            profile.lengths.setdefault(dataset, {}).setdefault(column, []).append(side_shape(count, images, max_length))
+        pending.clear()
+
+    for number, _, row, error in iter_file(path, check_images=False):
+        if error is not None:
+            profile.bad.append((number, error))
+            continue
+        if max_rows is not None and profile.rows >= max_rows:
+            break
+        dataset = row["task"] + ("+neg" if row["negative"] is not None else "")
+        sides = []
+        try:
+            for column, side in (
+                ("anchor", row["query"]),
+                ("positive", row["positive"]),
+                ("negative", row["negative"]),
+            ):
+                if side is None:
+                    continue
+                tokens = []
+                for image in side["images"]:
+                    if image not in sizes:
+                        size = image_size(image)
+                        if size is None:
+                            raise ValueError(f"{column}: cannot read the image header of {image!r}")
+                        sizes[image] = image_tokens(*size, max_image_tokens, min_image_tokens)
+                    tokens.append(sizes[image])
+                sides.append((dataset, column, tokens, side["text"] or ""))
+        except ValueError as reason:
+            profile.bad.append((number, str(reason)))
+            continue
+        profile.rows += 1
+        pending.extend(sides)
+        if len(pending) >= chunk:
+            flush()
+    flush()
+    return profile
+
+
+def plan_data(arch: Architecture, setup: Setup, profile: DataProfile, device_memory: float | None = None) -> MemoryPlan:
+    """The plan from a data profile: worst and p99 batch per dataset."""
+    predictions = [predict(arch, setup, b) for b in profile.batches()]
+    if not predictions:
+        raise ValueError(f"{profile.path}: no good rows to plan for")
+    plan = MemoryPlan(arch, setup, predictions, device_memory, f"data {profile.path} ({profile.rows} good rows)")
+    if profile.bad:
+        plan.notes.append(
+            f"{len(profile.bad)} bad line(s) in {profile.path} not counted (first: line "
+            f"{profile.bad[0][0]}: {profile.bad[0][1]})"
+        )
+    return plan
+
+
+# ---------------------------------------------------------------------------------------- environment
+def launcher_world(accelerate_config: str | os.PathLike | None = None) -> tuple[int, str]:
+    """(world size, sharding) from an accelerate config file, else the launcher's environment
+    (``WORLD_SIZE``; ``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED`` + ``ACCELERATE_DEEPSPEED_ZERO_STAGE``)."""
+    if accelerate_config is not None:
+        import yaml
+
+        with open(accelerate_config, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+        world = int(values.get("num_processes", 1)) * int(values.get("num_machines", 1))
+        kind = str(values.get("distributed_type", "NO")).upper()
+        if kind == "FSDP":
+            return world, "fsdp"
+        if kind == "DEEPSPEED":
+            stage = int((values.get("deepspeed_config") or {}).get("zero_stage", 0))
+            return world, f"zero{stage}" if stage in (1, 2, 3) else ("ddp" if world > 1 else "none")
+        return world, "ddp" if world > 1 else "none"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return world, "fsdp"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0") or 0)
+        if stage in (1, 2, 3):
+            return world, f"zero{stage}"
+    return world, "ddp" if world > 1 else "none"
+
+
+def device_memory_bytes(configured_gb: float | None = None) -> float | None:
+    """Device memory per process: the configured value (GB), else CUDA's total memory, else None (unknown)."""
+    if configured_gb is not None:
+        if configured_gb <= 0:
+            raise ValueError(f"device_memory_gb must be positive, got {configured_gb}")
+        return float(configured_gb) * GiB
+    import torch
+
+    if torch.cuda.is_available():
+        return float(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    return None
+
+
+def setup_from_config(
+    config: Any,
+    world_size: int | None = None,
+    sharding: str | None = None,
+    precision: str | None = None,
+    accelerate_config: str | os.PathLike | None = None,
+    attention: str | None = None,
+) -> Setup:
+    """A :class:`Setup` from a ``TrainConfig`` and the launcher (flags win over the accelerate file / env)."""
+    launcher_size, launcher_sharding = launcher_world(accelerate_config)
+    size = world_size or launcher_size
+    kind = sharding or launcher_sharding
+    if kind in ("none", "ddp"):
+        kind = "ddp" if size > 1 else "none"
+    if attention is None:
+        attention = "sdpa" if config.attn_implementation in ("auto", "sdpa") else config.attn_implementation
+    return Setup(
+        world_size=size,
+        sharding=kind,
+        precision=precision or config.precision,
+        gradient_checkpointing=bool(config.gradient_checkpointing),
+        per_device_batch=int(config.per_device_train_batch_size),
+        mini_batch=config.cached_mini_batch_size,
+        gradient_accumulation=int(config.gradient_accumulation_steps),
+        max_length=int(config.max_length),
+        max_image_tokens=int(config.max_image_tokens or DEFAULT_MAX_IMAGE_TOKENS),
+        attention=attention,
+        matryoshka_dims=config.matryoshka_dims,
+    )
+
+
+def check_training_memory(config: Any, model: Any, precision: str) -> MemoryPlan | None:
+    """Called by ``train()`` before the first step: refuse a run predicted not to fit (:class:`MemoryPlanError`).
+
+    Device memory is CUDA's total memory, or ``config.device_memory_gb``; without either (a CPU run without the
+    setting) the check is skipped. The config limits are checked first (no data pass); only if they do not fit is
+    the training file profiled. ``config.ignore_memory_plan`` logs the plan and trains anyway.
+    """
+    device = device_memory_bytes(getattr(config, "device_memory_gb", None))
+    if device is None:
+        logger.info("memory plan skipped: no CUDA and no device_memory_gb set")
+        return None
+    module = model[0]
+    arch = Architecture.from_model(module.model, name=str(config.model))
+    attention = getattr(model, "vipyloqwen_attention", None)
+    setup = setup_from_config(config, precision=precision, attention=attention)
+    plan = plan_limits(arch, setup, device)
+    if not plan.fits:
+        profile = profile_data(config.train_file, module.processor.tokenizer, setup.max_length, setup.max_image_tokens)
+        plan = plan_data(arch, setup, profile, device)
+    logger.info("%s", plan.summary())
+    if plan.fits is False:
+        message = f"training refused before the first step: {plan.verdict()}\n{plan.table()}\n{plan.fix()}"
+        if getattr(config, "ignore_memory_plan", False):
+            logger.warning("--ignore-memory-plan: %s", message)
+        else:
+            raise MemoryPlanError(message + "\n(pass --ignore-memory-plan to train anyway)")
+    return plan
+
+
+# ---------------------------------------------------------------------------------------- calibration
+def _point_batch(point: dict[str, Any]) -> tuple[Architecture, Setup, BatchShape]:
+    """The architecture, setup and batch of a ``bench/planner_calibrate.py`` measurement point."""
+    layers = int(point["layers"])
+    arch = Architecture(
+        name=f"2b-shaped-L{layers}",
+        parameters=int(point["parameters"]),
+        vocab_rows=151_936,
+        hidden=1536,
+        layers=layers,
+        vision_width=1280,
+        vision_layers=layers,
+        embed_dim=1024,
+        largest_unit=0,
+        root_unit=0,
+        text_parameters=int(point["parameters"]),
+    )
+    rows = int(point["rows"])
+    setup = Setup(
+        precision=point.get("dtype", "fp32"),
+        gradient_checkpointing=bool(point["gc"]),
+        per_device_batch=rows,
+        mini_batch=point.get("mini_batch"),
+    )
+    (_, anchor_len), (_, positive_len) = point["sequence_shapes"]
+    columns = (
+        Column("anchor", int(anchor_len), int(point.get("vision_patches", 0)) // rows),
+        Column("positive", int(positive_len), 0),
+    )
+    return arch, setup, BatchShape(point["name"], "measured", columns)
+
+
+def fit_constants(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Least-squares fit of the activation constants to measured step memory (``measured_step_mb``).
+
+    Unknowns: one ``fixed`` (per step) and, per gradient-checkpointing mode, the per-token base / per-layer and
+    per-patch base / per-layer bytes. Returns them in :data:`CALIBRATION`'s layout plus the residuals.
+    """
+    import numpy as np
+
+    names = ["fixed"] + [f"{kind}:{gc}" for gc in (True, False) for kind in ("tb", "tl", "pb", "pl")]
+    matrix, target = [], []
+    for point in points:
+        arch, setup, batch = _point_batch(point)
+        gc = setup.gradient_checkpointing
+        row = dict.fromkeys(names, 0.0)
+        row["fixed"] = 1.0
+        rows = setup.live_rows
+        live = batch.columns if not setup.mini_batch else [max(batch.columns, key=lambda c: c.tokens + c.patches)]
+        for column in live:
+            row[f"tb:{gc}"] += rows * column.tokens
+            row[f"tl:{gc}"] += rows * column.tokens * arch.layers
+            row[f"pb:{gc}"] += rows * column.patches
+            row[f"pl:{gc}"] += rows * column.patches * arch.vision_layers
+        mask = sum(rows * c.tokens**2 for c in live)
+        matrix.append([row[n] for n in names])
+        target.append(point["measured_step_mb"] * MiB - mask)
+    a, b = np.asarray(matrix, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    used = a.any(axis=0)
+    solution = np.zeros(len(names))
+    solution[used], *_ = np.linalg.lstsq(a[:, used], b, rcond=None)
+    values = dict(zip(names, solution.tolist(), strict=True))
+    residual_mb = ((a @ solution - b) / MiB).round(1).tolist()
+    return {
+        "text_token_base": {gc: round(values[f"tb:{gc}"]) for gc in (True, False)},
+        "text_token_layer": {gc: round(values[f"tl:{gc}"]) for gc in (True, False)},
+        "patch_base": {gc: round(values[f"pb:{gc}"]) for gc in (True, False)},
+        "patch_layer": {gc: round(values[f"pl:{gc}"]) for gc in (True, False)},
+        "fixed": round(values["fixed"]),
+        "residual_mb": dict(zip([p["name"] for p in points], residual_mb, strict=True)),
+    }
+
+
+def compare_point(point: dict[str, Any]) -> dict[str, Any]:
+    """Predicted (with :data:`CALIBRATION`) vs measured peak of a calibration point."""
+    arch, setup, batch = _point_batch(point)
+    prediction = predict(arch, setup, batch)
+    predicted = prediction.total / MiB
+    measured = float(point["measured_total_mb"])
+    return {
+        "name": point["name"],
+        "measured_total_mb": measured,
+        "predicted_total_mb": round(predicted, 1),
+        "error_pct": round(100 * (predicted - measured) / measured, 1),
+    }
+
+
+__all__ = [
+    "CALIBRATION",
+    "Architecture",
+    "BatchShape",
+    "Column",
+    "DataProfile",
+    "MemoryPlan",
+    "MemoryPlanError",
+    "Prediction",
+    "Setup",
+    "check_training_memory",
+    "compare_point",
+    "device_memory_bytes",
+    "fit_constants",
+    "image_tokens",
+    "launcher_world",
+    "limit_batches",
+    "plan_data",
+    "plan_limits",
+    "predict",
+    "profile_data",
+    "setup_from_config",
+]
