@@ -26,7 +26,6 @@ import copy
 import datetime as dt
 import gc
 import json
-import os
 import random
 import sys
 import tempfile
@@ -47,6 +46,7 @@ BATCH = {"queries": 64, "passages": 32, "pages": 8}
 TRAIN_ROWS_TEXT_TOKENS = 1024
 TRAIN_PAGES_PER_ROW = 2
 TRAIN_POSITIVE_TOKENS = 512
+PAGE_SIZE = (827, 1169)  # A4 at 100 dpi
 
 
 def write(out: Path, report: dict[str, Any]) -> None:
@@ -57,7 +57,15 @@ def write(out: Path, report: dict[str, Any]) -> None:
 def prepare(report: dict[str, Any]) -> dict[str, Any]:
     """CPU side: tokenizer, workloads, training batch, planner prediction."""
     from vipyloqwen_tools.export import add_task_tokens, build_processor
-    from vipyloqwen_tools.planner import Architecture, setup_from_config
+    from vipyloqwen_tools.planner import (
+        Architecture,
+        BatchShape,
+        Column,
+        image_tokens,
+        predict,
+        setup_from_config,
+        side_shape,
+    )
     from vipyloqwen_tools.tokenizer import build_qwen2_vl_tokenizer
     from vipyloqwen_tools.training import TrainConfig
 
@@ -73,19 +81,33 @@ def prepare(report: dict[str, Any]) -> dict[str, Any]:
     anchors = [
         {
             "text": vietnamese_text(rng, tokenizer, TRAIN_ROWS_TEXT_TOKENS),
-            "image": [page_image(rng) for _ in range(TRAIN_PAGES_PER_ROW)],
+            "image": [page_image(rng, *PAGE_SIZE) for _ in range(TRAIN_PAGES_PER_ROW)],
         }
         for _ in range(rows)
     ]
     positives = [vietnamese_text(rng, tokenizer, TRAIN_POSITIVE_TOKENS) for _ in range(rows)]
     setup = setup_from_config(config, world_size=1, sharding="none", precision="bf16")
     arch = Architecture.qwen2_vl_2b()
+    # the planner's prediction for this batch from the lengths alone (the GPU stage re-predicts from the tensors)
+    page_tokens = image_tokens(*PAGE_SIZE, setup.max_image_tokens)
+    text = max(len(tokenizer(a["text"], add_special_tokens=False)["input_ids"]) for a in anchors)
+    doc = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in positives)
+    batch = BatchShape(
+        "ocr",
+        "gpu-check",
+        (
+            Column("anchor", *side_shape(text, [page_tokens] * TRAIN_PAGES_PER_ROW, setup.max_length)),
+            Column("positive", *side_shape(doc, [], setup.max_length)),
+        ),
+    )
     report["prepare"] = {
         "seconds": round(time.perf_counter() - started, 1),
         "workloads": {w.name: len(w.items) for w in workloads},
         "train_batch": f"{rows} ocr rows: {TRAIN_PAGES_PER_ROW} A4 pages + ~{TRAIN_ROWS_TEXT_TOKENS} text tokens; "
         f"positive ~{TRAIN_POSITIVE_TOKENS} tokens",
         "planner_setup": setup.describe(),
+        "planner_batch": [c.__dict__ for c in batch.columns],
+        "predicted_train_step_gb": round(predict(arch, setup, batch).total / 2**30, 2),
         "architecture": arch.__dict__,
     }
     return {
@@ -186,7 +208,9 @@ def encode_section(st_model: Any, state: dict[str, Any], report: dict[str, Any],
             results[key] = {"skipped": error}
             continue
         for workload in workloads:
-            encode_workload(half, type(workload)(workload.name, workload.description, workload.task, workload.items[:2]))
+            encode_workload(
+                half, type(workload)(workload.name, workload.description, workload.task, workload.items[:2])
+            )
             embeddings, speed, peak = encode_workload(half, workload)
             cosine = torch.nn.functional.cosine_similarity(embeddings.float(), reference[workload.name].float(), dim=1)
             results.setdefault(key, {})[workload.name] = {

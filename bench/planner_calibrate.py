@@ -102,6 +102,13 @@ VALIDATION_POINTS: list[dict[str, Any]] = [
         "mini_batch": 2,
     },
 ]
+# bf16 autocast over fp32 weights (what the trainer does with precision: bf16), on CPU: the activation factor of
+# half precision, compared with the fp32 points of the same shapes.
+BF16_POINTS: list[dict[str, Any]] = [
+    {**FIT_POINTS[1], "name": "text-gc-L2-T2048-bf16", "dtype": "bf16"},
+    {**FIT_POINTS[5], "name": "image-gc-V2-N1024-bf16", "dtype": "bf16"},
+    {**FIT_POINTS[3], "name": "text-nogc-L2-T512-bf16", "dtype": "bf16"},
+]
 POSITIVE_TOKENS = 32  # the document side of every point: a short text
 
 
@@ -188,9 +195,11 @@ def measure(point: dict[str, Any], workdir: Path) -> dict[str, Any]:
     release_memory()
     rss_ready = rss_bytes()
     started = time.perf_counter()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=point.get("dtype") == "bf16")
     with PeakRSS() as peak:
-        out = loss([dict(f) for f in features], None)
-        total = torch.stack(list(out.values())).sum()
+        with autocast:  # the trainer autocasts the loss (GradCache's backward included) with precision: bf16
+            out = loss([dict(f) for f in features], None)
+            total = torch.stack(list(out.values())).sum()
         if total.requires_grad:  # GradCache losses have back-propagated already
             total.backward()
         optimizer.step()
@@ -240,10 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import machine_info
 
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    done = {p["name"]: p for p in previous.get("fit_points", []) + previous.get("validation_points", [])}
+    done = {
+        p["name"]: p for group in ("fit_points", "validation_points", "bf16_points") for p in previous.get(group, [])
+    }
     wanted = set(args.only.split(",")) if args.only else None
-    results: dict[str, list[dict[str, Any]]] = {"fit_points": [], "validation_points": []}
-    for group, points in (("fit_points", FIT_POINTS), ("validation_points", VALIDATION_POINTS)):
+    results: dict[str, list[dict[str, Any]]] = {"fit_points": [], "validation_points": [], "bf16_points": []}
+    groups = (("fit_points", FIT_POINTS), ("validation_points", VALIDATION_POINTS), ("bf16_points", BF16_POINTS))
+    for group, points in groups:
         for point in points:
             if point["name"] in done and (wanted is None or point["name"] not in wanted):
                 results[group].append(done[point["name"]])
@@ -258,15 +270,21 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(json.dumps({**previous, **results}, indent=1) + "\n")
     from vipyloqwen_tools import planner
 
-    fitted = planner.fit_constants(results["fit_points"]) if len(results["fit_points"]) == len(FIT_POINTS) else None
+    complete = len(results["fit_points"]) == len(FIT_POINTS)
+    models = {m: planner.fit_constants(results["fit_points"], m) for m in ("additive", "max")} if complete else {}
+    chosen = min(models, key=lambda m: models[m]["rms_residual_mb"]) if models else None
+    measured = results["fit_points"] + results["validation_points"] + results["bf16_points"]
     report = {
         "benchmark": "planner-calibration",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "method": __doc__.split("\n\n")[1],
         **results,
-        "fitted_constants": fitted,
-        "comparison": [planner.compare_point(p) for p in results["fit_points"] + results["validation_points"]],
+        "fits": models,
+        "chosen_model": chosen,
+        "fitted_constants": models.get(chosen),
+        # with the constants the planner ships (vipyloqwen_tools/planner.py CALIBRATION)
+        "comparison": [planner.compare_point(p) for p in measured],
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     for row in report["comparison"]:

@@ -15,7 +15,6 @@ from vipyloqwen_tools.planner import (
     Architecture,
     BatchShape,
     Column,
-    GiB,
     MemoryPlanError,
     Setup,
     image_tokens,
@@ -184,10 +183,10 @@ def test_shipped_2b_recipe_fits_four_h100_nvl_by_the_plan():
     setup = planner.setup_from_config(config, accelerate_config=REPO / "configs/accelerate/fsdp-4gpu.yaml")
     assert (setup.world_size, setup.sharding, setup.per_device_batch, setup.effective_batch) == (4, "fsdp", 24, 768)
     assert setup.mini_batch and setup.gradient_checkpointing
-    plan = plan_limits(Architecture.qwen2_vl_2b(), setup, device_memory=94 * GiB)
+    plan = plan_limits(Architecture.qwen2_vl_2b(), setup, device_memory=94e9)
     assert plan.fits, plan.summary()
     without_cache = Setup(**{**setup.__dict__, "mini_batch": None})
-    assert not plan_limits(Architecture.qwen2_vl_2b(), without_cache, 94 * GiB).fits
+    assert not plan_limits(Architecture.qwen2_vl_2b(), without_cache, 94e9).fits
 
 
 def test_launcher_world_from_accelerate_configs_and_env(monkeypatch):
@@ -211,7 +210,7 @@ def test_training_refuses_a_run_that_does_not_fit_before_the_first_step(tmp_path
     with pytest.raises(MemoryPlanError) as refused:
         train(config)
     message = str(refused.value)
-    assert "DOES NOT FIT" in message and "GB usable of 0.2 GB" in message
+    assert "DOES NOT FIT" in message and "GiB usable of 0.2 GiB" in message
     assert "cached_mini_batch_size:" in message and "per_device_train_batch_size:" in message
     assert "--ignore-memory-plan" in message
     assert not list((tmp_path / "run").glob("checkpoint-*"))
@@ -240,12 +239,12 @@ def test_refusal_suggestions_fit_when_applied():
         max_image_tokens=1024,
     )
     arch = Architecture.qwen2_vl_2b()
-    plan = plan_limits(arch, setup, 94 * GiB)
+    plan = plan_limits(arch, setup, 94e9)
     assert plan.fits is False
     fix = plan.fix()
     mini = int(fix.split("cached_mini_batch_size: ")[1].split()[0])
-    assert plan_limits(arch, Setup(**{**setup.__dict__, "mini_batch": mini}), 94 * GiB).fits
-    assert not plan_limits(arch, Setup(**{**setup.__dict__, "mini_batch": mini + 1}), 94 * GiB).fits
+    assert plan_limits(arch, Setup(**{**setup.__dict__, "mini_batch": mini}), 94e9).fits
+    assert not plan_limits(arch, Setup(**{**setup.__dict__, "mini_batch": mini + 1}), 94e9).fits
 
 
 def test_recorded_calibration_predicts_measured_peaks_within_20_percent():

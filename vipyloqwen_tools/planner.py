@@ -35,13 +35,14 @@ Example::
     >>> arch = Architecture.qwen2_vl_2b()
     >>> setup = Setup(world_size=4, sharding="fsdp", precision="bf16", gradient_checkpointing=True,
     ...               per_device_batch=24, mini_batch=4, max_length=8192, max_image_tokens=1024)
-    >>> plan = plan_limits(arch, setup, device_memory=94 * 2**30)
+    >>> plan = plan_limits(arch, setup, device_memory=94e9)  # an H100 NVL
     >>> plan.fits
     True
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -68,13 +69,14 @@ CALIBRATION_VOCAB = 151_936
 # one layer being recomputed + the embedding output); ``*_layer``: per token (patch) per layer (with
 # checkpointing: the saved layer input). Keys: gradient checkpointing on (True) / off (False).
 CALIBRATION: dict[str, Any] = {
-    "text_token_base": {True: 139_000.0, False: 20_000.0},
-    "text_token_layer": {True: 6_144.0, False: 200_000.0},
-    "patch_base": {True: 100_000.0, False: 10_000.0},
-    "patch_layer": {True: 5_120.0, False: 100_000.0},
+    "model": "additive",  # step = fixed + activations (fitted better than max(fixed, activations))
+    "text_token_base": {True: 263_999, False: 199},
+    "text_token_layer": {True: 26_666, False: 239_265},
+    "patch_base": {True: 4_464, False: 304},
+    "patch_layer": {True: 17_784, False: 140_858},
     # per step, beyond parameters / gradients / states: the embedding-gradient transients (the dense
     # vocab x hidden gradient is built, then accumulated); scaled by vocab x hidden for other shapes
-    "fixed": 1_750 * MiB,
+    "fixed": 1_685_958_994,
     "source": "bench/results/planner-calibration.json",
 }
 # bf16 / fp16 activation factors (relative to fp32).
@@ -142,7 +144,7 @@ class Architecture:
     @classmethod
     def qwen2_vl_2b(cls, embed_dim: int = 1024) -> Architecture:
         """The published Qwen/Qwen2-VL-2B-Instruct shape (text 1536 x 28, vision 1280 x 32) + the projection."""
-        return cls.from_config(qwen2_vl_2b_config(embed_dim), name="qwen2-vl-2b")
+        return _qwen2_vl_2b(embed_dim)
 
     @classmethod
     def resolve(cls, spec: str, model: str | None = None) -> Architecture:
@@ -164,6 +166,11 @@ class Architecture:
                 "--architecture qwen2-vl-2b | tiny | PATH (a checkpoint folder or its config.json)"
             )
         return cls.from_config(ViPyloQwenConfig.from_pretrained(str(folder)), name=str(folder))
+
+
+@functools.cache
+def _qwen2_vl_2b(embed_dim: int) -> Architecture:
+    return Architecture.from_config(qwen2_vl_2b_config(embed_dim), name="qwen2-vl-2b")
 
 
 def qwen2_vl_2b_config(embed_dim: int = 1024):
@@ -359,8 +366,11 @@ def static_parts(arch: Architecture, setup: Setup) -> dict[str, float]:
     return parts
 
 
-def activation_parts(arch: Architecture, setup: Setup, batch: BatchShape) -> dict[str, float]:
+def activation_parts(
+    arch: Architecture, setup: Setup, batch: BatchShape, constants: dict[str, Any] | None = None
+) -> dict[str, float]:
     """Activation bytes of the live forwards of ``batch`` (per process)."""
+    cal = constants or CALIBRATION
     gc = setup.gradient_checkpointing
     half = setup.precision in ("bf16", "fp16")
     base_factor = HALF_FACTOR if half else 1.0
@@ -370,11 +380,10 @@ def activation_parts(arch: Architecture, setup: Setup, batch: BatchShape) -> dic
     text_scale = arch.hidden / CALIBRATION_TEXT_WIDTH
     vision_scale = arch.vision_width / CALIBRATION_VISION_WIDTH
     per_token = text_scale * (
-        CALIBRATION["text_token_base"][gc] * base_factor
-        + arch.layers * CALIBRATION["text_token_layer"][gc] * layer_factor
+        cal["text_token_base"][gc] * base_factor + arch.layers * cal["text_token_layer"][gc] * layer_factor
     )
     per_patch = vision_scale * (
-        CALIBRATION["patch_base"][gc] * base_factor + arch.vision_layers * CALIBRATION["patch_layer"][gc] * layer_factor
+        cal["patch_base"][gc] * base_factor + arch.vision_layers * cal["patch_layer"][gc] * layer_factor
     )
     rows = setup.live_rows
 
@@ -401,12 +410,21 @@ def activation_parts(arch: Architecture, setup: Setup, batch: BatchShape) -> dic
     return parts
 
 
-def predict(arch: Architecture, setup: Setup, batch: BatchShape) -> Prediction:
+def predict(arch: Architecture, setup: Setup, batch: BatchShape, constants: dict[str, Any] | None = None) -> Prediction:
     """Predicted peak bytes per process for one batch (a gradient-accumulation micro-step in the steady state)."""
+    cal = constants or CALIBRATION
     parts = static_parts(arch, setup)
     scale = arch.vocab_rows * arch.hidden / (CALIBRATION_VOCAB * CALIBRATION_TEXT_WIDTH)
-    parts["embedding-gradient transients"] = CALIBRATION["fixed"] * scale
-    parts.update(activation_parts(arch, setup, batch))
+    transient = cal["fixed"] * scale
+    activations = activation_parts(arch, setup, batch, cal)
+    if cal.get("model") == "max":
+        # the embedding gradient is built at the very end of backward, when the activations are freed: the step
+        # peaks at the larger of the two
+        live = activations["activations: LLM tokens"] + activations["activations: vision patches"]
+        parts["embedding-gradient transient (beyond activations)"] = max(0.0, transient - live)
+    else:
+        parts["embedding-gradient transients"] = transient
+    parts.update(activations)
     columns = len(batch.columns)
     dims = len(setup.matryoshka_dims or [arch.embed_dim])
     candidates = setup.world_size * setup.per_device_batch * columns
@@ -418,6 +436,17 @@ def predict(arch: Architecture, setup: Setup, batch: BatchShape) -> Prediction:
 
 
 # ---------------------------------------------------------------------------------------- plans
+# Columns of the plan table: which parts each sums (first match; the rest is "other").
+TABLE_GROUPS: dict[str, Any] = {
+    "weights+grads+AdamW": lambda k: k.startswith(("parameters", "gradients", "AdamW")),
+    "DDP buckets / FSDP units": lambda k: k.startswith(("DDP", "gathered")),
+    "embedding-grad transient": lambda k: k.startswith("embedding-gradient"),
+    "activations LLM": lambda k: k == "activations: LLM tokens",
+    "activations vision": lambda k: k == "activations: vision patches",
+    "other": lambda k: True,  # attention mask, autocast weight copies, embeddings + loss
+}
+
+
 @dataclass
 class MemoryPlan:
     """Predictions for a set of batches against a device budget."""
@@ -442,27 +471,28 @@ class MemoryPlan:
         return None if self.budget is None else self.worst.total <= self.budget
 
     def table(self) -> str:
-        """Markdown table: one row per (dataset, case), the components in GB and the total."""
-        keys = list(dict.fromkeys(k for p in self.predictions for k in p.parts))
-        short = {k: k.split(" (")[0] for k in keys}
-        header = ["dataset", "case", "LLM tokens/row", "patches/row"] + [short[k] for k in keys] + ["total GB"]
+        """Markdown table: one row per (dataset, case), the components grouped, in GiB, and the total."""
+        header = ["dataset", "case", "LLM tokens/row", "patches/row", *TABLE_GROUPS, "total GiB"]
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for p in self.predictions:
             tokens = "/".join(str(c.tokens) for c in p.batch.columns)
             patches = "/".join(str(c.patches) for c in p.batch.columns)
-            values = [f"{p.parts.get(k, 0.0) / GiB:.2f}" for k in keys]
+            groups = dict.fromkeys(TABLE_GROUPS, 0.0)
+            for key, value in p.parts.items():
+                groups[next((g for g, match in TABLE_GROUPS.items() if match(key)), "other")] += value
+            values = [f"{v / GiB:.1f}" for v in groups.values()]
             lines.append(f"| {p.batch.dataset} | {p.batch.case} | {tokens} | {patches} | " + " | ".join(values))
             lines[-1] += f" | **{p.total / GiB:.1f}** |"
         return "\n".join(lines)
 
     def verdict(self) -> str:
         worst = self.worst
-        head = f"peak {worst.total / GiB:.1f} GB per process ({worst.batch.dataset}, {worst.batch.case} batch)"
+        head = f"peak {worst.total / GiB:.1f} GiB per process ({worst.batch.dataset}, {worst.batch.case} batch)"
         if self.budget is None:
             return head + "; device memory unknown (pass --device-memory-gb or run on CUDA)"
         word = "fits" if self.fits else "DOES NOT FIT"
         return (
-            f"{head} vs {self.budget / GiB:.1f} GB usable of {self.device_memory / GiB:.1f} GB "
+            f"{head} vs {self.budget / GiB:.1f} GiB usable of {self.device_memory / GiB:.1f} GiB "
             f"({self.setup.headroom:.0%} headroom): {word}"
         )
 
@@ -700,11 +730,11 @@ def launcher_world(accelerate_config: str | os.PathLike | None = None) -> tuple[
 
 
 def device_memory_bytes(configured_gb: float | None = None) -> float | None:
-    """Device memory per process: the configured value (GB), else CUDA's total memory, else None (unknown)."""
+    """Device memory per process: the configured value (GB = 1e9 bytes), else CUDA's total memory, else None."""
     if configured_gb is not None:
         if configured_gb <= 0:
             raise ValueError(f"device_memory_gb must be positive, got {configured_gb}")
-        return float(configured_gb) * GiB
+        return float(configured_gb) * 1e9  # GB as GPU makers count them (94 GB H100 NVL = 87.5 GiB)
     import torch
 
     if torch.cuda.is_available():
@@ -804,58 +834,71 @@ def _point_batch(point: dict[str, Any]) -> tuple[Architecture, Setup, BatchShape
     return arch, setup, BatchShape(point["name"], "measured", columns)
 
 
-def fit_constants(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Least-squares fit of the activation constants to measured step memory (``measured_step_mb``).
+FIT_NAMES = ("fixed",) + tuple(
+    f"{kind}:{gc}"
+    for gc in (True, False)
+    for kind in ("text_token_base", "text_token_layer", "patch_base", "patch_layer")
+)
 
-    Unknowns: one ``fixed`` (per step) and, per gradient-checkpointing mode, the per-token base / per-layer and
-    per-patch base / per-layer bytes. Returns them in :data:`CALIBRATION`'s layout plus the residuals.
+
+def _constants_from_vector(vector: Sequence[float], model: str) -> dict[str, Any]:
+    values = dict(zip(FIT_NAMES, (float(v) for v in vector), strict=True))
+    constants: dict[str, Any] = {"fixed": round(values["fixed"]), "model": model}
+    for kind in ("text_token_base", "text_token_layer", "patch_base", "patch_layer"):
+        constants[kind] = {gc: round(values[f"{kind}:{gc}"]) for gc in (True, False)}
+    return constants
+
+
+def step_mb(point: dict[str, Any], constants: dict[str, Any] | None = None) -> float:
+    """Predicted step memory (MiB above parameters + gradients + states) of a calibration point."""
+    arch, setup, batch = _point_batch(point)
+    prediction = predict(arch, setup, batch, constants)
+    static = sum(static_parts(arch, setup).values())
+    return (prediction.total - static) / MiB
+
+
+def fit_constants(points: list[dict[str, Any]], model: str = "additive") -> dict[str, Any]:
+    """Fit the activation constants to the measured step memory (``measured_step_mb``) of fp32 points.
+
+    Unknowns (non-negative): ``fixed`` (per step: the embedding-gradient transients) and, per gradient-checkpointing
+    mode, the per-token base / per-layer and per-patch base / per-layer bytes. ``model``: ``additive`` (step =
+    fixed + activations) or ``max`` (step = max(fixed, activations): the embedding gradient is built after the
+    activations are freed). Returns constants in :data:`CALIBRATION`'s layout plus the residuals (MiB).
     """
     import numpy as np
+    from scipy.optimize import least_squares
 
-    names = ["fixed"] + [f"{kind}:{gc}" for gc in (True, False) for kind in ("tb", "tl", "pb", "pl")]
-    matrix, target = [], []
-    for point in points:
-        arch, setup, batch = _point_batch(point)
-        gc = setup.gradient_checkpointing
-        row = dict.fromkeys(names, 0.0)
-        row["fixed"] = 1.0
-        rows = setup.live_rows
-        live = batch.columns if not setup.mini_batch else [max(batch.columns, key=lambda c: c.tokens + c.patches)]
-        for column in live:
-            row[f"tb:{gc}"] += rows * column.tokens
-            row[f"tl:{gc}"] += rows * column.tokens * arch.layers
-            row[f"pb:{gc}"] += rows * column.patches
-            row[f"pl:{gc}"] += rows * column.patches * arch.vision_layers
-        mask = sum(rows * c.tokens**2 for c in live)
-        matrix.append([row[n] for n in names])
-        target.append(point["measured_step_mb"] * MiB - mask)
-    a, b = np.asarray(matrix, dtype=np.float64), np.asarray(target, dtype=np.float64)
-    used = a.any(axis=0)
-    solution = np.zeros(len(names))
-    solution[used], *_ = np.linalg.lstsq(a[:, used], b, rcond=None)
-    values = dict(zip(names, solution.tolist(), strict=True))
-    residual_mb = ((a @ solution - b) / MiB).round(1).tolist()
-    return {
-        "text_token_base": {gc: round(values[f"tb:{gc}"]) for gc in (True, False)},
-        "text_token_layer": {gc: round(values[f"tl:{gc}"]) for gc in (True, False)},
-        "patch_base": {gc: round(values[f"pb:{gc}"]) for gc in (True, False)},
-        "patch_layer": {gc: round(values[f"pl:{gc}"]) for gc in (True, False)},
-        "fixed": round(values["fixed"]),
-        "residual_mb": dict(zip([p["name"] for p in points], residual_mb, strict=True)),
-    }
+    points = [p for p in points if p.get("dtype", "fp32") == "fp32"]
+    measured = np.array([p["measured_step_mb"] for p in points])
+
+    def residuals(vector: np.ndarray) -> np.ndarray:
+        constants = _constants_from_vector(vector * SCALES, model)
+        return np.array([step_mb(p, constants) for p in points]) - measured
+
+    SCALES = np.array([GiB] + [100_000.0] * (len(FIT_NAMES) - 1))
+    start = np.array([1.0] + [0.5] * (len(FIT_NAMES) - 1))
+    result = least_squares(residuals, start, bounds=(0, np.inf), x_scale=1.0, diff_step=1e-3)
+    constants = _constants_from_vector(result.x * SCALES, model)
+    constants["residual_mb"] = {p["name"]: round(step_mb(p, constants) - p["measured_step_mb"], 1) for p in points}
+    constants["rms_residual_mb"] = round(float(np.sqrt(np.mean(np.square(residuals(result.x))))), 1)
+    return constants
 
 
-def compare_point(point: dict[str, Any]) -> dict[str, Any]:
-    """Predicted (with :data:`CALIBRATION`) vs measured peak of a calibration point."""
+def compare_point(point: dict[str, Any], constants: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Predicted vs measured peak of a calibration point: the total (parameters, gradients, states, activations)
+    and the step part alone (activations + transients)."""
     arch, setup, batch = _point_batch(point)
-    prediction = predict(arch, setup, batch)
-    predicted = prediction.total / MiB
+    predicted = predict(arch, setup, batch, constants).total / MiB
     measured = float(point["measured_total_mb"])
+    step = step_mb(point, constants)
     return {
         "name": point["name"],
         "measured_total_mb": measured,
         "predicted_total_mb": round(predicted, 1),
         "error_pct": round(100 * (predicted - measured) / measured, 1),
+        "measured_step_mb": point["measured_step_mb"],
+        "predicted_step_mb": round(step, 1),
+        "step_error_pct": round(100 * (step - point["measured_step_mb"]) / point["measured_step_mb"], 1),
     }
 
 
@@ -871,6 +914,7 @@ __all__ = [
     "Setup",
     "check_training_memory",
     "compare_point",
+    "step_mb",
     "device_memory_bytes",
     "fit_constants",
     "image_tokens",
