@@ -22,4 +22,39 @@ if [ "$has_cuda" = 1 ] && [ "${GPU_CHECK_FLASH:-1}" = 1 ] && ! "$PYTHON" -c 'imp
         echo "gpu_check: flash-attn did not install (see /tmp/gpu_check_flash.log): sdpa only"
     fi
 fi
-exec timeout 450 "$PYTHON" bench/gpu_check.py --out "$OUT"
+status=0
+timeout 400 "$PYTHON" bench/gpu_check.py --out "$OUT" || status=$?
+[ "$status" = 3 ] && exit 3   # no CUDA: said why already
+
+# FSDP2 smoke run (configs/accelerate/fsdp-4gpu.yaml on min(2, GPUs) processes): the tiny model, 4 steps, bf16,
+# a checkpoint and the exported final/ under FSDP (GPU_CHECK_FSDP=0 skips it).
+if [ "${GPU_CHECK_FSDP:-1}" = 1 ]; then
+    gpus=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
+    procs=$(( gpus >= 2 ? 2 : 1 ))
+    run=$(mktemp -d /tmp/gpu-check-fsdp.XXXXXX)
+    started=$(date +%s)
+    fsdp_rc=0
+    timeout 180 "$PYTHON" -m accelerate.commands.launch --config_file configs/accelerate/fsdp-4gpu.yaml \
+        --num_processes "$procs" train_st.py --config configs/tiny-cpu.yaml --output-dir "$run" --precision bf16 \
+        --max-steps 4 --save-steps 2 --eval-steps 0 >"$run/log.txt" 2>&1 || fsdp_rc=$?
+    seconds=$(( $(date +%s) - started ))
+    "$PYTHON" - "$OUT" "$procs" "$fsdp_rc" "$seconds" "$run" <<'PY'
+import json, sys
+from pathlib import Path
+out, procs, rc, seconds, run = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+report = json.loads(Path(out).read_text())
+log = (run / "log.txt").read_text(errors="replace").splitlines()
+report["fsdp_smoke"] = {
+    "command": "accelerate launch --config_file configs/accelerate/fsdp-4gpu.yaml --num_processes N train_st.py "
+    "--config configs/tiny-cpu.yaml --precision bf16 --max-steps 4 --save-steps 2",
+    "processes": procs, "rc": rc, "seconds": seconds,
+    "final_written": (run / "final" / "config.json").is_file(),
+    "checkpoints": sorted(p.name for p in run.glob("checkpoint-*")),
+    "log_tail": log[-15:],
+}
+Path(out).write_text(json.dumps(report, indent=1) + "\n")
+print(json.dumps({k: v for k, v in report["fsdp_smoke"].items() if k != "log_tail"}))
+PY
+    [ "$fsdp_rc" = 0 ] || status=1
+fi
+exit "$status"

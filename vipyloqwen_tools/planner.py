@@ -436,6 +436,10 @@ def predict(arch: Architecture, setup: Setup, batch: BatchShape, constants: dict
 
 
 # ---------------------------------------------------------------------------------------- plans
+def _gib(value: float) -> str:
+    return f"{value / GiB:.1f}" if value >= 10 * GiB else f"{value / GiB:.2f}"
+
+
 # Columns of the plan table: which parts each sums (first match; the rest is "other").
 TABLE_GROUPS: dict[str, Any] = {
     "weights+grads+AdamW": lambda k: k.startswith(("parameters", "gradients", "AdamW")),
@@ -487,12 +491,12 @@ class MemoryPlan:
 
     def verdict(self) -> str:
         worst = self.worst
-        head = f"peak {worst.total / GiB:.1f} GiB per process ({worst.batch.dataset}, {worst.batch.case} batch)"
+        head = f"peak {_gib(worst.total)} GiB per process ({worst.batch.dataset}, {worst.batch.case} batch)"
         if self.budget is None:
             return head + "; device memory unknown (pass --device-memory-gb or run on CUDA)"
         word = "fits" if self.fits else "DOES NOT FIT"
         return (
-            f"{head} vs {self.budget / GiB:.1f} GiB usable of {self.device_memory / GiB:.1f} GiB "
+            f"{head} vs {_gib(self.budget)} GiB usable of {_gib(self.device_memory)} GiB "
             f"({self.setup.headroom:.0%} headroom): {word}"
         )
 
