@@ -220,6 +220,29 @@ def measure(point: dict[str, Any], workdir: Path) -> dict[str, Any]:
     }
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+    """Predicted (the planner's shipped constants) vs measured, per point, from a results JSON."""
+    from vipyloqwen_tools import planner
+
+    lines = [
+        "| point | role | layers | GC | GradCache | dtype | rows x LLM tokens (anchor/positive) | patches | "
+        "measured peak MiB | predicted MiB | error | measured step MiB | predicted step MiB | step error |",
+        "|" + " --- |" * 14,
+    ]
+    for role in ("fit_points", "validation_points", "bf16_points"):
+        for point in results.get(role, []):
+            row = planner.compare_point(point)
+            shapes = "/".join(str(s[1]) for s in point["sequence_shapes"])
+            lines.append(
+                f"| {point['name']} | {role.split('_')[0]} | {point['layers']} | {'on' if point['gc'] else 'off'} | "
+                f"{point.get('mini_batch') or '-'} | {point.get('dtype', 'fp32')} | {point['rows']} x {shapes} | "
+                f"{point['vision_patches']} | {row['measured_total_mb']:.0f} | {row['predicted_total_mb']:.0f} | "
+                f"{row['error_pct']:+.1f} % | {row['measured_step_mb']:.0f} | {row['predicted_step_mb']:.0f} | "
+                f"{row['step_error_pct']:+.1f} % |"
+            )
+    return "\n".join(lines)
+
+
 def run_point(point: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """Measure ``point`` in a fresh interpreter (clean heap, clean RSS)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -240,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     everything.add_argument("--workdir", type=Path, default=Path("/tmp/vipyloqwen-calibrate"))
     everything.add_argument("--out", type=Path, default=REPO / "bench/results/planner-calibration.json")
     everything.add_argument("--only", help="comma-separated point names (default: all)")
+    table = sub.add_parser("table", help="markdown table of predicted vs measured from the results JSON")
+    table.add_argument("--results", type=Path, default=REPO / "bench/results/planner-calibration.json")
     args = parser.parse_args(argv)
+    if args.command == "table":
+        print(markdown_table(json.loads(args.results.read_text())))
+        return 0
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.command == "point":
         print(json.dumps(measure(json.loads(args.spec), args.workdir)))

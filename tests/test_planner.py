@@ -204,7 +204,7 @@ def test_training_refuses_a_run_that_does_not_fit_before_the_first_step(tmp_path
         output_dir=str(tmp_path / "run"),
         device_memory_gb=0.3,
         max_steps=1,
-        per_device_train_batch_size=64,
+        per_device_train_batch_size=48,  # <= the 50 ocr+neg rows (the task grouping needs a full batch)
         gradient_accumulation_steps=2,
     )
     with pytest.raises(MemoryPlanError) as refused:

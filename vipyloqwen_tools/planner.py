@@ -484,9 +484,10 @@ class MemoryPlan:
             groups = dict.fromkeys(TABLE_GROUPS, 0.0)
             for key, value in p.parts.items():
                 groups[next((g for g, match in TABLE_GROUPS.items() if match(key)), "other")] += value
-            values = [f"{v / GiB:.1f}" for v in groups.values()]
+            digits = 1 if p.total >= 10 * GiB else 2
+            values = [f"{v / GiB:.{digits}f}" for v in groups.values()]
             lines.append(f"| {p.batch.dataset} | {p.batch.case} | {tokens} | {patches} | " + " | ".join(values))
-            lines[-1] += f" | **{p.total / GiB:.1f}** |"
+            lines[-1] += f" | **{p.total / GiB:.{digits}f}** |"
         return "\n".join(lines)
 
     def verdict(self) -> str:
@@ -768,7 +769,7 @@ def setup_from_config(
         precision=precision or config.precision,
         gradient_checkpointing=bool(config.gradient_checkpointing),
         per_device_batch=int(config.per_device_train_batch_size),
-        mini_batch=config.cached_mini_batch_size,
+        mini_batch=config.cached_mini_batch_size or None,  # 0 on the command line: plan without GradCache
         gradient_accumulation=int(config.gradient_accumulation_steps),
         max_length=int(config.max_length),
         max_image_tokens=int(config.max_image_tokens or DEFAULT_MAX_IMAGE_TOKENS),
