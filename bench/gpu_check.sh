@@ -26,17 +26,21 @@ status=0
 timeout 400 "$PYTHON" bench/gpu_check.py --out "$OUT" || status=$?
 [ "$status" = 3 ] && exit 3   # no CUDA: said why already
 
-# FSDP2 smoke run (configs/accelerate/fsdp-4gpu.yaml on min(2, GPUs) processes): the tiny model, 4 steps, bf16,
-# a checkpoint and the exported final/ under FSDP (GPU_CHECK_FSDP=0 skips it).
+# FSDP2 run (configs/accelerate/fsdp-4gpu.yaml on min(2, GPUs) processes): the tiny model, 4 steps in bf16 with
+# checkpoints at steps 2 and 4 and the exported final/, then --resume to step 6 (GPU_CHECK_FSDP=0 skips it).
 if [ "${GPU_CHECK_FSDP:-1}" = 1 ]; then
     gpus=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
     procs=$(( gpus >= 2 ? 2 : 1 ))
     run=$(mktemp -d /tmp/gpu-check-fsdp.XXXXXX)
     started=$(date +%s)
     fsdp_rc=0
-    timeout 180 "$PYTHON" -m accelerate.commands.launch --config_file configs/accelerate/fsdp-4gpu.yaml \
-        --num_processes "$procs" train_st.py --config configs/tiny-cpu.yaml --output-dir "$run" --precision bf16 \
-        --max-steps 4 --save-steps 2 --eval-steps 0 >"$run/log.txt" 2>&1 || fsdp_rc=$?
+    for steps in 4 6; do
+        resume=$([ "$steps" = 6 ] && echo --resume || true)
+        timeout 150 "$PYTHON" -m accelerate.commands.launch --config_file configs/accelerate/fsdp-4gpu.yaml \
+            --num_processes "$procs" train_st.py --config configs/tiny-cpu.yaml --output-dir "$run" --precision bf16 \
+            --max-steps "$steps" --save-steps 2 --eval-steps 0 $resume >>"$run/log.txt" 2>&1 || fsdp_rc=$?
+        [ "$fsdp_rc" = 0 ] || break
+    done
     seconds=$(( $(date +%s) - started ))
     "$PYTHON" - "$OUT" "$procs" "$fsdp_rc" "$seconds" "$run" <<'PY'
 import json, sys
@@ -46,10 +50,11 @@ report = json.loads(Path(out).read_text())
 log = (run / "log.txt").read_text(errors="replace").splitlines()
 report["fsdp_smoke"] = {
     "command": "accelerate launch --config_file configs/accelerate/fsdp-4gpu.yaml --num_processes N train_st.py "
-    "--config configs/tiny-cpu.yaml --precision bf16 --max-steps 4 --save-steps 2",
+    "--config configs/tiny-cpu.yaml --precision bf16 --max-steps 4 --save-steps 2, then --max-steps 6 --resume",
     "processes": procs, "rc": rc, "seconds": seconds,
     "final_written": (run / "final" / "config.json").is_file(),
     "checkpoints": sorted(p.name for p in run.glob("checkpoint-*")),
+    "resumed": any("resuming from" in line for line in log),
     "log_tail": log[-15:],
 }
 Path(out).write_text(json.dumps(report, indent=1) + "\n")
