@@ -198,20 +198,39 @@ def test_launcher_world_from_accelerate_configs_and_env(monkeypatch):
     assert launcher_world() == (2, "fsdp")
 
 
-def test_training_refuses_a_run_that_does_not_fit_before_the_first_step(tmp_path):
+def test_training_refuses_a_run_that_does_not_fit_before_the_first_step(tmp_path, processor):
+    # own data (40 long instr rows), so the test does not depend on the sample's row counts
+    words = "tìm tài liệu về con mèo đỏ trong thành phố Hà Nội hôm nay".split()
+    rows = [
+        {"task": "instr", "query": " ".join(words[(i + j) % len(words)] for j in range(200)), "positive": "con mèo"}
+        for i in range(40)
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    settings = {"per_device_train_batch_size": 32, "gradient_accumulation_steps": 2, "max_length": 256}
+    # a budget between the plan with GradCache mini-batches of 2 and the plan without GradCache
+    arch = Architecture.resolve("tiny")
+    profile = profile_data(data, processor.tokenizer, max_length=256, max_image_tokens=16)
+    base = TrainConfig.from_yaml(REPO / "configs/tiny-cpu.yaml", **settings)
+    full = planner.plan_data(arch, planner.setup_from_config(base, 1, "none", "fp32"), profile).worst.total
+    small = planner.plan_data(arch, planner.setup_from_config(base, 1, "none", "fp32"), profile)
+    small.setup.mini_batch = 2
+    budget = (planner.predict(arch, small.setup, small.worst.batch).total + full) / 2
     config = TrainConfig.from_yaml(
         REPO / "configs/tiny-cpu.yaml",
+        train_file=str(data),
+        eval_file=None,
         output_dir=str(tmp_path / "run"),
-        device_memory_gb=0.3,
+        device_memory_gb=budget / 0.9 / 1e9,
         max_steps=1,
-        per_device_train_batch_size=48,  # <= the 50 ocr+neg rows (the task grouping needs a full batch)
-        gradient_accumulation_steps=2,
+        **settings,
     )
     with pytest.raises(MemoryPlanError) as refused:
         train(config)
     message = str(refused.value)
-    assert "DOES NOT FIT" in message and "GiB usable of 0.28 GiB" in message
-    assert "cached_mini_batch_size:" in message and "per_device_train_batch_size:" in message
+    assert "DOES NOT FIT" in message and "(instr, worst batch)" in message
+    mini = int(message.split("cached_mini_batch_size: ")[1].split()[0])
+    assert 2 <= mini < 32 and "per_device_train_batch_size:" in message
     assert "--ignore-memory-plan" in message
     assert not list((tmp_path / "run").glob("checkpoint-*"))
 
