@@ -1,0 +1,182 @@
+"""Real-width rehearsal of the 2B recipe on CPU: 2 processes (torchrun, gloo), seconds per step, peak RSS per
+process and the loss terms.
+
+What is real: the Qwen2-VL-2B widths (text 1536 / 12 heads / 2 KV heads / intermediate 8960 / vocab 151,936;
+vision 1280 / 16 heads; embed_dim 1024), the recipe's settings (``configs/vipyloqwen-2b.yaml``: learning rate,
+schedule, loss, temperature, margins, gradient checkpointing, max_length, gathering across processes), the default
+image budget (1024 tokens per image: data/sample's pages, receipts, forms, charts and scenes reach 667-999 tokens),
+GradCache (``cached_mini_batch_size``) and Matryoshka (``matryoshka_dims``) on, data parallelism over 2 processes.
+What is cut down: depth (``--text-layers`` / ``--vision-layers``, the 2B has 28 / 32), steps, batch size (and
+gradient accumulation 1), no evaluation, dataloader workers 0; on CPU the trainer runs fp32 (the recipe's bf16 needs
+CUDA; the training code logs the fallback). Random weights (``bench/common.py: two_b_shaped``).
+
+    flock /tmp/bigmem.lock flock /tmp/bench.lock python bench/rehearsal.py            # ~16 GB RAM, minutes
+
+Writes ``bench/results/rehearsal-2b-width.json`` and deletes its multi-GB work folder unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPO_ROOT, machine_info  # noqa: E402
+
+RECIPE = REPO_ROOT / "configs" / "vipyloqwen-2b.yaml"
+DEFAULT_MATRYOSHKA = [1024, 768, 512, 256, 128]
+
+
+def loss_terms(log_history: list[dict]) -> list[dict]:
+    """Per logged step: the loss and every ``task/term`` value."""
+    keep = []
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            terms = {k: v for k, v in entry.items() if "/" in k}
+            keep.append({"step": entry["step"], "loss": entry["loss"], "terms": terms})
+    return keep
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--text-layers", type=int, default=2)
+    parser.add_argument("--vision-layers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=2, help="per-device batch size")
+    parser.add_argument("--mini-batch", type=int, default=1, help="cached_mini_batch_size (GradCache)")
+    parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--max-image-tokens", type=int, default=1024)
+    parser.add_argument("--train-file", type=Path, default=REPO_ROOT / "data" / "sample" / "train.jsonl")
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "build" / "rehearsal")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "rehearsal-2b-width.json")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="the tiny model at 16 image tokens (checks the harness)")
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    from bench.common import two_b_shaped
+    from vipyloqwen_tools.export import save_checkpoint
+
+    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    if args.smoke:
+        from vipyloqwen_tools.export import tiny
+
+        args.max_image_tokens = 16
+        model, processor = tiny(embed_dim=32, max_image_tokens=16)
+    else:
+        model, processor = two_b_shaped(
+            embed_dim=1024,
+            max_image_tokens=args.max_image_tokens,
+            text_layers=args.text_layers,
+            vision_layers=args.vision_layers,
+        )
+    parameters = sum(p.numel() for p in model.parameters())
+    init = save_checkpoint(model, processor, args.workdir / "init")
+    del model
+    overrides = {
+        "model": str(init),
+        "train_file": str(args.train_file),
+        "eval_file": "",  # no evaluation (None would keep the recipe's file: from_yaml ignores None)
+        "output_dir": str(args.workdir / "run"),
+        "max_steps": args.steps,
+        "per_device_train_batch_size": args.batch,
+        "gradient_accumulation_steps": 1,
+        "cached_mini_batch_size": args.mini_batch,
+        "matryoshka_dims": [32, 16] if args.smoke else recipe.get("matryoshka_dims") or DEFAULT_MATRYOSHKA,
+        "max_image_tokens": args.max_image_tokens,
+        "logging_steps": 1,
+        "save_steps": 10_000,
+        "dataloader_num_workers": 0,
+        "trace_dir": str(args.workdir / "trace"),  # per-rank batches, loss terms and InfoNCE candidate counts
+    }
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // args.nproc)),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(args.nproc),
+        "--master_port",
+        str(29500 + os.getpid() % 1000),
+        str(REPO_ROOT / "bench" / "rehearsal_worker.py"),
+        str(RECIPE),
+        json.dumps(overrides),
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    (args.workdir / "torchrun.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+    if done.returncode != 0:
+        raise SystemExit(
+            f"torchrun failed ({done.returncode}); log: {args.workdir / 'torchrun.log'}\n{done.stderr[-4000:]}"
+        )
+    ranks = [json.loads((args.workdir / "run" / f"rank-{r}.json").read_text()) for r in range(args.nproc)]
+    from vipyloqwen_tools.trace import read_trace
+
+    trace = read_trace(args.workdir / "trace")
+    used = json.loads((args.workdir / "run" / "train_config.json").read_text())
+    result = {
+        "benchmark": "real-width rehearsal (2B widths, few layers, 2 processes)",
+        "command": "flock /tmp/bigmem.lock flock /tmp/bench.lock python bench/rehearsal.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "model": {
+            "text_layers": args.text_layers,
+            "vision_layers": args.vision_layers,
+            "parameters": parameters,
+            "widths": "text 1536 (12 heads, 2 KV, intermediate 8960, vocab 151936), vision 1280 (16 heads), embed 1024",
+        },
+        "settings": {k: used.get(k) for k in sorted(used) if k not in ("model", "train_file", "output_dir")},
+        "processes": args.nproc,
+        "wall_seconds": round(wall, 1),
+        "seconds_per_step": {f"rank{r['rank']}": [s["seconds"] for s in r["steps"]] for r in ranks},
+        "median_seconds_per_step": statistics.median(s["seconds"] for s in ranks[0]["steps"]),
+        "peak_rss_gb_per_process": {f"rank{r['rank']}": round(r["peak_rss_bytes"] / 1e9, 2) for r in ranks},
+        "world_size_seen": [r["world_size"] for r in ranks],
+        "loss_terms": loss_terms(ranks[0]["log_history"]),
+        "per_rank_steps": {
+            f"rank{rank}": [
+                {
+                    "step": record["step"],
+                    "tasks": [m["dataset"] for m in record["micro_batches"]],
+                    "rows": [m["rows"] for m in record["micro_batches"]],
+                    "loss": [m["loss"] for m in record["micro_batches"]],
+                    "terms": [m["terms"] for m in record["micro_batches"]],
+                    "candidates": [m.get("candidates") for m in record["micro_batches"]],
+                    "param_norm": record.get("param_norm"),
+                }
+                for record in records
+                if "micro_batches" in record  # the last line only lists the final writes
+            ]
+            for rank, records in sorted(trace.items())
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(json.dumps({k: result[k] for k in ("seconds_per_step", "peak_rss_gb_per_process", "loss_terms")}, indent=1))
+    if not args.keep:
+        shutil.rmtree(args.workdir, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
