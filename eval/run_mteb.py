@@ -205,9 +205,7 @@ def make_encoder(model: SentenceTransformer, meta: ModelMeta, prompts: dict[str,
     wrapping, :func:`eval.vipyloqwen_models.wrap`)."""
     from eval.vipyloqwen_models import wrap
 
-    encoder = wrap(model, prompts or mteb_prompts())
-    encoder.mteb_model_meta = meta
-    return encoder
+    return wrap(model, prompts or mteb_prompts(), meta)
 
 
 def parse_prompt_overrides(items: Sequence[str], routed: dict[str, str] | None = None) -> dict[str, str]:

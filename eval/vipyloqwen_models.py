@@ -59,9 +59,12 @@ def mteb_prompt_mapping(model: SentenceTransformer) -> dict[str, str]:
     return prompts()
 
 
-def wrap(model: SentenceTransformer, model_prompts: dict[str, str] | None = None) -> SentenceTransformerEncoderWrapper:
+def wrap(
+    model: SentenceTransformer, model_prompts: dict[str, str] | None = None, meta: ModelMeta | None = None
+) -> SentenceTransformerEncoderWrapper:
     """mteb's SentenceTransformer wrapper around a loaded viPyloQwen model, with ``model_prompts`` (default: the
-    checkpoint's :func:`mteb_prompt_mapping`)."""
+    checkpoint's :func:`mteb_prompt_mapping`) and ``meta`` (default: :data:`vipyloqwen`, text + image: a bare
+    SentenceTransformer would get a text-only ModelMeta, and mteb would refuse image tasks)."""
     from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
 
     prompts = model_prompts if model_prompts is not None else mteb_prompt_mapping(model)
@@ -71,9 +74,11 @@ def wrap(model: SentenceTransformer, model_prompts: dict[str, str] | None = None
         level = wrapper_logger.level
         wrapper_logger.setLevel(logging.ERROR)
         try:
-            return SentenceTransformerEncoderWrapper(model, model_prompts=prompts)
+            encoder = SentenceTransformerEncoderWrapper(model, model_prompts=prompts)
         finally:
             wrapper_logger.setLevel(level)
+    encoder.mteb_model_meta = meta or vipyloqwen
+    return encoder
 
 
 def vipyloqwen_loader(

@@ -87,3 +87,9 @@ def test_a_model_without_the_mapping_is_a_clear_error():
 
     with pytest.raises(ValueError, match="BertConfig comes with no mteb_prompts"):
         vipyloqwen_models.mteb_prompt_mapping([Stub()])
+
+
+def test_wrapping_a_loaded_model_declares_text_and_image(st_model):
+    encoder = vipyloqwen_models.wrap(st_model)
+    assert encoder.mteb_model_meta is vipyloqwen and set(encoder.mteb_model_meta.modalities) == {"text", "image"}
+    assert encoder.model_prompts == mteb_prompts()
