@@ -299,3 +299,24 @@ def test_fsdp2_final_norm_heuristic_skips_st_normalize(tiny_checkpoint, tmp_path
     assert _find_final_norm(model) is None
     del model.base_model_prefix
     assert type(_find_final_norm(model)).__name__ == "Normalize"  # what it would shard without the fix
+
+
+def test_checkpoint_save_from_a_gathered_state_dict(tiny_checkpoint, tmp_path):
+    """The FSDP / DeepSpeed checkpoint path: transformers hands _save the gathered full state dict (SentenceTransformer
+    keys); the checkpoint is written from it, not from the module's own (sharded) tensors."""
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
+
+    from vipyloqwen_tools.training import ViPyloQwenTrainer
+
+    model = SentenceTransformer(str(tiny_checkpoint), trust_remote_code=True, device="cpu")
+    args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True, report_to="none")
+    trainer = ViPyloQwenTrainer(model=model, args=args)
+    state = {key: value + 1.0 for key, value in model.state_dict().items()}  # differs from the module's tensors
+    trainer._save(str(tmp_path / "checkpoint-1"), state_dict=state)
+    written = load_file(tmp_path / "checkpoint-1" / "model.safetensors")
+    assert sorted(written) == sorted(key.removeprefix("0.model.") for key in state)
+    for key, value in state.items():
+        assert torch.equal(written[key.removeprefix("0.model.")], value), key
+    assert (tmp_path / "checkpoint-1" / "training_args.bin").is_file()
+    assert (tmp_path / "checkpoint-1" / "modules.json").is_file()

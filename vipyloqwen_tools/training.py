@@ -141,6 +141,7 @@ class TrainConfig:
             "max_length",
             "logging_steps",
             "save_steps",
+            "ddp_timeout",
         ):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
