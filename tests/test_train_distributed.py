@@ -214,13 +214,13 @@ def _gloo_worker(rank: int, port: int, root: str, checkpoint: str) -> None:
         Path(f"{root}/rank{rank}.txt").write_text(outcome, encoding="utf-8")
         # 2. FSDP2 (fully_shard) on CPU: the gathered full state dict is what the export writes.
         model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True)
-        processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
         assert full_state_dict(model) is None  # not sharded yet: save as usual
         for layer in model.language_model.layers:
             fully_shard(layer)
         fully_shard(model)
         state = full_state_dict(model)
         if rank == 0:
+            processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
             save_checkpoint(model, processor, Path(root) / "export", state_dict=state)
         dist.barrier()
     finally:
