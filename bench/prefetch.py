@@ -18,6 +18,8 @@ preprocessing pages/s per core.
 from __future__ import annotations
 
 import math
+import os
+import resource
 import time
 from typing import Any
 
@@ -53,6 +55,11 @@ def page_forward_flops(image_tokens: int = 1024, text_tokens: int = 8, arch: dic
     return 2.0 * (vision + merger + text)
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _preprocess_seconds(processor: Any, messages: list, batches: list[list[int]], max_image_tokens: int) -> float:
     start = time.perf_counter()
     for chunk in batches:
@@ -83,6 +90,8 @@ def prefetch_bench(bench: Any, pages: int, repeats: int, gpu_tflops: float) -> d
     reference = run(0, "process")  # warm-up
     identical = {f"{w}-{k}": bool(torch.equal(run(w, k), reference)) for w, k in SETTINGS}
     times: dict[str, list[float]] = {f"{w}-{k}": [] for w, k in SETTINGS}
+    main_cpu: dict[str, list[float]] = {f"{w}-{k}": [] for w, k in SETTINGS}
+    worker_cpu: dict[str, list[float]] = {f"{w}-{k}": [] for w, k in SETTINGS}
     times["floor"], times["preprocess"] = [], []
     messages = bench.processor.build_messages(text=texts, images=images, task=workload.task)
     chunks = [chunk for chunk, _ in batches]
@@ -92,6 +101,7 @@ def prefetch_bench(bench: Any, pages: int, repeats: int, gpu_tflops: float) -> d
         order = order[repeat % len(order) :] + order[: repeat % len(order)]
         for name in order:
             start = time.perf_counter()
+            cpu, children = time.process_time(), _children_cpu()
             if name == "floor":
                 bench.run_floor(batches, n)
             elif name == "preprocess":
@@ -99,6 +109,9 @@ def prefetch_bench(bench: Any, pages: int, repeats: int, gpu_tflops: float) -> d
             else:
                 workers, kind = name.split("-")
                 run(int(workers), kind)
+                # Main process CPU = the critical path; reaped DataLoader workers' CPU = the work moved off it.
+                main_cpu[name].append(time.process_time() - cpu)
+                worker_cpu[name].append(_children_cpu() - children)
             times[name].append(time.perf_counter() - start)
     median = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
     settings = {}
@@ -111,6 +124,8 @@ def prefetch_bench(bench: Any, pages: int, repeats: int, gpu_tflops: float) -> d
             "seconds_all": times[name],
             "items_per_s": n / median[name],
             "speedup_over_0": median["0-process"] / median[name],
+            "main_process_cpu_ms_per_item": 1000 * sorted(main_cpu[name])[len(main_cpu[name]) // 2] / n,
+            "worker_cpu_ms_per_item": 1000 * sorted(worker_cpu[name])[len(worker_cpu[name]) // 2] / n,
             "bit_identical_to_0": identical[name],
         }
     real_budget = 1024
@@ -120,6 +135,7 @@ def prefetch_bench(bench: Any, pages: int, repeats: int, gpu_tflops: float) -> d
     gpu_pages_per_s = gpu_tflops * 1e12 / flops
     return {
         "items": n,
+        "load_average_1min_after": os.getloadavg()[0],
         "batch_size": bench.batch_size,
         "batches": len(batches),
         "image_budget_tokens": budget,

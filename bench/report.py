@@ -148,14 +148,26 @@ def prefetch_lines(prefetch: dict[str, Any]) -> list[str]:
         f"{prefetch['batch_size']}, image budget {prefetch['image_budget_tokens']} tokens; `AutoModel.encode` with "
         "each `num_workers` / `worker_type`, interleaved (median).",
         "",
-        "| num_workers | worker type | items/s | x num_workers=0 | bit-identical to num_workers=0 |",
-        "| ---: | --- | ---: | ---: | --- |",
+        "| num_workers | worker type | items/s | x num_workers=0 | main-process CPU ms/item | worker CPU ms/item "
+        "| bit-identical to num_workers=0 |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for entry in prefetch["settings"].values():
+        main = entry.get("main_process_cpu_ms_per_item")
+        workers = entry.get("worker_cpu_ms_per_item")
         lines.append(
             f"| {entry['num_workers']} | {entry['worker_type'] or '-'} | {entry['items_per_s']:.1f} | "
-            f"{entry['speedup_over_0']:.2f} | {'yes' if entry['bit_identical_to_0'] else '**no**'} |"
+            f"{entry['speedup_over_0']:.2f} | {'-' if main is None else f'{main:.1f}'} | "
+            f"{'-' if workers is None else f'{workers:.1f}'} | {'yes' if entry['bit_identical_to_0'] else '**no**'} |"
         )
+    if "load_average_1min_after" in prefetch:
+        lines += [
+            "",
+            f"1-minute load average after this workload: {prefetch['load_average_1min_after']:.1f} on "
+            "2 cores. Worker speed-ups need idle cores; the CPU columns show where the work ran (main process = "
+            "the critical path; workers = what moved off it, reaped DataLoader processes only: thread workers' CPU "
+            "counts as main-process CPU).",
+        ]
     lines += [
         "",
         f"Same batches: the forward alone (floor) runs {prefetch['floor_items_per_s']:.1f} pages/s; preprocessing "
