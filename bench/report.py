@@ -325,6 +325,9 @@ def render(results: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+SECTIONS = {"encode": encode_section, "index": index_section, "train": train_section}
+
+
 def write(markdown: str, out: Path, block: str = "performance") -> None:
     """Put ``markdown`` between the ``block`` markers of ``out``."""
     try:
@@ -346,7 +349,13 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--no-summary", action="store_true", help="write the full tables only")
     parser.add_argument("--stdout", action="store_true", help="print the markdown instead of writing it")
     args = parser.parse_args(argv)
-    results = [json.loads(path.read_text(encoding="utf-8")) for path in args.results]
+    results = []
+    for path in args.results:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("benchmark") not in SECTIONS:  # e.g. the planner's calibration: documented elsewhere
+            print(f"skipping {path}: benchmark {data.get('benchmark')!r} is not one of {sorted(SECTIONS)}")
+            continue
+        results.append(data)
     markdown = render(results)
     if args.stdout:
         sys.stdout.write(markdown)

@@ -80,7 +80,10 @@ def test_report_writes_between_markers(encode_results, tmp_path):
     card = tmp_path / "README.md"
     card.write_text("# card\n<!-- performance-summary:start -->\nold\n<!-- performance-summary:end -->\n", "utf-8")
     plot = tmp_path / "docs" / "performance.png"
-    markdown = report.main([str(source), "--out", str(target), "--readme", str(card), "--plot", str(plot)])
+    other = tmp_path / "planner-calibration.json"  # another helper's JSON in bench/results: skipped, not a crash
+    other.write_text(json.dumps({"benchmark": "planner-calibration"}), encoding="utf-8")
+    argv = [str(source), str(other), "--out", str(target), "--readme", str(card), "--plot", str(plot)]
+    markdown = report.main(argv)
     text = target.read_text(encoding="utf-8")
     assert text.startswith("# keep") and text.rstrip().endswith("tail") and "old" not in text
     assert markdown in text and written["machine"]["cpu"] in markdown
