@@ -108,6 +108,9 @@ BF16_POINTS: list[dict[str, Any]] = [
     {**FIT_POINTS[1], "name": "text-gc-L2-T2048-bf16", "dtype": "bf16"},
     {**FIT_POINTS[5], "name": "image-gc-V2-N1024-bf16", "dtype": "bf16"},
     {**FIT_POINTS[3], "name": "text-nogc-L2-T512-bf16", "dtype": "bf16"},
+    # bf16 weights (no autocast): how FSDP2 computes with mixed precision (param_dtype bf16)
+    {**FIT_POINTS[1], "name": "text-gc-L2-T2048-bf16-params", "dtype": "bf16-params"},
+    {**FIT_POINTS[5], "name": "image-gc-V2-N1024-bf16-params", "dtype": "bf16-params"},
 ]
 POSITIVE_TOKENS = 32  # the document side of every point: a short text
 
@@ -153,7 +156,10 @@ def measure(point: dict[str, Any], workdir: Path) -> dict[str, Any]:
         str(checkpoint),
         trust_remote_code=True,
         device="cpu",
-        model_kwargs={"attn_implementation": "sdpa", "dtype": torch.float32},
+        model_kwargs={
+            "attn_implementation": "sdpa",
+            "dtype": torch.bfloat16 if point.get("dtype") == "bf16-params" else torch.float32,
+        },
         processor_kwargs={"max_image_tokens": 1024},
     )
     model.train()
@@ -191,7 +197,11 @@ def measure(point: dict[str, Any], workdir: Path) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(params, lr=1e-6, fused=True)
     for p in params:  # steady state of gradient accumulation: every gradient and AdamW state exists
         p.grad = torch.zeros_like(p)
-    optimizer.step()
+    try:
+        optimizer.step()
+    except RuntimeError:  # no fused CPU kernel for this dtype
+        optimizer = torch.optim.AdamW(params, lr=1e-6, foreach=False)
+        optimizer.step()
     release_memory()
     rss_ready = rss_bytes()
     started = time.perf_counter()

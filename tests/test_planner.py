@@ -83,8 +83,15 @@ def test_activations_scale_with_tokens_depth_checkpointing_and_gradcache():
     assert cached["activations: vision patches"] == pytest.approx(2 * 4000 * per_patch)
     no_gc = planner.activation_parts(ROUND, Setup(per_device_batch=8), batch)
     assert no_gc["activations: LLM tokens"] > 5 * full["activations: LLM tokens"]
-    half = planner.activation_parts(ROUND, Setup(per_device_batch=8, precision="bf16"), batch)
-    assert half["activations: LLM tokens"] == pytest.approx(0.5 * no_gc["activations: LLM tokens"])
+    # bf16 autocast over fp32 weights keeps the fp32 activations and adds bf16 casts; bf16 weights (FSDP) shrink them
+    autocast = planner.activation_parts(ROUND, Setup(per_device_batch=8, precision="bf16"), batch)
+    assert autocast["activations: LLM tokens"] == pytest.approx(
+        planner.AUTOCAST_FACTOR[False] * no_gc["activations: LLM tokens"]
+    )
+    fsdp = planner.activation_parts(ROUND, Setup(world_size=2, sharding="fsdp", precision="bf16"), batch)
+    assert fsdp["activations: LLM tokens"] == pytest.approx(
+        planner.BF16_PARAMS_FACTOR[False] * no_gc["activations: LLM tokens"]
+    )
 
 
 def test_limit_batches_use_max_length_and_five_images_on_image_queries():

@@ -79,8 +79,14 @@ CALIBRATION: dict[str, Any] = {
     "fixed": 1_685_958_994,
     "source": "bench/results/planner-calibration.json",
 }
-# bf16 / fp16 activation factors (relative to fp32).
-HALF_FACTOR = 0.5
+# Activation factors of half precision relative to fp32, keyed by gradient checkpointing, measured on CPU
+# (``bf16_points`` in the calibration results: (step - fixed) of a bf16 point over its fp32 twin).
+# Autocast over fp32 weights (the trainer with ``precision: bf16``) does NOT halve activations: the fp32 tensors
+# stay (residual stream, norms) and autograd also saves the bf16 casts (measured 0.97-1.27 with checkpointing, 1.64
+# without): the larger measured ratio of each mode is used.
+AUTOCAST_FACTOR = {True: 1.27, False: 1.64}
+# bf16 weights without autocast, as FSDP2 / ZeRO-3 compute with bf16 mixed precision.
+BF16_PARAMS_FACTOR = {True: 0.5, False: 0.5}
 # Usable share of device memory: the rest is headroom for the CUDA context and allocator fragmentation.
 DEFAULT_HEADROOM = 0.10
 
@@ -372,11 +378,10 @@ def activation_parts(
     """Activation bytes of the live forwards of ``batch`` (per process)."""
     cal = constants or CALIBRATION
     gc = setup.gradient_checkpointing
-    half = setup.precision in ("bf16", "fp16")
-    base_factor = HALF_FACTOR if half else 1.0
-    # Per-layer checkpoints are the residual stream: fp32 under autocast (fp32 weights), bf16 when FSDP computes
-    # in bf16 parameters.
-    layer_factor = 1.0 if not half or (gc and setup.sharding not in ("fsdp", "zero3")) else HALF_FACTOR
+    factor = 1.0
+    if setup.precision in ("bf16", "fp16"):
+        factor = (BF16_PARAMS_FACTOR if setup.sharding in ("fsdp", "zero3") else AUTOCAST_FACTOR)[gc]
+    base_factor = layer_factor = factor
     text_scale = arch.hidden / CALIBRATION_TEXT_WIDTH
     vision_scale = arch.vision_width / CALIBRATION_VISION_WIDTH
     per_token = text_scale * (
@@ -401,12 +406,6 @@ def activation_parts(
         "activations: vision patches": sum(c[1] for c in live),
         "attention mask (sdpa, padded)": sum(c[2] for c in live),
     }
-    if half and setup.sharding not in ("fsdp", "zero3"):
-        # autocast keeps a bf16 copy of every weight a live forward used until its backward (checkpointed layers
-        # recompute theirs one layer at a time)
-        used = arch.text_parameters if not any(c.patches for c in batch.columns) else arch.parameters
-        copies = arch.largest_unit if gc else used * len(live)
-        parts["autocast bf16 weight copies"] = 2 * copies
     return parts
 
 
@@ -825,8 +824,11 @@ def _point_batch(point: dict[str, Any]) -> tuple[Architecture, Setup, BatchShape
         text_parameters=int(point["parameters"]),
     )
     rows = int(point["rows"])
+    dtype = point.get("dtype", "fp32")
     setup = Setup(
-        precision=point.get("dtype", "fp32"),
+        # bf16 weights without autocast compute like FSDP2's bf16 parameters
+        precision="bf16" if dtype == "bf16-params" else dtype,
+        sharding="fsdp" if dtype == "bf16-params" else "none",
         gradient_checkpointing=bool(point["gc"]),
         per_device_batch=rows,
         mini_batch=point.get("mini_batch"),
@@ -896,6 +898,8 @@ def compare_point(point: dict[str, Any], constants: dict[str, Any] | None = None
     predicted = predict(arch, setup, batch, constants).total / MiB
     measured = float(point["measured_total_mb"])
     step = step_mb(point, constants)
+    if point.get("dtype") == "bf16-params":  # bf16 weights, gradients and states: 8 bytes per parameter
+        predicted = measured - point["measured_step_mb"] + step
     return {
         "name": point["name"],
         "measured_total_mb": measured,
