@@ -88,7 +88,9 @@ def test_activations_scale_with_tokens_depth_checkpointing_and_gradcache():
     assert autocast["activations: LLM tokens"] == pytest.approx(
         planner.AUTOCAST_FACTOR[False] * no_gc["activations: LLM tokens"]
     )
-    fsdp = planner.activation_parts(ROUND, Setup(world_size=2, sharding="fsdp", precision="bf16"), batch)
+    fsdp = planner.activation_parts(
+        ROUND, Setup(world_size=2, sharding="fsdp", precision="bf16", per_device_batch=8), batch
+    )
     assert fsdp["activations: LLM tokens"] == pytest.approx(
         planner.BF16_PARAMS_FACTOR[False] * no_gc["activations: LLM tokens"]
     )
