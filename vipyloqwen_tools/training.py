@@ -313,6 +313,42 @@ class ViPyloQwenTrainer(SentenceTransformerTrainer):
         )
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+    def _load_from_checkpoint(self, checkpoint_path: str, model=None) -> None:
+        """--resume. Under FSDP transformers 5.24 calls ``_load_from_checkpoint(path, model_wrapped)`` after the
+        model is sharded; sentence-transformers 6.2's override takes the path only (TypeError). There transformers'
+        own loader reads the checkpoint's FSDP files (``load_fsdp_model``); otherwise ST's loader, as before."""
+        if model is not None or self.is_fsdp_enabled:
+            from transformers import Trainer
+
+            return Trainer._load_from_checkpoint(self, checkpoint_path, model)
+        return super()._load_from_checkpoint(checkpoint_path)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """--resume under FSDP2 with a full state dict: parameters no step has trained yet (the vision tower after
+        text-only steps) have no optimizer state in the checkpoint, and accelerate's ``load_fsdp_optimizer`` calls
+        torch's ``set_optimizer_state_dict`` strictly, which refuses that ("Missing optimizer state for parameter").
+        Loaded here with ``strict=False``: those parameters start with empty state again, as they had when saved."""
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if checkpoint is None or plugin is None or not self.accelerator.is_fsdp2:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        from accelerate.utils.constants import OPTIMIZER_NAME
+        from accelerate.utils.fsdp_utils import _prepare_sd_options
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+        from transformers.trainer import SCHEDULER_NAME
+
+        optimizer_file = os.path.join(checkpoint, f"{OPTIMIZER_NAME}.bin")
+        scheduler_file = os.path.join(checkpoint, SCHEDULER_NAME)
+        if "FULL_STATE_DICT" not in str(plugin.state_dict_type) or not os.path.isfile(scheduler_file):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        self.accelerator.wait_for_everyone()
+        state = None
+        if self.accelerator.process_index == 0 or not plugin.optim_state_dict_config.rank0_only:
+            state = torch.load(optimizer_file, weights_only=True)
+        options = dataclasses.replace(_prepare_sd_options(plugin), strict=False)
+        set_optimizer_state_dict(self.model, self.optimizer, state, options=options)
+        self.accelerator.wait_for_everyone()
+        self.lr_scheduler.load_state_dict(torch.load(scheduler_file, weights_only=True))
+
     def track_loss_components(self, loss: dict[str, torch.Tensor]) -> None:
         if not self.model.training:
             return
