@@ -263,9 +263,11 @@ def test_accelerate_cpu_2proc_config_starts_two_processes(tmp_path):
         str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", str(_free_port()), str(script),
     ]  # fmt: skip
     done = subprocess.run(command, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("process "))
-    assert lines == ["process 0 of 2 DistributedType.MULTI_CPU", "process 1 of 2 DistributedType.MULTI_CPU"]
+    assert lines == ["process 0 of 2 DistributedType.MULTI_CPU", "process 1 of 2 DistributedType.MULTI_CPU"], (
+        done.stdout[-2000:] + done.stderr[-2000:]
+    )
 
 
 def test_every_shipped_accelerate_config_parses_to_what_it_says():
