@@ -139,8 +139,21 @@ def generate(path: Path, rows: int, images: list[str], seed: int = 0) -> dict[st
 
 
 # ------------------------------------------------------------------------------------------------ measuring
-def _peak_mb(who: int) -> float:
-    return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # Linux: KiB
+def _status_mb(field: str) -> float:
+    """``VmHWM`` (peak RSS) or ``VmRSS`` of this process image from /proc/self/status, in MB.
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries that over exec from the forking parent, so a measured
+    subprocess would report the bench driver's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _children_peak_mb() -> float:
+    # Workers are forked from the measured process (after its exec), so their maxrss is theirs.
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -153,7 +166,7 @@ def measure(step: str, path: Path, workers: int, cache: Path) -> dict[str, Any]:
     """Run one step in this process; returns seconds, rows, and peak RSS of this process and its largest worker."""
     from vipyloqwen_tools.data import prepare_task_datasets, validate_file
 
-    baseline = _peak_mb(resource.RUSAGE_SELF)
+    baseline = _status_mb("VmRSS")
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
     if step in ("validate", "validate-no-images"):
@@ -181,9 +194,9 @@ def measure(step: str, path: Path, workers: int, cache: Path) -> dict[str, Any]:
         "rows_per_cpu_s": round(report.lines / cpu, 1) if cpu > 0 else None,
         "datasets_rows": sum(len(d) for d in datasets.values()) if datasets is not None else None,
         "images_verified": report.images,
-        "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
+        "peak_rss_mb": _status_mb("VmHWM"),
         "rss_after_imports_mb": baseline,
-        "peak_rss_largest_worker_mb": _peak_mb(resource.RUSAGE_CHILDREN),
+        "peak_rss_largest_worker_mb": _children_peak_mb(),
     }
 
 
