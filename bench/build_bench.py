@@ -4,8 +4,9 @@
    preprocessor_config.json, the 729 tensors in the published legacy names, random bf16 weights, two shards
    split at 4 GB, the real tokenizer) into ``--workdir`` (default ``build/bench-base``, git-ignored).
 2. Runs ``scripts/build_model.py --base <stand-in> --out <workdir>/out`` in a child process that reports its own
-   peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which counts every page the process ever had
-   resident: torch, tokenizer, buffers) and wall time.
+   peak RSS (``VmHWM`` of ``/proc/self/status``: the high-water mark of every page the process had resident: torch,
+   tokenizer, buffers) and wall time. Not ``getrusage(RUSAGE_SELF).ru_maxrss``: on Linux a child's ru_maxrss
+   starts at its parent's RSS at fork (it survives exec), so it is only an upper bound.
 3. Checks the output: every base tensor's bytes equal the output's (task rows of the embedding excepted), same
    shard per tensor, dtype, the config's dtype; optionally (``--load``) loads it with
    ``AutoModel.from_pretrained(..., trust_remote_code=True)`` in a second child (peak RSS recorded too).
@@ -35,25 +36,38 @@ if __package__ in (None, ""):
 
 from bench.common import REPO_ROOT, machine_info  # noqa: E402
 
-CHILD_BUILD = """
+HWM = """
+def hwm():
+    # this process's own peak RSS in bytes (the mm's high-water mark; fresh after exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+"""
+CHILD_BUILD = (
+    HWM
+    + """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 started = time.perf_counter()
 from scripts.build_model import main
 main({argv!r})
 print("BENCH " + json.dumps({{"seconds": time.perf_counter() - started,
-      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+      "peak_rss_bytes": hwm(), "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
 """
-CHILD_LOAD = """
+)
+CHILD_LOAD = (
+    HWM
+    + """
 import json, resource, sys, time
 started = time.perf_counter()
 from transformers import AutoModel
 model, info = AutoModel.from_pretrained({out!r}, trust_remote_code=True, output_loading_info=True)
 print("BENCH " + json.dumps({{"seconds": time.perf_counter() - started,
-      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      "peak_rss_bytes": hwm(), "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "dtype": str(model.dtype), "missing": sorted(info["missing_keys"]), "unexpected": sorted(info["unexpected_keys"]),
       "parameters": sum(p.numel() for p in model.parameters())}}))
 """
+)
 
 
 def run_child(code: str) -> dict:

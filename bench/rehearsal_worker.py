@@ -2,7 +2,7 @@
 
 Runs :func:`vipyloqwen_tools.training.train` with the recipe YAML and the overrides given as JSON, with a
 callback that times every optimizer step, and writes ``<output_dir>/rank-<RANK>.json``: step seconds, this
-process's peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``, sampled after each step and at the end) and the
+process's peak RSS (``VmHWM`` of ``/proc/self/status``, sampled after each step and at the end) and the
 trainer's log history (loss terms per step).
 
     torchrun --nproc_per_node 2 bench/rehearsal_worker.py configs/vipyloqwen-2b.yaml '{"max_steps": 4, ...}'
@@ -25,7 +25,13 @@ from vipyloqwen_tools import training  # noqa: E402
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's own peak RSS: VmHWM (the high-water mark of its memory map, fresh after exec). ru_maxrss is
+    not used: on Linux it starts at the parent's RSS at fork (here torchrun's agent), so it is only an upper bound."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: the upper bound
 
 
 class StepTimer(TrainerCallback):
