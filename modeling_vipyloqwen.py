@@ -188,7 +188,7 @@ class ViPyloQwenModel(Qwen2VLModel):
         normalize: bool = True,
         show_progress_bar: bool = False,
         num_workers: int | None = None,
-        worker_type: str = "process",
+        worker_type: str = "auto",
         prompt: str | None = None,
         prompt_name: str | None = None,
     ) -> torch.Tensor:
@@ -214,7 +214,9 @@ class ViPyloQwenModel(Qwen2VLModel):
                 results are bit-identical to ``num_workers=0``, which prepares each batch in turn). Default
                 ``None``: one per available core (at most 8) when items carry images; none for text only or a
                 single batch.
-            worker_type: ``"process"`` (forked DataLoader workers, default) or ``"thread"``.
+            worker_type: ``"process"`` (forked DataLoader workers), ``"thread"``, or ``"auto"`` (default):
+                processes when the model is on a GPU, threads when it is on the CPU, where the forward needs the
+                cores (see :func:`prefetch_vipyloqwen.resolve_worker_type`).
             prompt: free text put before every item's text, exactly as if typed (as Sentence-Transformers'
                 ``prompt=``); a prompt starting with a task prefix selects that task.
             prompt_name: the name of a saved prompt (the Sentence-Transformers prompts: the task names,
@@ -260,7 +262,7 @@ class ViPyloQwenModel(Qwen2VLModel):
 
         has_images = any(c["type"] == "image" for conv in messages for m in conv for c in m["content"])
         workers = resolve_num_workers(num_workers, len(chunks), has_images)
-        batches = prefetch(prepare, chunks, workers, worker_type, pin_memory=device.type == "cuda")
+        batches = prefetch(prepare, chunks, workers, worker_type, pin_memory=device.type == "cuda", device=device)
         if show_progress_bar:
             from tqdm.auto import tqdm
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import torch
 
 T = TypeVar("T")
-WORKER_TYPES = ("process", "thread")
+WORKER_TYPES = ("auto", "process", "thread")
 # Jobs in flight per worker: enough to hide one slow batch, few enough to bound memory.
 PREFETCH_PER_WORKER = 2
 # Upper bound of the automatic worker count (each prepared batch is held in memory until the model takes it).
@@ -55,6 +55,24 @@ def resolve_num_workers(num_workers: int | None, jobs: int, has_images: bool = T
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative integer or None (automatic), got {num_workers!r}")
     return num_workers
+
+
+def resolve_worker_type(worker_type: str, device: torch.device | str | None = None) -> str:
+    """``"process"`` or ``"thread"``: ``worker_type`` as given (validated), or for ``"auto"`` the one for ``device``.
+
+    ``"auto"`` is processes when the model runs on an accelerator and threads when it runs on the CPU. On a GPU the
+    main process only launches kernels, so preprocessing may use every other core, and only processes scale past
+    the GIL. On the CPU the forward itself needs the cores: handing batches over from forked processes (fork, shared
+    memory, page faults) cost more than it saved, while threads overlap the GIL-free parts (PIL resize, numpy,
+    tokenizers). Measured on 2 cores, tiny model, 96 A4 pages: 2 threads 1.65x the items/s of ``num_workers=0``,
+    2 processes 1.33x (``bench/encode_bench.py``, docs/performance.md).
+    """
+    if worker_type not in WORKER_TYPES:
+        raise ValueError(f"worker_type must be one of {WORKER_TYPES}, got {worker_type!r}")
+    if worker_type != "auto":
+        return worker_type
+    kind = torch.device(device).type if device is not None else "cpu"
+    return "thread" if kind == "cpu" else "process"
 
 
 def _identity(value: Any) -> Any:
@@ -126,6 +144,7 @@ def prefetch(
     num_workers: int = 0,
     worker_type: str = "process",
     pin_memory: bool = False,
+    device: torch.device | str | None = None,
 ) -> Iterator[T]:
     """Yield ``fn(job)`` for every job, in order, computed up to ``2 x num_workers`` jobs ahead.
 
@@ -134,13 +153,13 @@ def prefetch(
             in forked worker processes (one torch thread each); it may be a closure.
         jobs: the jobs, in the order their results are wanted.
         num_workers: 0 runs ``fn`` lazily in the caller, one job at a time (no overlap).
-        worker_type: ``"process"`` (DataLoader workers; where the platform cannot fork, threads are used)
-            or ``"thread"`` (a thread pool: cheaper to start, but only the parts of ``fn`` that release the GIL
-            run in parallel).
+        worker_type: ``"process"`` (DataLoader workers; where the platform cannot fork, threads are used),
+            ``"thread"`` (a thread pool: cheaper to start, but only the parts of ``fn`` that release the GIL
+            run in parallel) or ``"auto"`` (:func:`resolve_worker_type` for ``device``).
         pin_memory: pin the returned tensors (processes only), for asynchronous copies to a GPU.
+        device: where the results will be used; only read by ``worker_type="auto"``.
     """
-    if worker_type not in WORKER_TYPES:
-        raise ValueError(f"worker_type must be one of {WORKER_TYPES}, got {worker_type!r}")
+    worker_type = resolve_worker_type(worker_type, device)
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     if num_workers == 0 or not jobs:
@@ -150,4 +169,4 @@ def prefetch(
     return _threads(fn, jobs, num_workers)
 
 
-__all__ = ["prefetch", "resolve_num_workers", "available_cores", "WORKER_TYPES"]
+__all__ = ["prefetch", "resolve_num_workers", "resolve_worker_type", "available_cores", "WORKER_TYPES"]

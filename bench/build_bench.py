@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--keep", action="store_true", help="keep the stand-in and the output")
     args = parser.parse_args(argv)
 
-    from vipyloqwen_tools.fake_base import QWEN2_VL_2B_CONFIG, REAL_SHARD_BYTES, shallow_config, write_fake_base
+    from vipyloqwen_tools.architectures import QWEN2_VL_2B_CONFIG
+    from vipyloqwen_tools.fake_base import REAL_SHARD_BYTES, shallow_config, write_fake_base
 
     name = "build-shallow" if args.shallow else "build-2b"
     out_json = args.out or REPO_ROOT / "bench" / "results" / f"{name}.json"

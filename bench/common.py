@@ -38,40 +38,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+
 # ---------------------------------------------------------------------------------------------- models
-TWO_B_TEXT = {
-    "vocab_size": 151_936,
-    "hidden_size": 1536,
-    "intermediate_size": 8960,
-    "num_attention_heads": 12,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 32768,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": True,
-    "bos_token_id": 151643,
-    "eos_token_id": 151645,
-    "pad_token_id": 151643,
-}
-TWO_B_VISION = {
-    "embed_dim": 1280,
-    "hidden_size": 1536,
-    "num_heads": 16,
-    "mlp_ratio": 4,
-    "patch_size": 14,
-    "spatial_merge_size": 2,
-    "temporal_patch_size": 2,
-}
-
-
 def two_b_shaped_config(embed_dim: int = 1024, text_layers: int = 2, vision_layers: int = 2):
     """A :class:`ViPyloQwenConfig` with the real Qwen2-VL-2B widths and ``text_layers`` / ``vision_layers``
     layers (the real model has 28 / 32)."""
-    from configuration_vipyloqwen import ViPyloQwenConfig
+    from vipyloqwen_tools.architectures import qwen2_vl_2b_config
 
-    text = {**TWO_B_TEXT, "num_hidden_layers": text_layers}
-    vision = {**TWO_B_VISION, "depth": vision_layers}
-    return ViPyloQwenConfig(text_config=text, vision_config=vision, embed_dim=embed_dim, tie_word_embeddings=True)
+    return qwen2_vl_2b_config(embed_dim, text_layers, vision_layers)
 
 
 def two_b_shaped(

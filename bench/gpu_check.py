@@ -145,8 +145,8 @@ def require_cuda(report: dict[str, Any], out: Path) -> None:
 def build_checkpoint(state: dict[str, Any], workdir: Path) -> Path:
     """The 2B model with random weights (seed 0), built on the GPU and saved once (fp32)."""
     from modeling_vipyloqwen import ViPyloQwenModel
+    from vipyloqwen_tools.architectures import qwen2_vl_2b_config
     from vipyloqwen_tools.export import init_task_rows, save_checkpoint
-    from vipyloqwen_tools.planner import qwen2_vl_2b_config
 
     torch.manual_seed(0)
     with torch.device("cuda"):

@@ -26,20 +26,12 @@ from typing import Any
 import torch
 
 from bench.common import make_workloads
+from vipyloqwen_tools.architectures import qwen2_vl_2b_widths
 
 # (num_workers, worker_type) settings timed side by side.
 SETTINGS = ((0, "process"), (1, "process"), (2, "process"), (2, "thread"))
-# The real Qwen2-VL-2B: text 1536 x 28 layers (12 heads, 2 KV heads of 128, MLP 8960), vision 1280 x 32 blocks
-# (16 heads, MLP 5120), merger 1280*4 -> 1536; see /work/shared/STACK-NOTES.md.
-REAL_2B = {
-    "text_hidden": 1536,
-    "text_layers": 28,
-    "text_mlp": 8960,
-    "kv_dim": 256,
-    "vision_width": 1280,
-    "vision_layers": 32,
-    "vision_mlp": 5120,
-}
+# The real Qwen2-VL-2B (widths, depths, MLP sizes): vipyloqwen_tools/architectures.py.
+REAL_2B = qwen2_vl_2b_widths()
 
 
 def page_forward_flops(image_tokens: int = 1024, text_tokens: int = 8, arch: dict[str, int] = REAL_2B) -> float:
@@ -154,17 +146,22 @@ def prefetch_bench(bench: Any, pages: int, repeats: int, gpu_tflops: float) -> d
 
 
 def prefetch_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    best = result["settings"]["2-process"]["speedup_over_0"]
+    from prefetch_vipyloqwen import resolve_worker_type
+
+    default = resolve_worker_type("auto", "cpu")  # what encode uses here (the model is on the CPU)
+    chosen = result["settings"][f"2-{default}"]["speedup_over_0"]
+    other = "process" if default == "thread" else "thread"
     return [
         {
-            "target": "pages on tiny: encode items/s with 2 workers (processes) / num_workers=0",
-            "value": best,
+            "target": f"pages on tiny: encode items/s with 2 workers (worker_type auto = {default}s on CPU) / "
+            "num_workers=0",
+            "value": chosen,
             "limit": ">= 1.6",
-            "met": best >= 1.6,
+            "met": chosen >= 1.6,
         },
         {
-            "target": "pages on tiny: encode items/s with 2 threads / num_workers=0",
-            "value": result["settings"]["2-thread"]["speedup_over_0"],
+            "target": f"pages on tiny: encode items/s with 2 {other}es / num_workers=0".replace("threades", "threads"),
+            "value": result["settings"][f"2-{other}"]["speedup_over_0"],
             "limit": "report",
             "met": None,
         },

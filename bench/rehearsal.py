@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     import yaml
 
     from bench.common import two_b_shaped
+    from vipyloqwen_tools.architectures import qwen2_vl_2b_widths
     from vipyloqwen_tools.export import save_checkpoint
 
     recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
@@ -124,11 +125,15 @@ def main(argv: list[str] | None = None) -> dict:
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
     (args.workdir / "torchrun.log").write_text(done.stdout + done.stderr, encoding="utf-8")
-    if done.returncode != 0:
+    # Each rank rewrites its report after every step, so a run killed part way (out of memory) still reports
+    # the steps it finished; the failure is recorded beside them and the exit status stays non-zero.
+    reports = [args.workdir / "run" / f"rank-{r}.json" for r in range(args.nproc)]
+    ranks = [json.loads(path.read_text()) for path in reports if path.is_file()]
+    if not ranks or not ranks[0]["steps"]:
         raise SystemExit(
-            f"torchrun failed ({done.returncode}); log: {args.workdir / 'torchrun.log'}\n{done.stderr[-4000:]}"
+            f"torchrun failed ({done.returncode}) before a step; log: {args.workdir / 'torchrun.log'}\n"
+            f"{done.stderr[-4000:]}"
         )
-    ranks = [json.loads((args.workdir / "run" / f"rank-{r}.json").read_text()) for r in range(args.nproc)]
     from vipyloqwen_tools.trace import read_trace
 
     trace = read_trace(args.workdir / "trace")
@@ -143,10 +148,13 @@ def main(argv: list[str] | None = None) -> dict:
             "text_layers": args.text_layers,
             "vision_layers": args.vision_layers,
             "parameters": parameters,
-            "widths": "text 1536 (12 heads, 2 KV, intermediate 8960, vocab 151936), vision 1280 (16 heads), embed 1024",
+            "widths": {**qwen2_vl_2b_widths(), "embed_dim": 1024},  # the depths cut to the two above
         },
         "settings": {k: used.get(k) for k in sorted(used) if k not in ("model", "train_file", "output_dir")},
         "processes": args.nproc,
+        "returncode": done.returncode,
+        "finished": done.returncode == 0 and all(r.get("finished") for r in ranks),
+        "log_tail": (done.stdout + done.stderr).splitlines()[-20:] if done.returncode else [],
         "wall_seconds": round(wall, 1),
         "seconds_per_step": {f"rank{r['rank']}": [s["seconds"] for s in r["steps"]] for r in ranks},
         "median_seconds_per_step": statistics.median(s["seconds"] for s in ranks[0]["steps"]),
@@ -175,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps({k: result[k] for k in ("seconds_per_step", "peak_rss_gb_per_process", "loss_terms")}, indent=1))
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
+    if done.returncode != 0:
+        raise SystemExit(f"torchrun failed ({done.returncode}) after {len(ranks[0]['steps'])} step(s); see {args.out}")
     return result
 
 

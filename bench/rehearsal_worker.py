@@ -3,7 +3,8 @@
 Runs :func:`vipyloqwen_tools.training.train` with the recipe YAML and the overrides given as JSON, with a
 callback that times every optimizer step, and writes ``<output_dir>/rank-<RANK>.json``: step seconds, this
 process's peak RSS (``VmHWM`` of ``/proc/self/status``, sampled after each step and at the end) and the
-trainer's log history (loss terms per step).
+trainer's log history (loss terms per step). The file is rewritten after every step (``"finished": false``), so a
+run killed part way (out of memory) still leaves what it measured.
 
     torchrun --nproc_per_node 2 bench/rehearsal_worker.py configs/vipyloqwen-2b.yaml '{"max_steps": 4, ...}'
 """
@@ -34,12 +35,22 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: the upper bound
 
 
-class StepTimer(TrainerCallback):
-    """Wall time and peak RSS after every optimizer step."""
+def write_report(out: Path, report: dict) -> None:
+    """Atomic rewrite: a reader (or a killed run) never sees half a file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    partial.replace(out)
 
-    def __init__(self) -> None:
+
+class StepTimer(TrainerCallback):
+    """Wall time and peak RSS after every optimizer step; the report so far is rewritten after each one."""
+
+    def __init__(self, out: Path, base: dict) -> None:
         self.steps: list[dict] = []
         self._started = 0.0
+        self.out = out
+        self.base = base
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._started = time.perf_counter()
@@ -52,11 +63,24 @@ class StepTimer(TrainerCallback):
                 "peak_rss_bytes": peak_rss_bytes(),
             }
         )
+        self._write(state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self._write(state)  # the step's loss terms are logged after on_step_end
+
+    def _write(self, state) -> None:
+        """Every rank rewrites its own file with what it has measured so far."""
+        report = {**self.base, "finished": False, "global_step": state.global_step, "steps": self.steps}
+        report.update(peak_rss_bytes=peak_rss_bytes(), log_history=list(state.log_history))
+        write_report(self.out, report)
 
 
 def main(argv: list[str]) -> None:
     recipe, overrides = argv[0], json.loads(argv[1])
-    timer = StepTimer()
+    rank = int(os.environ.get("RANK", "0"))
+    base = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "pid": os.getpid()}
+    out = Path(overrides["output_dir"]) / f"rank-{rank}.json"
+    timer = StepTimer(out, base)
     base_trainer = training.ViPyloQwenTrainer
 
     class TimedTrainer(base_trainer):  # the training code builds its trainer itself: add the callback there
@@ -68,19 +92,16 @@ def main(argv: list[str]) -> None:
     config = training.TrainConfig.from_yaml(recipe, **overrides)
     started = time.perf_counter()
     result = training.train(config)
-    rank = int(os.environ.get("RANK", "0"))
     report = {
-        "rank": rank,
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-        "pid": os.getpid(),
+        **base,
+        "finished": True,
         "seconds_total": round(time.perf_counter() - started, 1),
         "global_step": result["global_step"],
         "steps": timer.steps,
         "peak_rss_bytes": peak_rss_bytes(),
         "log_history": result["log_history"],
     }
-    out = Path(config.output_dir) / f"rank-{rank}.json"
-    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_report(out, report)
 
 
 if __name__ == "__main__":

@@ -148,8 +148,9 @@ def summary(results: list[dict[str, Any]], plot_path: str, doc_path: str) -> str
             load_text = f" at a 1-min load of {load:.1f} on {machine['cores']} cores" if load is not None else ""
             lines.append(
                 "- Preprocessing runs in workers while the model runs (`num_workers`), with bit-identical embeddings. "
-                f"Pages on the tiny model (preprocessing-bound), measured{load_text}: 2 worker processes give "
-                f"{two['speedup_over_0']:.2f}x the items/s of none, 2 threads {thread['speedup_over_0']:.2f}x{cpu}. "
+                f"Pages on the tiny model (preprocessing-bound), measured{load_text}: 2 threads (the default "
+                f"`worker_type=\"auto\"` on CPU) give {thread['speedup_over_0']:.2f}x the items/s of none, 2 worker "
+                f"processes (the default on a GPU) {two['speedup_over_0']:.2f}x{cpu}. "
                 f"GPU projection (not measured): a page costs {projection['page_forward_tflops_real_2b']:.0f} TFLOP "
                 f"in the real 2B; at an assumed {projection['assumed_gpu_effective_tflops']:.0f} TFLOP/s a GPU embeds "
                 f"about {projection['projected_gpu_forward_pages_per_s']:.0f} pages/s, one core prepares "

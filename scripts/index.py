@@ -21,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from prefetch_vipyloqwen import WORKER_TYPES  # noqa: E402
 from vipyloqwen_tools.index_store import DEFAULT_INDEX_MIN_ROWS, StoreError  # noqa: E402
 
 
@@ -40,7 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     build.add_argument(
         "--num-workers", type=_workers, default=None, help="preprocessing workers per process (default auto)"
     )
-    build.add_argument("--worker-type", choices=("process", "thread"), default="process")
+    build.add_argument(
+        "--worker-type",
+        choices=WORKER_TYPES,
+        default="auto",
+        help="preprocessing workers: auto (default: threads on CPU, processes on GPU), process or thread",
+    )
     build.add_argument("--task", help="task of items that name none (registry key or prefix token)")
     build.add_argument("--commit-every", type=int, default=1024, help="items per shard file (resume granularity)")
     build.add_argument("--rejects", type=Path, help="rejects file (default DIR/rejects.jsonl)")

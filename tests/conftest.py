@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,13 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now, for a torchrun / gloo rendezvous (a fixed port collides with other runs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def make_image(width: int = 120, height: int = 90, seed: int = 0, mode: str = "RGB") -> Image.Image:

@@ -167,7 +167,7 @@ def test_not_a_folder_nor_a_repo_id(tmp_path):
 
 
 def test_the_real_layout_has_729_tensors_and_4_4_gb():
-    from vipyloqwen_tools.fake_base import QWEN2_VL_2B_CONFIG
+    from vipyloqwen_tools.architectures import QWEN2_VL_2B_CONFIG
 
     tensors = legacy_tensors(QWEN2_VL_2B_CONFIG)
     assert len(tensors) == 729

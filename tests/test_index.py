@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
+from conftest import free_port, make_image
 
 from scripts import index as cli
 from vipyloqwen_tools.index_build import build
@@ -240,7 +240,8 @@ def test_commit_interrupted_before_shard_removal_adds_nothing_twice(tmp_path):
 def test_two_process_torchrun_build_equals_one_process(corpus, tiny_checkpoint, tmp_path, built):
     db = tmp_path / "db2"
     torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", str(REPO / "scripts" / "index.py")]
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port())]
+    command += [str(REPO / "scripts" / "index.py")]
     command += ["build", "--model", str(tiny_checkpoint), "--items", str(corpus["path"]), "--db", str(db)]
     command += ["--batch-size", "3", "--num-workers", "0", "--commit-every", "4"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_image
 
-from prefetch_vipyloqwen import prefetch, resolve_num_workers
+from prefetch_vipyloqwen import prefetch, resolve_num_workers, resolve_worker_type
 
 
 def _square(n: int) -> int:
@@ -32,8 +32,16 @@ def test_num_workers_validation_and_default():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="num_workers"):
             resolve_num_workers(bad, 4)
-    with pytest.raises(ValueError, match="worker_type"):
+    with pytest.raises(ValueError, match="worker_type must be one of .*'auto', 'process', 'thread'"):
         prefetch(_square, [1], num_workers=1, worker_type="gpu")
+
+
+def test_auto_worker_type_is_threads_on_cpu_and_processes_on_gpu():
+    assert resolve_worker_type("auto", torch.device("cpu")) == "thread"
+    assert resolve_worker_type("auto", None) == "thread"
+    assert resolve_worker_type("auto", "cuda:1") == "process"
+    assert resolve_worker_type("process", "cpu") == "process"
+    assert list(prefetch(_square, [2, 4], num_workers=2, worker_type="auto", device="cpu")) == [4, 16]
 
 
 def _mixed_items(tmp_path):
@@ -47,7 +55,9 @@ def _mixed_items(tmp_path):
     return texts, images
 
 
-@pytest.mark.parametrize(("num_workers", "worker_type"), [(2, "process"), (2, "thread"), (None, "process")])
+@pytest.mark.parametrize(
+    ("num_workers", "worker_type"), [(2, "process"), (2, "thread"), (None, "process"), (None, "auto")]
+)
 def test_encode_with_workers_is_bit_identical(auto_model, tmp_path, num_workers, worker_type):
     texts, images = _mixed_items(tmp_path)
     reference = auto_model.encode(text=texts, images=images, batch_size=2, num_workers=0)

@@ -96,6 +96,10 @@ def test_dry_run_folder_loads_and_gives_checkpoint_embeddings(dry_run, verified,
     assert st_config["requirements"] == release.SUPPORTED_VERSIONS
     card = (out / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\n") and "trust_remote_code=True" in card
+    linked = release.card_files(card)  # the plot and docs pages the card links to ship with it
+    assert "docs/performance.png" in linked and "docs/performance.md" in linked
+    for rel in linked:
+        assert (out / rel).read_bytes() == (ROOT / rel).read_bytes(), rel
 
     # Independent of the verifier: the released folder, loaded here, matches the in-memory checkpoint model.
     model, processor = tiny_parts
@@ -108,6 +112,31 @@ def test_dry_run_folder_loads_and_gives_checkpoint_embeddings(dry_run, verified,
         got = st.encode([st_input], prompt_name=task, convert_to_tensor=True).cpu()
         want = model.encode(text=[text], images=[img], task=task)
         assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_card_files_are_repo_relative_links_only():
+    card = (
+        "![plot](docs/p.png) [a](docs/a.md#part) [b](<docs/b c.md>) [anchor](#usage) [web](https://x.org/y.md) "
+        '[mail](mailto:a@b.c) ![t](img/t.png "title") [abs](/root.md)'
+    )
+    assert release.card_files(card) == ["docs/a.md", "docs/b c.md", "docs/p.png", "img/t.png"]
+
+
+def test_refuses_card_image_missing_from_folder(dry_run, tmp_path):
+    copy = broken_copy(dry_run[0], tmp_path)
+    (copy / "docs" / "performance.png").unlink()
+    assert "missing file docs/performance.png" in release.static_problems(copy)
+
+
+def test_assemble_refuses_card_linking_a_missing_file(tiny_checkpoint, tmp_path):
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for rel in release.card_files(text):  # linked files resolve beside the README given
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / rel, tmp_path / rel)
+    readme = tmp_path / "README.md"
+    readme.write_text(text + "\n![gone](docs/gone.png)\n", encoding="utf-8")
+    with pytest.raises(release.ReleaseError, match="links docs/gone.png, which is not a file"):
+        release.assemble(tiny_checkpoint, tmp_path / "out", readme=readme)
 
 
 def test_refuses_missing_code_file(dry_run, tmp_path):
@@ -251,7 +280,9 @@ def test_sentence_transformers_push_to_hub_compared(dry_run, release_st, monkeyp
     problems = static_problems(resaved)
     assert "tokenizer_config.json: machine-local key 'is_local'" in problems
     assert any(p.startswith("config_sentence_transformers.json requirements None") for p in problems)
-    assert release.folder_files(resaved) == release.folder_files(out)  # same layout, different content
+    # Same layout, different content; ST writes its own card, which lacks our docs pages and plot.
+    linked = set(release.card_files((out / "README.md").read_text(encoding="utf-8")))
+    assert set(release.folder_files(resaved)) == set(release.folder_files(out)) - linked
 
     st.push_to_hub("erax-ai/viPyloQwen", exist_ok=True, local_model_path=str(out))
     pushed = tmp_path / "push2"

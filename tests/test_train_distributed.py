@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import free_port
 
 from vipyloqwen_tools.data import DataError
 from vipyloqwen_tools.distributed import check_task_grouping
@@ -35,12 +35,6 @@ def _env() -> dict[str, str]:
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     env["TOKENIZERS_PARALLELISM"] = "false"
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_data(root: Path, per_task: int = 16) -> tuple[Path, Path]:
@@ -96,7 +90,7 @@ def two_process_run(tmp_path_factory):
     )
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
-        "--master_port", str(_free_port()),
+        "--master_port", str(free_port()),
         str(ROOT / "train_st.py"), "--config", str(config), "--trace-dir", str(trace),
     ]  # fmt: skip
     done = subprocess.run(command, env=_env(), cwd=root, capture_output=True, text=True, timeout=600)
@@ -233,7 +227,7 @@ def test_gloo_data_error_reaches_every_process_and_fsdp2_exports_full_weights(tm
     from transformers import AutoConfig, AutoModel
 
     (tmp_path / "bad.jsonl").write_text('{"task": "instr", "query": "q"}\n', encoding="utf-8")
-    args = (_free_port(), str(tmp_path), str(tiny_checkpoint))
+    args = (free_port(), str(tmp_path), str(tiny_checkpoint))
     mp.start_processes(_gloo_worker, args=args, nprocs=2, start_method="spawn")
     for rank in (0, 1):
         assert "bad.jsonl has 1 bad line(s)" in (tmp_path / f"rank{rank}.txt").read_text()
@@ -260,7 +254,7 @@ def test_accelerate_cpu_2proc_config_starts_two_processes(tmp_path):
     )
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-        str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", str(_free_port()), str(script),
+        str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", str(free_port()), str(script),
     ]  # fmt: skip
     done = subprocess.run(command, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 
 from vipyloqwen_tools.data import DataError
 from vipyloqwen_tools.training import TrainConfig, train
@@ -165,12 +165,6 @@ def test_resume_continues_from_the_checkpoint_step(run_a, small_files, tmp_path,
         torch.testing.assert_close(weights_b[key], weights_a[key], atol=1e-5, rtol=1e-4)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _gather_worker(rank: int, world: int, port: int, path: str) -> None:
     import torch.distributed as dist
 
@@ -210,7 +204,7 @@ def test_two_gloo_processes_gather_infonce_candidates(tmp_path):
     }
     path = str(tmp_path / "data.pt")
     torch.save(data, path)
-    mp.start_processes(_gather_worker, args=(2, _free_port(), path), nprocs=2, start_method="spawn")
+    mp.start_processes(_gather_worker, args=(2, free_port(), path), nprocs=2, start_method="spawn")
     ranks = [torch.load(f"{path}.rank{r}") for r in range(2)]
     router = ViPyloQwenRouterLoss(torch.nn.Linear(1, 1))
     for task in ("instr", "ocr", "text_pair"):

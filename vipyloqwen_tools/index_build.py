@@ -163,7 +163,7 @@ def build(
     max_image_tokens: int | None = None,
     index_min_rows: int = DEFAULT_INDEX_MIN_ROWS,
     device: str | None = None,
-    worker_type: str = "process",
+    worker_type: str = "auto",
     log: Any = None,
 ) -> BuildStats:
     """Embed the items of ``items`` into the db folder ``db``; see the module docstring. Returns the totals.
@@ -268,7 +268,8 @@ def build(
                 # lancedb warns on every fork; no lancedb call is in flight while the workers start (shard files
                 # are written with pyarrow, the table is touched only before and after this loop).
                 warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
-                for kept, batch, failed in prefetch(prepare, jobs, workers, worker_type):
+                batches = prefetch(prepare, jobs, workers, worker_type, device=next(embedder.parameters()).device)
+                for kept, batch, failed in batches:
                     for position, error in failed:
                         load_rejects += 1
                         write_reject(window[position].line, window[position].id, error)

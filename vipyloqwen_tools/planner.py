@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from configuration_vipyloqwen import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MIN_IMAGE_TOKENS, MAX_IMAGES_PER_ITEM, TASKS
+from vipyloqwen_tools.architectures import qwen2_vl_2b_config, qwen2_vl_2b_widths
 
 logger = logging.getLogger("vipyloqwen.planner")
 
@@ -60,9 +61,10 @@ MiB = 2**20
 PATCH = 28  # pixels per merged image token side (patch 14 x merge 2)
 PRESHRINK_FACTOR = 4  # images_vipyloqwen.prepare_image pre-shrinks above this multiple of the budget
 SHARDINGS = ("none", "ddp", "fsdp", "zero1", "zero2", "zero3")
-CALIBRATION_TEXT_WIDTH = 1536
-CALIBRATION_VISION_WIDTH = 1280
-CALIBRATION_VOCAB = 151_936
+# The calibration ran at the 2B's widths (bench/planner_calibrate.py).
+CALIBRATION_TEXT_WIDTH = qwen2_vl_2b_widths()["text_hidden"]
+CALIBRATION_VISION_WIDTH = qwen2_vl_2b_widths()["vision_width"]
+CALIBRATION_VOCAB = qwen2_vl_2b_widths()["vocab_rows"]
 
 # Fitted by ``bench/planner_calibrate.py run`` (least squares over its fit points; fp32, CPU, sdpa, 2B widths):
 # bytes per unit. ``*_base``: per token (patch) of a live forward, whatever the depth (with checkpointing: the
@@ -177,38 +179,6 @@ class Architecture:
 @functools.cache
 def _qwen2_vl_2b(embed_dim: int) -> Architecture:
     return Architecture.from_config(qwen2_vl_2b_config(embed_dim), name="qwen2-vl-2b")
-
-
-def qwen2_vl_2b_config(embed_dim: int = 1024):
-    """A :class:`ViPyloQwenConfig` of the published Qwen2-VL-2B-Instruct shape (STACK-NOTES)."""
-    from configuration_vipyloqwen import ViPyloQwenConfig
-
-    text = {
-        "vocab_size": 151_936,
-        "hidden_size": 1536,
-        "intermediate_size": 8960,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 12,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 32768,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
-        "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": True,
-        "bos_token_id": 151643,
-        "eos_token_id": 151645,
-        "pad_token_id": 151643,
-    }
-    vision = {
-        "depth": 32,
-        "embed_dim": 1280,
-        "hidden_size": 1536,
-        "num_heads": 16,
-        "mlp_ratio": 4,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-    }
-    return ViPyloQwenConfig(text_config=text, vision_config=vision, embed_dim=embed_dim, tie_word_embeddings=True)
 
 
 # ---------------------------------------------------------------------------------------- image tokens
@@ -813,10 +783,10 @@ def _point_batch(point: dict[str, Any]) -> tuple[Architecture, Setup, BatchShape
     arch = Architecture(
         name=f"2b-shaped-L{layers}",
         parameters=int(point["parameters"]),
-        vocab_rows=151_936,
-        hidden=1536,
+        vocab_rows=CALIBRATION_VOCAB,
+        hidden=CALIBRATION_TEXT_WIDTH,
         layers=layers,
-        vision_width=1280,
+        vision_width=CALIBRATION_VISION_WIDTH,
         vision_layers=layers,
         embed_dim=1024,
         largest_unit=0,

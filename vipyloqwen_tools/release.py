@@ -126,14 +126,35 @@ def weight_files(folder: Path) -> list[str]:
     return [WEIGHTS_FILE]
 
 
+# Markdown links and images: [text](target "title") / ![alt](<target with spaces>).
+CARD_LINK = re.compile(r"!?\[[^\]]*\]\(\s*(?:<([^>]+)>|([^)\s]+))(?:\s+\"[^\"]*\")?\s*\)")
+
+
+def card_files(card: str) -> list[str]:
+    """Repo-relative files the model card links to or shows (``docs/performance.png``, ``docs/index.md``): they
+    ship with the release, or their links and images would be broken on the Hub. URLs, in-page anchors and
+    ``#fragments`` are not files."""
+    files = set()
+    for bracketed, bare in CARD_LINK.findall(card):
+        path = (bracketed or bare).split("#", 1)[0].split("?", 1)[0]
+        if not path or re.match(r"^[a-z][a-z0-9+.-]*:", path, re.I) or path.startswith("/"):
+            continue  # in-page anchor, URL / mailto:, or site-absolute link
+        files.add(Path(path).as_posix())
+    return sorted(files)
+
+
 def expected_files(folder: Path, embed_dim: int) -> set[str]:
-    """Relative paths a release folder must hold (optional extras are checked separately)."""
+    """Relative paths a release folder must hold (optional extras are checked separately): the code, weights
+    and configs, the model card and the files the card links to."""
+    card = folder / "README.md"
+    linked = card_files(card.read_text(encoding="utf-8")) if card.is_file() else []
     return {
         *CORE_FILES,
         *HUB_CODE_FILES,
         *weight_files(folder),
         *st_files(embed_dim),
         "README.md",
+        *linked,
     }
 
 
@@ -260,6 +281,13 @@ def assemble(
         raise ReleaseError(f"README.md: {exc}") from exc
     if repo_id != DEFAULT_REPO_ID:
         card = card.replace(f'"{DEFAULT_REPO_ID}"', f'"{repo_id}"')
+    readme_dir = Path(readme).parent if readme else REPO_ROOT
+    for rel in card_files(card):  # the plot and the docs pages the card links to
+        source = readme_dir / rel
+        if not source.is_file():
+            raise ReleaseError(f"README.md links {rel}, which is not a file in {readme_dir}")
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, out / rel)
     (out / "README.md").write_text(card, encoding="utf-8")
 
     left_out = sorted(set(folder_files(checkpoint)) - set(folder_files(out)))
