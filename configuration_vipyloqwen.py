@@ -164,10 +164,15 @@ class ViPyloQwenConfig(Qwen2VLConfig):
         **kwargs: everything :class:`~transformers.Qwen2VLConfig` takes (``text_config``,
             ``vision_config``, token ids, ...).
 
+    Without ``text_config`` the text part takes transformers' ``Qwen2VLTextConfig`` defaults, which are the
+    72B's (hidden 8192 x 80 layers), not the 2B's: load a checkpoint's config, or pass the sizes (the 2B's are
+    in ``vipyloqwen_tools/architectures.py``).
+
     Example::
 
-        >>> config = ViPyloQwenConfig(embed_dim=1024)  # Qwen2-VL-2B sized text/vision defaults
-        >>> config.model_type
+        >>> config = ViPyloQwenConfig.from_pretrained("erax-ai/viPyloQwen")  # the released 2B
+        >>> small = ViPyloQwenConfig(embed_dim=32, text_config={"hidden_size": 64, "num_hidden_layers": 2})
+        >>> small.model_type
         'vipyloqwen'
     """
 

@@ -18,6 +18,7 @@ Writes ``bench/results/rehearsal-2b-width.json`` and deletes its multi-GB work f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -61,12 +62,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "rehearsal-2b-width.json")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="the tiny model at 16 image tokens (checks the harness)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no run: write the JSON again from the reports a previous run left in --workdir (e.g. one killed)",
+    )
     args = parser.parse_args(argv)
+    if args.report_only:
+        return report(args, argv, **json.loads((args.workdir / "status.json").read_text(encoding="utf-8")))
+    return run(args, argv)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """Build the model, train it under torchrun, then :func:`report`."""
 
     import yaml
 
     from bench.common import two_b_shaped
-    from vipyloqwen_tools.architectures import qwen2_vl_2b_widths
     from vipyloqwen_tools.export import save_checkpoint
 
     recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
@@ -125,19 +137,44 @@ def main(argv: list[str] | None = None) -> dict:
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
     (args.workdir / "torchrun.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+    status = {"returncode": done.returncode, "wall": wall, "parameters": parameters, "overrides": overrides}
+    status["layers"] = [args.text_layers, args.vision_layers]  # what --report-only must not take from its own flags
+    status["nproc"] = args.nproc
+    (args.workdir / "status.json").write_text(json.dumps(status), encoding="utf-8")
+    return report(args, argv, **status)
+
+
+def report(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    returncode: int,
+    wall: float | None,
+    parameters: int,
+    overrides: dict,
+    layers: list[int],
+    nproc: int,
+) -> dict:
+    """The result JSON from the per-rank reports and the trace in ``args.workdir``."""
+    from vipyloqwen_tools.architectures import qwen2_vl_2b_widths
+    from vipyloqwen_tools.training import TrainConfig
+
+    log = (args.workdir / "torchrun.log").read_text(encoding="utf-8")
     # Each rank rewrites its report after every step, so a run killed part way (out of memory) still reports
     # the steps it finished; the failure is recorded beside them and the exit status stays non-zero.
-    reports = [args.workdir / "run" / f"rank-{r}.json" for r in range(args.nproc)]
+    reports = [args.workdir / "run" / f"rank-{r}.json" for r in range(nproc)]
     ranks = [json.loads(path.read_text()) for path in reports if path.is_file()]
     if not ranks or not ranks[0]["steps"]:
         raise SystemExit(
-            f"torchrun failed ({done.returncode}) before a step; log: {args.workdir / 'torchrun.log'}\n"
-            f"{done.stderr[-4000:]}"
+            f"torchrun failed ({returncode}) before a step; log: {args.workdir / 'torchrun.log'}\n{log[-4000:]}"
         )
     from vipyloqwen_tools.trace import read_trace
 
     trace = read_trace(args.workdir / "trace")
-    used = json.loads((args.workdir / "run" / "train_config.json").read_text())
+    written = args.workdir / "run" / "train_config.json"  # written at the end of a run that finished
+    if written.is_file():
+        used = json.loads(written.read_text())
+    else:
+        used = dataclasses.asdict(TrainConfig.from_yaml(RECIPE, **overrides))
     result = {
         "benchmark": "real-width rehearsal (2B widths, few layers, 2 processes)",
         "command": "flock /tmp/bigmem.lock flock /tmp/bench.lock python bench/rehearsal.py "
@@ -145,17 +182,17 @@ def main(argv: list[str] | None = None) -> dict:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "model": {
-            "text_layers": args.text_layers,
-            "vision_layers": args.vision_layers,
+            "text_layers": layers[0],
+            "vision_layers": layers[1],
             "parameters": parameters,
             "widths": {**qwen2_vl_2b_widths(), "embed_dim": 1024},  # the depths cut to the two above
         },
         "settings": {k: used.get(k) for k in sorted(used) if k not in ("model", "train_file", "output_dir")},
-        "processes": args.nproc,
-        "returncode": done.returncode,
-        "finished": done.returncode == 0 and all(r.get("finished") for r in ranks),
-        "log_tail": (done.stdout + done.stderr).splitlines()[-20:] if done.returncode else [],
-        "wall_seconds": round(wall, 1),
+        "processes": nproc,
+        "returncode": returncode,
+        "finished": returncode == 0 and all(r.get("finished") for r in ranks),
+        "log_tail": log.splitlines()[-24:] if returncode else [],
+        "wall_seconds": round(wall, 1) if wall is not None else None,
         "seconds_per_step": {f"rank{r['rank']}": [s["seconds"] for s in r["steps"]] for r in ranks},
         "median_seconds_per_step": statistics.median(s["seconds"] for s in ranks[0]["steps"]),
         "peak_rss_gb_per_process": {f"rank{r['rank']}": round(r["peak_rss_bytes"] / 1e9, 2) for r in ranks},
@@ -183,8 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps({k: result[k] for k in ("seconds_per_step", "peak_rss_gb_per_process", "loss_terms")}, indent=1))
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
-    if done.returncode != 0:
-        raise SystemExit(f"torchrun failed ({done.returncode}) after {len(ranks[0]['steps'])} step(s); see {args.out}")
+    if returncode != 0:
+        raise SystemExit(f"torchrun failed ({returncode}) after {len(ranks[0]['steps'])} step(s); see {args.out}")
     return result
 
 

@@ -178,8 +178,17 @@ class ViPyloQwenRouterLoss(nn.Module):
             + F.cross_entropy(logits_d2q, targets, reduction="none")
         )
         weights = rows.to(per_row.dtype)
+        count = weights.sum()
+        if self.gather_across_devices and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # DDP averages the ranks' losses (and gradients). For the global masked mean sum_all / count_all when
+            # the ranks select different numbers of rows (text_pair positives), each rank divides its sum by the
+            # mean count over the ranks instead of its own count.
+            world = torch.distributed.get_world_size()
+            total = count.detach().clone()
+            torch.distributed.all_reduce(total)
+            count = total / world
         # An empty selection gives 0 while keeping the graph connected.
-        return (per_row * weights).sum() / weights.sum().clamp(min=1.0)
+        return (per_row * weights).sum() / count.clamp(min=1.0 / 1024)
 
     def triplet(self, anchors: Tensor, positives: Tensor, negatives: Tensor | None, margin: float) -> Tensor:
         """``mean(relu(cos(a, n) - cos(a, p) + margin))``; n = explicit negative, else the hardest in-batch one."""
