@@ -246,19 +246,25 @@ def test_gloo_data_error_reaches_every_process_and_fsdp2_exports_full_weights(tm
 )
 def test_accelerate_cpu_2proc_config_starts_two_processes(tmp_path):
     script = tmp_path / "who.py"
+    # Each process writes its own file: mpiexec forwards the ranks' stdout unsynchronised, so two prints can
+    # arrive on one line.
     script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
         "from accelerate import PartialState\n"
         "state = PartialState(cpu=True)\n"
-        "print(f'process {state.process_index} of {state.num_processes} {state.distributed_type}', flush=True)\n",
+        "line = f'process {state.process_index} of {state.num_processes} {state.distributed_type}'\n"
+        "Path(sys.argv[1], f'who-{state.process_index}.txt').write_text(line, encoding='utf-8')\n",
         encoding="utf-8",
     )
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",
         str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", str(free_port()), str(script),
+        str(tmp_path),
     ]  # fmt: skip
     done = subprocess.run(command, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("process "))
+    lines = [path.read_text(encoding="utf-8") for path in sorted(tmp_path.glob("who-*.txt"))]
     assert lines == ["process 0 of 2 DistributedType.MULTI_CPU", "process 1 of 2 DistributedType.MULTI_CPU"], (
         done.stdout[-2000:] + done.stderr[-2000:]
     )
