@@ -120,12 +120,22 @@ def test_card_files_are_repo_relative_links_only():
         '[mail](mailto:a@b.c) ![t](img/t.png "title") [abs](/root.md)'
     )
     assert release.card_files(card) == ["docs/a.md", "docs/b c.md", "docs/p.png", "img/t.png"]
+    with pytest.raises(release.ReleaseError, match=r"links \.\./secret.png: a released card may only link"):
+        release.card_files("![x](../secret.png)")
 
 
 def test_refuses_card_image_missing_from_folder(dry_run, tmp_path):
     copy = broken_copy(dry_run[0], tmp_path)
     (copy / "docs" / "performance.png").unlink()
     assert "missing file docs/performance.png" in release.static_problems(copy)
+
+
+def test_verify_reports_card_link_out_of_the_repo(dry_run, tmp_path):
+    copy = broken_copy(dry_run[0], tmp_path)
+    card = copy / "README.md"
+    card.write_text(card.read_text(encoding="utf-8") + "\n[up](../outside.md)\n", encoding="utf-8")
+    problems = release.static_problems(copy)
+    assert any("links ../outside.md: a released card may only link files inside the repo" in p for p in problems)
 
 
 def test_assemble_refuses_card_linking_a_missing_file(tiny_checkpoint, tmp_path):

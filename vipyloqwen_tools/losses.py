@@ -160,6 +160,8 @@ class ViPyloQwenRouterLoss(nn.Module):
         """Mean of anchor->documents and positive->anchors cross-entropies over the local ``rows`` (bool mask).
 
         Candidates are gathered across processes when enabled; ``rows`` marks which local rows are positive pairs.
+        Under a process group the local sum is divided by the mean selected count over the ranks, so the ranks'
+        average (what DDP optimises) is the global masked mean.
         """
         batch = anchors.size(0)
         offset = get_rank() * batch if self.gather_across_devices else 0

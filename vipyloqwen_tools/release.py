@@ -139,6 +139,8 @@ def card_files(card: str) -> list[str]:
         path = (bracketed or bare).split("#", 1)[0].split("?", 1)[0]
         if not path or re.match(r"^[a-z][a-z0-9+.-]*:", path, re.I) or path.startswith("/"):
             continue  # in-page anchor, URL / mailto:, or site-absolute link
+        if ".." in Path(path).parts:  # would resolve outside the release folder on the Hub (and when copied)
+            raise ReleaseError(f"README.md links {path}: a released card may only link files inside the repo")
         files.add(Path(path).as_posix())
     return sorted(files)
 
@@ -147,7 +149,10 @@ def expected_files(folder: Path, embed_dim: int) -> set[str]:
     """Relative paths a release folder must hold (optional extras are checked separately): the code, weights
     and configs, the model card and the files the card links to."""
     card = folder / "README.md"
-    linked = card_files(card.read_text(encoding="utf-8")) if card.is_file() else []
+    try:
+        linked = card_files(card.read_text(encoding="utf-8")) if card.is_file() else []
+    except ReleaseError:  # a link out of the repo: reported by the card check (_card_problems)
+        linked = []
     return {
         *CORE_FILES,
         *HUB_CODE_FILES,
@@ -342,6 +347,10 @@ def _card_problems(card: str) -> list[str]:
                 problems.append(f"README.md: loading call without trust_remote_code=True: {block[match.start() : i]!r}")
     if calls == 0:
         problems.append("README.md: no Python loading snippet")
+    try:
+        card_files(card)
+    except ReleaseError as exc:
+        problems.append(str(exc))
     try:
         if replace_block(body, "tasks", tasks_table()) != body:
             problems.append("README.md: tasks table differs from the task registry")
