@@ -151,16 +151,17 @@ def prefetch_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     default = resolve_worker_type("auto", "cpu")  # what encode uses here (the model is on the CPU)
     chosen = result["settings"][f"2-{default}"]["speedup_over_0"]
     other = "process" if default == "thread" else "thread"
+    plural = {"thread": "threads", "process": "processes"}
     return [
         {
-            "target": f"pages on tiny: encode items/s with 2 workers (worker_type auto = {default}s on CPU) / "
+            "target": f"pages on tiny: encode items/s with 2 workers (worker_type auto = {plural[default]} on CPU) / "
             "num_workers=0",
             "value": chosen,
             "limit": ">= 1.6",
             "met": chosen >= 1.6,
         },
         {
-            "target": f"pages on tiny: encode items/s with 2 {other}es / num_workers=0".replace("threades", "threads"),
+            "target": f"pages on tiny: encode items/s with 2 {plural[other]} / num_workers=0",
             "value": result["settings"][f"2-{other}"]["speedup_over_0"],
             "limit": "report",
             "met": None,

@@ -62,9 +62,10 @@ PATCH = 28  # pixels per merged image token side (patch 14 x merge 2)
 PRESHRINK_FACTOR = 4  # images_vipyloqwen.prepare_image pre-shrinks above this multiple of the budget
 SHARDINGS = ("none", "ddp", "fsdp", "zero1", "zero2", "zero3")
 # The calibration ran at the 2B's widths (bench/planner_calibrate.py).
-CALIBRATION_TEXT_WIDTH = qwen2_vl_2b_widths()["text_hidden"]
-CALIBRATION_VISION_WIDTH = qwen2_vl_2b_widths()["vision_width"]
-CALIBRATION_VOCAB = qwen2_vl_2b_widths()["vocab_rows"]
+_WIDTHS_2B = qwen2_vl_2b_widths()
+CALIBRATION_TEXT_WIDTH = _WIDTHS_2B["text_hidden"]
+CALIBRATION_VISION_WIDTH = _WIDTHS_2B["vision_width"]
+CALIBRATION_VOCAB = _WIDTHS_2B["vocab_rows"]
 
 # Fitted by ``bench/planner_calibrate.py run`` (least squares over its fit points; fp32, CPU, sdpa, 2B widths):
 # bytes per unit. ``*_base``: per token (patch) of a live forward, whatever the depth (with checkpointing: the
