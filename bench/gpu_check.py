@@ -56,8 +56,9 @@ def write(out: Path, report: dict[str, Any]) -> None:
 
 def prepare(report: dict[str, Any]) -> dict[str, Any]:
     """CPU side: tokenizer, workloads, training batch, planner prediction."""
-    from vipyloqwen_tools.export import add_task_tokens, build_processor
-    from vipyloqwen_tools.planner import (
+    from vipyloqwen_tools.build.export import add_task_tokens, build_processor
+    from vipyloqwen_tools.build.tokenizer import build_qwen2_vl_tokenizer
+    from vipyloqwen_tools.plan.planner import (
         Architecture,
         BatchShape,
         Column,
@@ -66,8 +67,7 @@ def prepare(report: dict[str, Any]) -> dict[str, Any]:
         setup_from_config,
         side_shape,
     )
-    from vipyloqwen_tools.tokenizer import build_qwen2_vl_tokenizer
-    from vipyloqwen_tools.training import TrainConfig
+    from vipyloqwen_tools.train.run import TrainConfig
 
     started = time.perf_counter()
     tokenizer = build_qwen2_vl_tokenizer()
@@ -145,8 +145,8 @@ def require_cuda(report: dict[str, Any], out: Path) -> None:
 def build_checkpoint(state: dict[str, Any], workdir: Path) -> Path:
     """The 2B model with random weights (seed 0), built on the GPU and saved once (fp32)."""
     from modeling_vipyloqwen import ViPyloQwenModel
-    from vipyloqwen_tools.architectures import qwen2_vl_2b_config
-    from vipyloqwen_tools.export import init_task_rows, save_checkpoint
+    from vipyloqwen_tools.build.architectures import qwen2_vl_2b_config
+    from vipyloqwen_tools.build.export import init_task_rows, save_checkpoint
 
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -228,8 +228,8 @@ def encode_section(st_model: Any, state: dict[str, Any], report: dict[str, Any],
 
 def train_section(st_model: Any, state: dict[str, Any], report: dict[str, Any], out: Path) -> None:
     from configuration_vipyloqwen import TASKS
-    from vipyloqwen_tools.losses import ViPyloQwenRouterLoss
-    from vipyloqwen_tools.planner import BatchShape, Column, predict
+    from vipyloqwen_tools.plan.planner import BatchShape, Column, predict
+    from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 
     config, setup = state["config"], state["setup"]
     st_model.train()

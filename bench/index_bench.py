@@ -51,8 +51,8 @@ from bench.common import (  # noqa: E402
     release_memory,
     short_texts,
 )
-from vipyloqwen_tools.index_build import build  # noqa: E402
-from vipyloqwen_tools.index_store import Store  # noqa: E402
+from vipyloqwen_tools.index.build import build  # noqa: E402
+from vipyloqwen_tools.index.store import Store  # noqa: E402
 
 
 def write_texts(path: Path, texts: list[str]) -> Path:

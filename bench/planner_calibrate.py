@@ -1,4 +1,5 @@
-"""Calibrate the memory planner (``vipyloqwen_tools/planner.py``) by measuring peak RSS at the real 2B widths on CPU.
+"""Calibrate the memory planner (``vipyloqwen_tools/plan/planner.py``) by measuring peak RSS at the real 2B widths
+on CPU.
 
 Each measurement point runs in a fresh process: the 2B-shaped model (real widths: text 1536 x 12 heads / 2 KV
 heads / intermediate 8960 / vocab 151936, vision 1280 x 16 heads; random weights; ``--layers`` text layers and
@@ -118,7 +119,7 @@ POSITIVE_TOKENS = 32  # the document side of every point: a short text
 def _checkpoint(workdir: Path, layers: int) -> Path:
     """The 2B-shaped checkpoint with ``layers`` text layers and as many vision blocks (built once, cached)."""
     from bench.common import two_b_shaped
-    from vipyloqwen_tools.export import save_checkpoint
+    from vipyloqwen_tools.build.export import save_checkpoint
 
     out = workdir / f"2b-shaped-L{layers}"
     if not (out / "config.json").is_file():
@@ -145,7 +146,7 @@ def measure(point: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
     from bench.common import PeakRSS, release_memory, rss_bytes
     from configuration_vipyloqwen import TASKS
-    from vipyloqwen_tools.losses import ViPyloQwenRouterLoss
+    from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 
     torch.set_num_threads(int(os.environ.get("CALIBRATE_THREADS", "2")))
     torch.manual_seed(0)
@@ -232,7 +233,7 @@ def measure(point: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
 def markdown_table(results: dict[str, Any]) -> str:
     """Predicted (the planner's shipped constants) vs measured, per point, from a results JSON."""
-    from vipyloqwen_tools import planner
+    from vipyloqwen_tools.plan import planner
 
     lines = [
         "| point | role | layers | GC | GradCache | dtype | rows x LLM tokens (anchor/positive) | patches | "
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             results[group].append(result)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({**previous, **results}, indent=1) + "\n")
-    from vipyloqwen_tools import planner
+    from vipyloqwen_tools.plan import planner
 
     complete = len(results["fit_points"]) == len(FIT_POINTS)
     models = {m: planner.fit_constants(results["fit_points"], m) for m in ("additive", "max")} if complete else {}
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "fits": models,
         "chosen_model": chosen,
         "fitted_constants": models.get(chosen),
-        # with the constants the planner ships (vipyloqwen_tools/planner.py CALIBRATION)
+        # with the constants the planner ships (vipyloqwen_tools/plan/planner.py CALIBRATION)
         "comparison": [planner.compare_point(p) for p in measured],
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -79,12 +79,12 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     import yaml
 
     from bench.common import two_b_shaped
-    from vipyloqwen_tools.export import save_checkpoint
+    from vipyloqwen_tools.build.export import save_checkpoint
 
     recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
     shutil.rmtree(args.workdir, ignore_errors=True)
     if args.smoke:
-        from vipyloqwen_tools.export import tiny
+        from vipyloqwen_tools.build.export import tiny
 
         args.max_image_tokens = 16
         model, processor = tiny(embed_dim=32, max_image_tokens=16)
@@ -155,8 +155,8 @@ def report(
     nproc: int,
 ) -> dict:
     """The result JSON from the per-rank reports and the trace in ``args.workdir``."""
-    from vipyloqwen_tools.architectures import qwen2_vl_2b_widths
-    from vipyloqwen_tools.training import TrainConfig
+    from vipyloqwen_tools.build.architectures import qwen2_vl_2b_widths
+    from vipyloqwen_tools.train.run import TrainConfig
 
     log = (args.workdir / "torchrun.log").read_text(encoding="utf-8")
     # Each rank rewrites its report after every step, so a run killed part way (out of memory) still reports
@@ -167,7 +167,7 @@ def report(
         raise SystemExit(
             f"torchrun failed ({returncode}) before a step; log: {args.workdir / 'torchrun.log'}\n{log[-4000:]}"
         )
-    from vipyloqwen_tools.trace import read_trace
+    from vipyloqwen_tools.train.trace import read_trace
 
     trace = read_trace(args.workdir / "trace")
     written = args.workdir / "run" / "train_config.json"  # written at the end of a run that finished

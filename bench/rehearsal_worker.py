@@ -1,6 +1,6 @@
 """One rank of the real-width rehearsal (started by torchrun from ``bench/rehearsal.py``; not for direct use).
 
-Runs :func:`vipyloqwen_tools.training.train` with the recipe YAML and the overrides given as JSON, with a
+Runs :func:`vipyloqwen_tools.train.run.train` with the recipe YAML and the overrides given as JSON, with a
 callback that times every optimizer step, and writes ``<output_dir>/rank-<RANK>.json``: step seconds, this
 process's peak RSS (``VmHWM`` of ``/proc/self/status``, sampled after each step and at the end) and the
 trainer's log history (loss terms per step). The file is rewritten after every step (``"finished": false``), so a
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformers import TrainerCallback  # noqa: E402
 
-from vipyloqwen_tools import training  # noqa: E402
+from vipyloqwen_tools.train import run as training  # noqa: E402
 
 
 def peak_rss_bytes() -> int:

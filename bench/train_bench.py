@@ -4,7 +4,7 @@ of the cached (GradCache) variants vs plain at a large batch.
 One training step = forward of both columns (anchor, positive) + loss + backward + an SGD step (no optimizer
 state, so memory is the model's), on the same pre-tokenised batches for every loss. Losses:
 
-- ``router``: ``ViPyloQwenRouterLoss(model).task_losses([task])[task]`` (``vipyloqwen_tools/losses.py``);
+- ``router``: ``ViPyloQwenRouterLoss(model).task_losses([task])[task]`` (``vipyloqwen_tools/train/losses.py``);
   for ``instr``: symmetric InfoNCE + cosine term.
 - ``mnrl``: sentence-transformers' ``MultipleNegativesRankingLoss(model)``.
 - ``router_cached`` / ``mnrl_cached``: the GradCache variants (``mini_batch_size`` rows per forward).
@@ -67,7 +67,7 @@ class TrainBench:
         )
 
         from configuration_vipyloqwen import TASKS
-        from vipyloqwen_tools.losses import ViPyloQwenRouterLoss
+        from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 
         self.model = SentenceTransformer(str(checkpoint), trust_remote_code=True, device="cpu")
         self.model.train()

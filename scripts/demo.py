@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     picture("plate", 0).save(folder / "query-plate.png")
 
     from scripts.index import main as index_cli
-    from vipyloqwen_tools.index_search import Index
+    from vipyloqwen_tools.index.search import Index
 
     db = folder / "db"
     start = time.perf_counter()

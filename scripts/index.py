@@ -22,7 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefetch_vipyloqwen import WORKER_TYPES  # noqa: E402
-from vipyloqwen_tools.index_store import DEFAULT_INDEX_MIN_ROWS, StoreError  # noqa: E402
+from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, StoreError  # noqa: E402
 
 
 def _workers(value: str) -> int | None:
@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from vipyloqwen_tools.index_build import build
+    from vipyloqwen_tools.index.build import build
 
     stats = build(
         args.model,
@@ -96,7 +96,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from vipyloqwen_tools.index_search import Index
+    from vipyloqwen_tools.index.search import Index
 
     if args.text is None and not args.image:
         raise SystemExit("search: give --text and/or --image")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: Hub modules + vipyloqwen_tools
 
-from vipyloqwen_tools.release import (  # noqa: E402
+from vipyloqwen_tools.release.assemble import (  # noqa: E402
     ReleaseError,
     assemble,
     check_repo_id,

@@ -18,7 +18,7 @@ from configuration_vipyloqwen import (
     st_prompts,
     task_names,
 )
-from vipyloqwen_tools.readme import mteb_prompts_table, tasks_table
+from vipyloqwen_tools.release.readme import mteb_prompts_table, tasks_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ def test_readme_tasks_table_is_generated_from_registry():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- tasks:start -->\n(.*?)<!-- tasks:end -->", readme, re.S)
     assert block, "README lacks the <!-- tasks:start --> ... <!-- tasks:end --> block"
-    assert block.group(1) == tasks_table(), "README tasks table is stale: run python -m vipyloqwen_tools.readme"
+    assert block.group(1) == tasks_table(), "README tasks table is stale: run python -m vipyloqwen_tools.release.readme"
 
 
 @pytest.mark.parametrize("given, expected", [("ocr", "ocr"), ("<ocr>", "ocr"), ("query", None), (None, None)])
@@ -77,4 +77,4 @@ def test_config_round_trip_and_validation():
 def test_mteb_prompt_table_in_the_docs_is_generated_from_registry():
     doc = (ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- mteb-prompts:start -->\n(.*?)<!-- mteb-prompts:end -->", doc, re.S)
-    assert block and block.group(1) == mteb_prompts_table(), "stale: run python -m vipyloqwen_tools.readme"
+    assert block and block.group(1) == mteb_prompts_table(), "stale: run python -m vipyloqwen_tools.release.readme"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from vipyloqwen_tools.correlation import average_ranks, pearson, spearman
+from vipyloqwen_tools.train.correlation import average_ranks, pearson, spearman
 
 
 def test_correlations_hand_checked():

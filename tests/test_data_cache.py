@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vipyloqwen_tools import data_cache
-from vipyloqwen_tools.data_cache import fingerprint, prepare_task_datasets
+from vipyloqwen_tools.data import cache as data_cache
+from vipyloqwen_tools.data.cache import fingerprint, prepare_task_datasets
 
 
 def write_rows(path: Path, n: int = 20) -> Path:
@@ -28,7 +28,7 @@ def test_second_run_reuses_the_cache_and_says_so(tmp_path: Path, caplog):
     path = write_rows(tmp_path / "train.jsonl")
     first, report = prepare_task_datasets(path, tmp_path / "cache", num_proc=2)
     assert not report.cached
-    with caplog.at_level(logging.INFO, logger="vipyloqwen_tools.data_cache"):
+    with caplog.at_level(logging.INFO, logger="vipyloqwen_tools.data.cache"):
         second, again = prepare_task_datasets(path, tmp_path / "cache", num_proc=2)
     assert again.cached and "reusing the validated data cache" in caplog.text
     assert again.to_json() | {"cached": False} == report.to_json()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vipyloqwen_tools.data_lines import (
+from vipyloqwen_tools.data.lines import (
     BOM,
     auto_parts,
     decode_line,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vipyloqwen_tools.data_report import BadLine, Duplicates, ValidationReport, write_rejects
-from vipyloqwen_tools.data_schema import DataError
+from vipyloqwen_tools.data.report import BadLine, Duplicates, ValidationReport, write_rejects
+from vipyloqwen_tools.data.schema import DataError
 
 
 def report() -> ValidationReport:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vipyloqwen_tools.data_cache import prepare_task_datasets
-from vipyloqwen_tools.data_lines import BOM
-from vipyloqwen_tools.data_scan import scan_file
+from vipyloqwen_tools.data.cache import prepare_task_datasets
+from vipyloqwen_tools.data.lines import BOM
+from vipyloqwen_tools.data.scan import scan_file
 
 
 def dump(row) -> bytes:
@@ -173,7 +173,7 @@ VERIFIED_LOG: list[Path] = []
 
 def counting_verify(path: str):
     """verify_image that also logs each call (workers are forked processes: count through a file)."""
-    from vipyloqwen_tools.data_schema import verify_image
+    from vipyloqwen_tools.data.schema import verify_image
 
     with VERIFIED_LOG[0].open("a") as handle:
         handle.write(path + "\n")
@@ -181,7 +181,7 @@ def counting_verify(path: str):
 
 
 def test_each_distinct_image_is_verified_once_across_workers(images: Path, tmp_path: Path, monkeypatch):
-    from vipyloqwen_tools import data_scan
+    from vipyloqwen_tools.data import scan as data_scan
 
     VERIFIED_LOG[:] = [tmp_path / "verified.txt"]
     monkeypatch.setattr(data_scan, "verify_image", counting_verify)

@@ -15,9 +15,9 @@ import torch
 from conftest import free_port, make_image
 
 from scripts import index as cli
-from vipyloqwen_tools.index_build import build
-from vipyloqwen_tools.index_search import Index, query_table
-from vipyloqwen_tools.index_store import Store, StoreError, rows
+from vipyloqwen_tools.index.build import build
+from vipyloqwen_tools.index.search import Index, query_table
+from vipyloqwen_tools.index.store import Store, StoreError, rows
 
 REPO = Path(__file__).resolve().parent.parent
 TOL = 1e-5
@@ -196,7 +196,7 @@ def test_workers_give_bit_identical_vectors(corpus, tiny_checkpoint, tmp_path, b
 KILLER = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
-from vipyloqwen_tools.index_build import build
+from vipyloqwen_tools.index.build import build
 windows = []
 def log(message):
     windows.append(message)
@@ -273,7 +273,7 @@ def test_unknown_or_foreign_db_folder(tmp_path, tiny_checkpoint, corpus, capsys)
 @pytest.mark.parametrize(("embed_dim", "seed", "why"), [(16, 0, "widths differ"), (32, 1, "embeddings differ")])
 def test_db_of_another_model_is_refused_naming_both(built, corpus, tiny_parts, tmp_path, embed_dim, seed, why):
     from modeling_vipyloqwen import ViPyloQwenModel
-    from vipyloqwen_tools.export import save_checkpoint, tiny_config
+    from vipyloqwen_tools.build.export import save_checkpoint, tiny_config
 
     torch.manual_seed(seed)  # another random model, same tokenizer and processor
     other = save_checkpoint(ViPyloQwenModel(tiny_config(embed_dim)).eval(), tiny_parts[1], tmp_path / "other")

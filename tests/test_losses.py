@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vipyloqwen_tools.losses import CachedTaskLoss, TaskLoss, ViPyloQwenRouterLoss, task_of_dataset
+from vipyloqwen_tools.train.losses import CachedTaskLoss, TaskLoss, ViPyloQwenRouterLoss, task_of_dataset
 
 T = 0.07
 

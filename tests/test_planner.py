@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vipyloqwen_tools import planner
-from vipyloqwen_tools.planner import (
+from vipyloqwen_tools.plan import planner
+from vipyloqwen_tools.plan.planner import (
     Architecture,
     BatchShape,
     Column,
@@ -24,7 +24,7 @@ from vipyloqwen_tools.planner import (
     profile_data,
     static_parts,
 )
-from vipyloqwen_tools.training import TrainConfig, train
+from vipyloqwen_tools.train.run import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
 

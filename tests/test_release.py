@@ -16,8 +16,15 @@ import pytest
 import torch
 from conftest import make_image
 
-from vipyloqwen_tools import release
-from vipyloqwen_tools.release import ReleaseError, VerificationReport, check_repo_id, static_problems, upload, verify
+from vipyloqwen_tools.release import assemble as release
+from vipyloqwen_tools.release.assemble import (
+    ReleaseError,
+    VerificationReport,
+    check_repo_id,
+    static_problems,
+    upload,
+    verify,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ import torch
 from conftest import free_port
 
 from vipyloqwen_tools.data import DataError
-from vipyloqwen_tools.distributed import check_task_grouping
+from vipyloqwen_tools.train.distributed import check_task_grouping
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD, BATCH, STEPS = 2, 4, 6  # 16 rows per task: 2 grouped steps per task, one epoch
@@ -95,7 +95,7 @@ def two_process_run(tmp_path_factory):
     ]  # fmt: skip
     done = subprocess.run(command, env=_env(), cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    from vipyloqwen_tools.trace import read_trace
+    from vipyloqwen_tools.train.trace import read_trace
 
     return SimpleNamespace(root=root, train=train, out=out, trace=read_trace(trace), trace_dir=trace, log=done.stderr)
 
@@ -149,7 +149,7 @@ def test_only_rank_zero_writes(two_process_run):
 
 
 def test_first_step_loss_equals_single_process_loss_of_global_batch(two_process_run):
-    from vipyloqwen_tools.trace import reference_loss, summarize
+    from vipyloqwen_tools.train.trace import reference_loss, summarize
 
     run = two_process_run
     loss = reference_loss(run.trace_dir, run.train, run.out / "init-tiny", max_length=32)
@@ -175,7 +175,7 @@ def test_grouping_that_cannot_fill_a_step_is_refused():
 
 
 def test_train_refuses_a_batch_no_dataset_can_fill(tmp_path):
-    from vipyloqwen_tools.training import TrainConfig, train
+    from vipyloqwen_tools.train.run import TrainConfig, train
 
     train_file, _ = write_data(tmp_path, per_task=6)
     out = tmp_path / "out"
@@ -191,9 +191,10 @@ def _gloo_worker(rank: int, port: int, root: str, checkpoint: str) -> None:
     from torch.distributed.fsdp import fully_shard
     from transformers import AutoModel, AutoProcessor
 
-    from vipyloqwen_tools.distributed import full_state_dict, prepare_data_once
-    from vipyloqwen_tools.export import save_checkpoint
-    from vipyloqwen_tools.training import TrainConfig
+    from vipyloqwen_tools.build.export import save_checkpoint
+    from vipyloqwen_tools.train.distributed import full_state_dict, prepare_data_once
+    from vipyloqwen_tools.train.prepare import prepare_data
+    from vipyloqwen_tools.train.run import TrainConfig
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -201,7 +202,7 @@ def _gloo_worker(rank: int, port: int, root: str, checkpoint: str) -> None:
         # 1. A bad train file: the main process's DataError reaches the other process (nobody waits forever).
         config = TrainConfig.from_yaml(None, train_file=f"{root}/bad.jsonl", output_dir=f"{root}/out", data_num_proc=1)
         try:
-            prepare_data_once(config, SimpleNamespace(world_size=2, process_index=rank))
+            prepare_data_once(config, SimpleNamespace(world_size=2, process_index=rank), prepare_data)
             outcome = "no error"
         except DataError as error:
             outcome = str(error)
@@ -295,7 +296,7 @@ def test_fsdp2_final_norm_heuristic_skips_st_normalize(tiny_checkpoint, tmp_path
     parameter-free Normalize module, and fully_shard fails on it. load_model points it at a module without one."""
     from accelerate.utils.fsdp_utils import _find_final_norm
 
-    from vipyloqwen_tools.training import TrainConfig, load_model
+    from vipyloqwen_tools.train.run import TrainConfig, load_model
 
     model = load_model(TrainConfig(model=str(tiny_checkpoint), output_dir=str(tmp_path)), "fp32")
     assert _find_final_norm(model) is None
@@ -309,7 +310,7 @@ def test_checkpoint_save_from_a_gathered_state_dict(tiny_checkpoint, tmp_path):
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 
-    from vipyloqwen_tools.training import ViPyloQwenTrainer
+    from vipyloqwen_tools.train.run import ViPyloQwenTrainer
 
     model = SentenceTransformer(str(tiny_checkpoint), trust_remote_code=True, device="cpu")
     args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True, report_to="none")

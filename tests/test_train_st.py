@@ -13,7 +13,7 @@ import torch
 from conftest import free_port
 
 from vipyloqwen_tools.data import DataError
-from vipyloqwen_tools.training import TrainConfig, train
+from vipyloqwen_tools.train.run import TrainConfig, train
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
@@ -77,7 +77,7 @@ def fixed_batch_loss(model_dir: Path, out: Path) -> float:
 
     from configuration_vipyloqwen import TASKS
     from vipyloqwen_tools.data import load_task_datasets, validate_file
-    from vipyloqwen_tools.losses import ViPyloQwenRouterLoss
+    from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 
     train_file = out / "train_file.txt"
     datasets = load_task_datasets(
@@ -168,7 +168,7 @@ def test_resume_continues_from_the_checkpoint_step(run_a, small_files, tmp_path,
 def _gather_worker(rank: int, world: int, port: int, path: str) -> None:
     import torch.distributed as dist
 
-    from vipyloqwen_tools.losses import ViPyloQwenRouterLoss
+    from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -194,7 +194,7 @@ def test_two_gloo_processes_gather_infonce_candidates(tmp_path):
     restricted to its own rows (and differs from a local-only loss)."""
     import torch.multiprocessing as mp
 
-    from vipyloqwen_tools.losses import ViPyloQwenRouterLoss
+    from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 
     generator = torch.Generator().manual_seed(0)
     data = {

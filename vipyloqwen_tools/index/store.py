@@ -64,7 +64,7 @@ def schema(embed_dim: int) -> pa.Schema:
 
 
 def rows(embed_dim: int, items: list[Any], vectors: np.ndarray) -> pa.Table:
-    """An Arrow table of ``items`` (:class:`~vipyloqwen_tools.index_items.IndexItem`) and their vectors."""
+    """An Arrow table of ``items`` (:class:`~vipyloqwen_tools.index.items.IndexItem`) and their vectors."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.table(
         {

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sized
+from collections.abc import Callable, Mapping, Sized
 from typing import Any
 
 import torch
@@ -35,24 +35,23 @@ def launched_world_size() -> int:
     return get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
 
 
-def prepare_data_once(config, args) -> Any:
+def prepare_data_once(config, args, prepare: Callable[..., tuple[Any, Any]]) -> Any:
     """Per-task datasets, prepared by the main process first and reused by the others.
 
-    The main process runs :func:`vipyloqwen_tools.training.prepare_data` (validation, rejects file, the validate-once
-    cache of report + Arrow datasets) while the others wait; then they run it too and load the main process's cache
+    The main process runs ``prepare`` (:func:`vipyloqwen_tools.train.prepare.prepare_data`, passed in so that this
+    module stays below the training run: validation, rejects file, the validate-once cache of report + Arrow
+    datasets) while the others wait; then they run it too and load the main process's cache
     entry (nothing is validated or built twice, and only the main process writes the rejects file). An error on the
     main process (bad rows, unreadable file) is raised on every process, so none is left waiting.
     """
-    from vipyloqwen_tools.training import prepare_data
-
     if args.world_size == 1:
-        return prepare_data(config, is_main=True)[0]
+        return prepare(config, is_main=True)[0]
     import torch.distributed as dist
 
     box: list[Any] = [None]
     if args.process_index == 0:
         try:
-            datasets, _ = prepare_data(config, is_main=True)
+            datasets, _ = prepare(config, is_main=True)
         except Exception as error:  # hand it to the others before raising it here
             box[0] = error
             dist.broadcast_object_list(box, src=0)
@@ -61,7 +60,7 @@ def prepare_data_once(config, args) -> Any:
     if args.process_index != 0:
         if isinstance(box[0], BaseException):
             raise box[0]
-        datasets, _ = prepare_data(config, is_main=False)
+        datasets, _ = prepare(config, is_main=False)
     return datasets
 
 

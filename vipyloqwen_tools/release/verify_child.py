@@ -1,9 +1,9 @@
-"""Load check of a release folder, run by :func:`vipyloqwen_tools.release.verify` in a fresh interpreter.
+"""Load check of a release folder, run by :func:`vipyloqwen_tools.release.assemble.verify` in a fresh interpreter.
 
 Standalone on purpose: it imports nothing from this repository, so the only viPyloQwen code it can run is
 the code shipped in the folder (loaded by transformers into ``HF_MODULES_CACHE`` as ``transformers_modules``).
 
-    HF_HUB_OFFLINE=1 HF_MODULES_CACHE=$(mktemp -d) python -I vipyloqwen_tools/verify_child.py \\
+    HF_HUB_OFFLINE=1 HF_MODULES_CACHE=$(mktemp -d) python -I vipyloqwen_tools/release/verify_child.py \\
         --folder build/release --tasks text_pair,instr,ocr,vqa_multi,vqa_single --report report.json
 
 Checks: SentenceTransformer and AutoModel both load with trust_remote_code=True from the folder's own code;

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vipyloqwen_tools.index_items import IndexItem, read_items
-from vipyloqwen_tools.index_store import DEFAULT_INDEX_MIN_ROWS, PROBE_TEXT, Store, rows
+from vipyloqwen_tools.index.items import IndexItem, read_items
+from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, PROBE_TEXT, Store, rows
 
 DEFAULT_COMMIT_EVERY = 1024
 

@@ -288,7 +288,7 @@ class ViPyloQwenRouterLoss(nn.Module):
         return {name: cls(self, task_of_dataset(name)) for name in dataset_names}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None, task: str) -> dict:
-        from vipyloqwen_tools.distributed import embed_columns_once  # ST's embed_columns, DDP-safe
+        from vipyloqwen_tools.train.distributed import embed_columns_once  # ST's embed_columns, DDP-safe
 
         embeddings = embed_columns_once(self.model, list(sentence_features))
         return self.compute_loss_from_embeddings(task, embeddings, labels)

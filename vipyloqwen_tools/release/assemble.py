@@ -10,7 +10,7 @@ Three steps, each usable alone:
    markers (filled in place when the README has them, appended otherwise).
 2. :func:`verify` checks the folder statically (file list, no pickle, no machine-local key or path in any JSON,
    code identical to the repo's, model card) and then loads it in a fresh interpreter with
-   ``HF_HUB_OFFLINE=1`` and an empty ``HF_MODULES_CACHE`` (:mod:`vipyloqwen_tools.verify_child`).
+   ``HF_HUB_OFFLINE=1`` and an empty ``HF_MODULES_CACHE`` (:mod:`vipyloqwen_tools.release.verify_child`).
 3. :func:`upload` pushes a verified folder with huggingface_hub in one commit and tags it. It refuses a folder
    whose verification failed or that changed since it was verified. :func:`preflight` fails fast (short
    timeouts) on a malformed repo id, no token, no write access or an unreachable endpoint.
@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from configuration_vipyloqwen import TASKS, st_prompts
-from vipyloqwen_tools.export import (
+from vipyloqwen_tools.build.checkpoint_files import (
     HUB_CODE_FILES,
     MACHINE_LOCAL_KEYS,
     REPO_ROOT,
@@ -50,7 +50,7 @@ from vipyloqwen_tools.export import (
     st_files,
     strip_machine_local_keys,
 )
-from vipyloqwen_tools.readme import replace_block, tasks_table
+from vipyloqwen_tools.release.readme import replace_block, tasks_table
 
 DEFAULT_REPO_ID = "erax-ai/viPyloQwen"
 WEIGHTS_FILE = "model.safetensors"

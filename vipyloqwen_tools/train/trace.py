@@ -24,7 +24,7 @@ per file event. Leave ``trace_dir`` unset for production runs.
 
 Example::
 
-    >>> from vipyloqwen_tools.trace import read_trace
+    >>> from vipyloqwen_tools.train.trace import read_trace
     >>> steps = read_trace("runs/x/trace")   # {rank: [record, ...]}
     >>> steps[0][0]["micro_batches"][0]["dataset"]
     'instr'
@@ -244,8 +244,8 @@ def reference_loss(
     from sentence_transformers import SentenceTransformer
 
     from vipyloqwen_tools.data import load_task_datasets
-    from vipyloqwen_tools.losses import ViPyloQwenRouterLoss
-    from vipyloqwen_tools.training import training_prompts
+    from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
+    from vipyloqwen_tools.train.prepare import training_prompts
 
     trace = read_trace(trace_dir)
     first = [trace[rank][0]["micro_batches"][0] for rank in sorted(trace)]
@@ -270,7 +270,7 @@ def reference_loss(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vipyloqwen_tools.trace TRACE_DIR [--train-file F --model-dir M ...]``: a JSON summary."""
+    """``python -m vipyloqwen_tools.train.trace TRACE_DIR [--train-file F --model-dir M ...]``: a JSON summary."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Summarise a training trace (trace_dir) of a multi-process run.")

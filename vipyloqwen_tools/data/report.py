@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from configuration_vipyloqwen import TASKS
-from vipyloqwen_tools.data_schema import DataError
+from vipyloqwen_tools.data.schema import DataError
 
 MAX_PAIRS = 10  # duplicate line pairs kept in a report (the counts are exact)
 

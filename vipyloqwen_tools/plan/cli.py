@@ -1,4 +1,4 @@
-"""``python train_st.py plan``: print the memory plan of a training config (vipyloqwen_tools/planner.py).
+"""``python train_st.py plan``: print the memory plan of a training config (vipyloqwen_tools/plan/planner.py).
 
     # without data: the worst case by the config limits (max_length text tokens, 5 x max_image_tokens images)
     python train_st.py plan --config configs/vipyloqwen-2b.yaml --architecture qwen2-vl-2b \\
@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vipyloqwen_tools.planner import (
+from vipyloqwen_tools.plan.planner import (
     SHARDINGS,
     Architecture,
     device_memory_bytes,
@@ -40,8 +40,8 @@ def load_tokenizer(model: str) -> tuple[Any, str]:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(folder)), f"tokenizer of {folder}"
-    from vipyloqwen_tools.export import add_task_tokens
-    from vipyloqwen_tools.tokenizer import build_qwen2_vl_tokenizer
+    from vipyloqwen_tools.build.export import add_task_tokens
+    from vipyloqwen_tools.build.tokenizer import build_qwen2_vl_tokenizer
 
     tokenizer = build_qwen2_vl_tokenizer()
     add_task_tokens(tokenizer)
@@ -74,7 +74,7 @@ def build_plan_parser() -> argparse.ArgumentParser:
 
 def plan_command(argv: list[str], config_parser: argparse.ArgumentParser) -> int:
     """Run ``train_st.py plan`` (``config_parser``: the training flags, which override the YAML)."""
-    from vipyloqwen_tools.training import TrainConfig
+    from vipyloqwen_tools.train.run import TrainConfig
 
     parser = build_plan_parser()
     args, rest = parser.parse_known_args(argv)

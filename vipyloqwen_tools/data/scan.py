@@ -1,8 +1,8 @@
 """Parallel validation and Arrow build of one JSONL file over byte ranges, with an exact merged report.
 
-:func:`scan_file` cuts the file at line boundaries into ranges (:func:`~vipyloqwen_tools.data_lines.split_ranges`),
+:func:`scan_file` cuts the file at line boundaries into ranges (:func:`~vipyloqwen_tools.data.lines.split_ranges`),
 and worker processes each read one range losslessly, validate every line, write the good rows to per-task Arrow
-files (:class:`~vipyloqwen_tools.data_arrow.RangeWriter`) and hash them for duplicate detection. Image checks come
+files (:class:`~vipyloqwen_tools.data.arrow.RangeWriter`) and hash them for duplicate detection. Image checks come
 in a second phase: the distinct image paths of all ranges are verified once each, in parallel; the (rare) ranges
 that hold a bad image are then read again with the verdicts, so their rows are reported and left out. The main
 process adds the line counts of earlier ranges to each range's local line numbers and merges everything in line
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vipyloqwen_tools.data_arrow import RangeWriter
-from vipyloqwen_tools.data_lines import (
+from vipyloqwen_tools.data.arrow import RangeWriter
+from vipyloqwen_tools.data.lines import (
     BOM,
     auto_parts,
     decode_line,
@@ -38,8 +38,8 @@ from vipyloqwen_tools.data_lines import (
     iter_raw_lines,
     split_ranges,
 )
-from vipyloqwen_tools.data_report import MAX_PAIRS, BadLine, Duplicates, ValidationReport
-from vipyloqwen_tools.data_schema import DataError, check_row, row_images, verify_image
+from vipyloqwen_tools.data.report import MAX_PAIRS, BadLine, Duplicates, ValidationReport
+from vipyloqwen_tools.data.schema import DataError, check_row, row_images, verify_image
 
 logger = logging.getLogger(__name__)
 BUCKET_BITS = 4  # duplicate hashes are merged in 2**BUCKET_BITS buckets: the main process holds one at a time

@@ -23,8 +23,8 @@ import torch
 from sentence_transformers.base.evaluation import BaseEvaluator
 
 from configuration_vipyloqwen import TASKS
-from vipyloqwen_tools.correlation import spearman
 from vipyloqwen_tools.data import load_eval_rows, to_st_input
+from vipyloqwen_tools.train.correlation import spearman
 
 
 def document_prefix(task: str, prefix_documents: bool) -> str | None:

@@ -34,9 +34,9 @@ carry an explicit negative, so every batch has one column layout). Images are st
 when a batch is built. With a ``cache_dir`` the report and the datasets are cached under the file's fingerprint
 (validate once: a second run reuses them).
 
-Modules: :mod:`~vipyloqwen_tools.data_lines` (lossless lines, byte ranges), :mod:`~vipyloqwen_tools.data_schema`
-(one row), :mod:`~vipyloqwen_tools.data_report` (the report, the invariant), :mod:`~vipyloqwen_tools.data_scan`
-(parallel validation), :mod:`~vipyloqwen_tools.data_arrow` (Arrow files), :mod:`~vipyloqwen_tools.data_cache`
+Modules: :mod:`~vipyloqwen_tools.data.lines` (lossless lines, byte ranges), :mod:`~vipyloqwen_tools.data.schema`
+(one row), :mod:`~vipyloqwen_tools.data.report` (the report, the invariant), :mod:`~vipyloqwen_tools.data.scan`
+(parallel validation), :mod:`~vipyloqwen_tools.data.arrow` (Arrow files), :mod:`~vipyloqwen_tools.data.cache`
 (validate once). This module is the entry point.
 """
 
@@ -47,12 +47,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vipyloqwen_tools.data_arrow import st_transform, to_st_input
-from vipyloqwen_tools.data_cache import prepare_task_datasets
-from vipyloqwen_tools.data_lines import decode_line, escape_bytes, iter_raw_lines
-from vipyloqwen_tools.data_report import BadLine, Duplicates, ValidationReport, write_rejects
-from vipyloqwen_tools.data_scan import scan_file
-from vipyloqwen_tools.data_schema import (
+from vipyloqwen_tools.data.arrow import st_transform, to_st_input
+from vipyloqwen_tools.data.cache import prepare_task_datasets
+from vipyloqwen_tools.data.lines import decode_line, escape_bytes, iter_raw_lines
+from vipyloqwen_tools.data.report import BadLine, Duplicates, ValidationReport, write_rejects
+from vipyloqwen_tools.data.scan import scan_file
+from vipyloqwen_tools.data.schema import (
     IMAGE_TASKS,
     ROLES,
     SIDES,
@@ -76,7 +76,7 @@ def iter_file(
 ) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None]]:
     """Yield ``(line_number, raw, row, error)`` for every non-blank line, in order; exactly one of row/error is set.
 
-    Serial and lossless (see :mod:`vipyloqwen_tools.data_lines`): a line that is not UTF-8 comes back as an error
+    Serial and lossless (see :mod:`vipyloqwen_tools.data.lines`): a line that is not UTF-8 comes back as an error
     with its raw bytes escaped, and the reading goes on. Each distinct image is verified once per call.
     """
     path = Path(path)

@@ -31,7 +31,7 @@ resize rule: no pixel is decoded).
 
 Example::
 
-    >>> from vipyloqwen_tools.planner import Architecture, Setup, plan_limits
+    >>> from vipyloqwen_tools.plan.planner import Architecture, Setup, plan_limits
     >>> arch = Architecture.qwen2_vl_2b()
     >>> setup = Setup(world_size=4, sharding="fsdp", precision="bf16", gradient_checkpointing=True,
     ...               per_device_batch=24, mini_batch=4, max_length=8192, max_image_tokens=1024)
@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from configuration_vipyloqwen import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MIN_IMAGE_TOKENS, MAX_IMAGES_PER_ITEM, TASKS
-from vipyloqwen_tools.architectures import qwen2_vl_2b_config, qwen2_vl_2b_widths
+from vipyloqwen_tools.build.architectures import qwen2_vl_2b_config, qwen2_vl_2b_widths
 
 logger = logging.getLogger("vipyloqwen.planner")
 
@@ -164,7 +164,7 @@ class Architecture:
         if spec == "qwen2-vl-2b":
             return cls.qwen2_vl_2b()
         if spec == "tiny" or (spec == "auto" and model == "tiny"):
-            from vipyloqwen_tools.export import tiny_config
+            from vipyloqwen_tools.build.export import tiny_config
 
             return cls.from_config(tiny_config(32), name="tiny")
         path = Path(model if spec == "auto" else spec)

@@ -7,7 +7,7 @@ through ST prompts keyed by dataset name, evaluates with :class:`ViPyloQwenEvalu
 
 Example::
 
-    >>> from vipyloqwen_tools.training import TrainConfig, train
+    >>> from vipyloqwen_tools.train.run import TrainConfig, train
     >>> result = train(TrainConfig.from_yaml("configs/tiny-cpu.yaml", output_dir="runs/tiny"))
     >>> result["final_dir"]
     'runs/tiny/final'
@@ -33,10 +33,10 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerTraine
 from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
 
 from configuration_vipyloqwen import TASKS
-from vipyloqwen_tools.data import DataError, prepare_task_datasets, write_rejects
-from vipyloqwen_tools.evaluation import ViPyloQwenEvaluator, document_prefix
-from vipyloqwen_tools.losses import ViPyloQwenRouterLoss, task_of_dataset
-from vipyloqwen_tools.planner import check_training_memory
+from vipyloqwen_tools.plan.planner import check_training_memory
+from vipyloqwen_tools.train.evaluation import ViPyloQwenEvaluator
+from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
+from vipyloqwen_tools.train.prepare import prepare_data, training_prompts
 
 logger = logging.getLogger("vipyloqwen.train")
 
@@ -100,7 +100,7 @@ class TrainConfig:
     # distributed runs (torchrun / accelerate launch): see docs/training.md "Distributed training"
     ddp_timeout: int = 1800
     trace_dir: str | None = None
-    # memory plan (vipyloqwen_tools/planner.py): device memory per process when not on CUDA; override a refusal
+    # memory plan (vipyloqwen_tools/plan/planner.py): device memory per process when not on CUDA; override a refusal
     device_memory_gb: float | None = None
     ignore_memory_plan: bool = False
 
@@ -178,7 +178,7 @@ def resolve_precision(precision: str) -> str:
 
 def build_tiny(out: Path, seed: int = 0) -> Path:
     """Write the tiny model checkpoint to ``out`` once (atomic rename, safe with several processes)."""
-    from vipyloqwen_tools.export import save_checkpoint, tiny
+    from vipyloqwen_tools.build.export import save_checkpoint, tiny
 
     if (out / "config.json").is_file():
         return out
@@ -262,7 +262,7 @@ class ViPyloQwenTrainer(SentenceTransformerTrainer):
         super().__init__(*args, **kwargs)
         self.trace = trace
         if trace is not None:
-            from vipyloqwen_tools.trace import RowIdCollator
+            from vipyloqwen_tools.train.trace import RowIdCollator
 
             self.data_collator = RowIdCollator(self.data_collator)
             self.add_callback(trace)
@@ -277,7 +277,7 @@ class ViPyloQwenTrainer(SentenceTransformerTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.trace is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        from vipyloqwen_tools.trace import ROW_COLUMN
+        from vipyloqwen_tools.train.trace import ROW_COLUMN
 
         rows = inputs.pop(ROW_COLUMN, None)
         name = inputs.get("dataset_name")
@@ -303,8 +303,8 @@ class ViPyloQwenTrainer(SentenceTransformerTrainer):
             return super()._save(output_dir, state_dict)
         from transformers.trainer import TRAINING_ARGS_NAME
 
-        from vipyloqwen_tools.distributed import strip_prefix
-        from vipyloqwen_tools.export import save_checkpoint
+        from vipyloqwen_tools.build.export import save_checkpoint
+        from vipyloqwen_tools.train.distributed import strip_prefix
 
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         backbone = self.model[0]
@@ -383,7 +383,7 @@ class ViPyloQwenTrainer(SentenceTransformerTrainer):
 
     def _all_term_keys(self) -> list[str]:
         # Every process must all-reduce the same keys: all tasks' base terms.
-        from vipyloqwen_tools.losses import RECIPE_TERMS
+        from vipyloqwen_tools.train.losses import RECIPE_TERMS
 
         return [f"{task}/{term}" for task, spec in TASKS.items() for term in RECIPE_TERMS[spec.loss]]
 
@@ -421,47 +421,6 @@ def plot_history(log_history: list[dict[str, Any]], out: str | os.PathLike) -> P
 
 
 # ---------------------------------------------------------------------------------------- main entry
-def prepare_data(config: TrainConfig, is_main: bool = True):
-    """Validate the train file (refuse bad rows, or write rejects with --skip-bad-rows) and load per-task datasets.
-
-    Validation and the Arrow build run once per file over ``data_num_proc`` workers and are cached under the
-    file's fingerprint in ``data_cache_dir``; a resumed or repeated run (or another process) reuses them. The
-    invariant lines read = good + bad + blank is asserted and logged, and rows trained = good rows exactly.
-    """
-    cache_dir = config.data_cache_dir or Path(config.output_dir) / ".data-cache"
-    datasets, report = prepare_task_datasets(config.train_file, cache_dir, num_proc=config.data_num_proc)
-    logger.info("%s", report.summary(max_bad=0))
-    logger.info("data invariant: %s", report.check_invariant())
-    if report.bad:
-        if not config.skip_bad_rows:
-            raise DataError(
-                f"{config.train_file} has {len(report.bad)} bad line(s); fix them or pass --skip-bad-rows "
-                f"(they are then written to a rejects file):\n{report.summary(max_bad=50)}"
-            )
-        rejects = Path(config.output_dir) / "rejects-train.jsonl"
-        if is_main:
-            write_rejects(report, rejects)
-        logger.warning("skipping %d bad line(s) of %s; written to %s", len(report.bad), config.train_file, rejects)
-    rows = sum(len(dataset) for dataset in datasets.values())
-    if rows != report.good:
-        raise DataError(f"{config.train_file}: {rows} rows in the datasets != {report.good} good rows")
-    logger.info("rows trained: %d = good rows", rows)
-    # A dataset too small for one task-grouped step is refused by distributed.check_task_grouping (train()).
-    return datasets, report
-
-
-def training_prompts(dataset_names, prefix_documents: bool) -> dict[str, dict[str, str]]:
-    """ST prompts keyed by dataset name and column: the anchor gets the task prefix; documents per document_prefix."""
-    prompts = {}
-    for name in dataset_names:
-        task = task_of_dataset(name)
-        columns = {"anchor": TASKS[task].prefix}
-        if (doc := document_prefix(task, prefix_documents)) is not None:
-            columns.update(positive=doc, negative=doc)
-        prompts[name] = columns
-    return prompts
-
-
 def training_arguments(config: TrainConfig, precision: str) -> SentenceTransformerTrainingArguments:
     """The trainer's arguments. Creating them sets up the process group under torchrun / accelerate launch.
 
@@ -512,7 +471,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """
     from transformers.trainer_utils import get_last_checkpoint
 
-    from vipyloqwen_tools import distributed
+    from vipyloqwen_tools.train import distributed
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     output_dir = Path(config.output_dir)
@@ -523,16 +482,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
         logger.setLevel(logging.WARNING)
     trace = None
     if config.trace_dir:  # first, so that it sees every file this process writes
-        from vipyloqwen_tools.trace import TrainingTrace
+        from vipyloqwen_tools.train.trace import TrainingTrace
 
         trace = TrainingTrace(config.trace_dir, args.process_index, args.world_size, watch_dir=output_dir)
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-    datasets = distributed.prepare_data_once(config, args)
+    datasets = distributed.prepare_data_once(config, args, prepare_data)
     distributed.check_task_grouping(datasets, config.per_device_train_batch_size, args.world_size)
     args.prompts = training_prompts(datasets.keys(), config.prefix_documents)
     if trace is not None:
-        from vipyloqwen_tools.trace import add_row_ids
+        from vipyloqwen_tools.train.trace import add_row_ids
 
         datasets = add_row_ids(datasets)
     with args.main_process_first(local=False, desc="model build"):  # the tiny model is built once, then loaded
@@ -597,7 +556,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     else:
         state_dict = distributed.full_state_dict(model, prefix=ST_BACKBONE_PREFIX)
     if trainer.is_world_process_zero():
-        from vipyloqwen_tools.export import save_checkpoint
+        from vipyloqwen_tools.build.export import save_checkpoint
 
         final_dir = save_checkpoint(model[0].model, model[0].processor, output_dir / "final", state_dict=state_dict)
         result["final_dir"] = str(final_dir)

@@ -1,6 +1,6 @@
 """Generated parts of README.md (the model card): the tasks table comes from the registry.
 
-python -m vipyloqwen_tools.readme          # rewrite the block between <!-- tasks:start/end -->
+python -m vipyloqwen_tools.release.readme          # rewrite the block between <!-- tasks:start/end -->
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from configuration_vipyloqwen import MTEB_PROMPTS, TASKS, st_prompts
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 EVALUATION_DOC = README.parent / "docs" / "evaluation.md"
 
 

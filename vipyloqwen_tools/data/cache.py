@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vipyloqwen_tools.data_arrow import open_task_datasets
-from vipyloqwen_tools.data_report import ValidationReport
-from vipyloqwen_tools.data_scan import scan_file
-from vipyloqwen_tools.data_schema import DataError
+from vipyloqwen_tools.data.arrow import open_task_datasets
+from vipyloqwen_tools.data.report import ValidationReport
+from vipyloqwen_tools.data.scan import scan_file
+from vipyloqwen_tools.data.schema import DataError
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the schema, the Arrow layout or the report format changes

@@ -1,0 +1,145 @@
+"""The project's import graph: no circle among its own modules, and the rooms depend one way.
+
+The graph is read from the source (every ``import`` statement, function-level ones included: a lazy import hides a
+circle from Python, not from the design). Layers, lowest first: the Hub files, ``vipyloqwen_tools.build`` /
+``.data``, ``.train`` / ``.plan`` / ``.index``, ``.release``, then the entry points (scripts, bench, eval, tests).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOP_SKIP = {"build", "out", "runs", "node_modules"}  # build outputs at the repository root, not vipyloqwen_tools/build
+SKIP = {".git", "fixtures", "__pycache__"}
+
+
+def project_modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every .py file of the repository (a package's __init__ is the package)."""
+    modules = {}
+    for path in ROOT.rglob("*.py"):
+        relative = path.relative_to(ROOT)
+        folders = relative.parts[:-1]
+        if folders and (folders[0] in TOP_SKIP or folders[0].startswith(".venv")):
+            continue
+        if any(part in SKIP for part in folders):
+            continue
+        parts = list(relative.with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The project modules ``name`` imports (absolute and relative; a ``from pkg import sub`` names the submodule)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)] if package else []
+                base = ".".join([*anchor, base] if base else anchor)
+            # ``from pkg import sub`` imports the submodule; ``from mod import name`` imports mod
+            targets = [f"{base}.{alias.name}" for alias in node.names]
+        for target in targets:
+            while target and target not in modules:  # the longest project module that the name starts with
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(edges.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def layer(module: str) -> int | None:
+    """0: Hub files; 1: build, data; 2: train, plan, index; 3: release, eval; None: scripts, bench, tests, train_st.py
+    (entry points: they may import anything)."""
+    if module.endswith("_vipyloqwen") and "." not in module:
+        return 0
+    parts = module.split(".")
+    if parts[0] == "eval":
+        return 3
+    if parts[0] != "vipyloqwen_tools" or len(parts) < 2:
+        return None
+    return {"build": 1, "data": 1, "train": 2, "plan": 2, "index": 2, "release": 3}.get(parts[1])
+
+
+def test_the_graph_sees_lazy_and_relative_imports(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "a.py").write_text("def f():\n    from pkg import b\n")
+    (tmp_path / "pkg" / "b.py").write_text("from .a import f\n")
+    folder = tmp_path / "pkg"
+    modules = {"pkg": folder / "__init__.py", "pkg.a": folder / "a.py", "pkg.b": folder / "b.py"}
+    edges = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert edges["pkg.a"] == {"pkg.b"} and edges["pkg.b"] == {"pkg.a"} and edges["pkg"] == set()
+    assert circles(edges) == [["pkg.a", "pkg.b"]]
+
+
+def test_no_import_circle():
+    edges = graph()
+    assert "vipyloqwen_tools.train.run" in edges and edges["vipyloqwen_tools.train.run"], "graph not read"
+    found = circles(edges)
+    assert not found, "import circles among the project's modules:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_rooms_depend_one_way():
+    wrong = []
+    for module, targets in graph().items():
+        own = layer(module)
+        if own is None:
+            continue
+        for target in targets:
+            theirs = layer(target)
+            if theirs is None or theirs > own:
+                wrong.append(f"{module} (layer {own}) imports {target} (layer {theirs})")
+    assert not wrong, "imports against the dependency direction:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_top_of_the_package_stays_small():
+    top = sorted(p.name for p in (ROOT / "vipyloqwen_tools").glob("*.py"))
+    assert top == ["__init__.py", "index_search.py"], top  # index_search: the deprecated shim, one release
