@@ -37,7 +37,9 @@ when a batch is built. With a ``cache_dir`` the report and the datasets are cach
 Modules: :mod:`~vipyloqwen_tools.data.lines` (lossless lines, byte ranges), :mod:`~vipyloqwen_tools.data.schema`
 (one row), :mod:`~vipyloqwen_tools.data.report` (the report, the invariant), :mod:`~vipyloqwen_tools.data.scan`
 (parallel validation), :mod:`~vipyloqwen_tools.data.arrow` (Arrow files), :mod:`~vipyloqwen_tools.data.cache`
-(validate once). This module is the entry point.
+(validate once). This module is the entry point: the room's public names are imported from here.
+
+May import: the Hub files (the task registry), pyarrow, PIL. Nothing else of this package.
 """
 
 from __future__ import annotations
