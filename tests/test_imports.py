@@ -143,3 +143,34 @@ def test_rooms_depend_one_way():
 def test_the_top_of_the_package_stays_small():
     top = sorted(p.name for p in (ROOT / "vipyloqwen_tools").glob("*.py"))
     assert top == ["__init__.py", "index_search.py"], top  # index_search: the deprecated shim, one release
+
+
+def test_old_index_search_path_still_works_with_a_deprecation_warning():
+    import importlib
+    import sys
+    import warnings
+
+    sys.modules.pop("vipyloqwen_tools.index_search", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("vipyloqwen_tools.index_search")
+    from vipyloqwen_tools.index import Index
+
+    assert old.Index is Index
+    assert any(issubclass(w.category, DeprecationWarning) and "vipyloqwen_tools.index.search" in str(w.message)
+               for w in caught), [str(w.message) for w in caught]
+
+
+def test_every_entry_point_imports():
+    """train_st.py, scripts/, bench/ and eval/ load (module level only) in one fresh process after the move."""
+    import os
+    import subprocess
+    import sys
+
+    folders = ("scripts", "bench", "eval")
+    names = ["train_st"] + [f"{f}.{path.stem}" for f in folders for path in sorted((ROOT / f).glob("*.py"))]
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, cwd=ROOT, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
