@@ -1,7 +1,9 @@
 """VN-MMEB: Vietnamese multimodal embedding tasks for mteb 2.x (t2i, i2t, it2t; nDCG@10, nDCG@5 for pages).
 
-One adapter per dataset reads the dataset's published files and checks them (:mod:`eval.vn_mmeb.layout`); the
-benchmark "VN-MMEB (vie, v1)" adds mteb's XM3600T2IRetrieval and WITT2IRetrieval (vi subsets).
+One adapter per dataset reads the dataset's published files at a pinned revision and checks them
+(:mod:`eval.vn_mmeb.layout`); one builder per task kind turns them into mteb splits (:mod:`eval.vn_mmeb.builders`);
+the it2t tasks rank hard candidate lists (:mod:`eval.vn_mmeb.candidates`) and have text-only baselines. The
+benchmark "VN-MMEB (vie, v1)" adds mteb's XM3600 and WIT caption <-> image tasks (vi subsets).
 Importing the package registers the tasks with mteb (``mteb.get_task("KTVICT2IRetrieval")`` works).
 
 Example::
@@ -17,6 +19,7 @@ from .benchmark import (
     BENCHMARK_NAME,
     MTEB_TASKS,
     TASK_CLASSES,
+    TEXT_ONLY_BASELINES,
     dataset_table,
     get_benchmark,
     get_tasks,
@@ -32,6 +35,7 @@ __all__ = [
     "BENCHMARK_NAME",
     "MTEB_TASKS",
     "TASK_CLASSES",
+    "TEXT_ONLY_BASELINES",
     "LayoutError",
     "VNMMEBTask",
     "dataset_table",

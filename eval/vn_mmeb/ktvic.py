@@ -1,9 +1,21 @@
-"""KTVIC (Vietnamese image captioning, daily life; 4,327 images / 21,635 captions): caption <-> image, test split.
+"""KTVIC (Vietnamese image captioning, daily life): caption -> image and image -> captions on its test split.
 
-Published layout (the authors' release, COCO captions style; not on the Hugging Face Hub): ``test_data.json`` with
-``images`` = [{``id`` (int), ``filename`` (string)}] and ``annotations`` = [{``id``, ``image_id`` (int),
-``caption`` (string), ``segment_caption``}], images in ``public-test-images/``. COCO's ``file_name`` is accepted
-for ``filename``.
+Status: **release not verified.** The paper (arXiv 2401.08100: 4,327 images, 21,635 captions, five captions per
+image, images taken from UIT-EVJVQA) names no download location we could read, and no repository of the authors
+was found; the dataset is not on the Hugging Face Hub under the authors' names (third-party re-uploads exist, e.g.
+``ThucPD/KTVIC`` with ``ktvic-test_data.json`` / ``ktvic-test-images.zip``). The test split size and the licence
+are not stated in any source we could read.
+
+Layout read (``<data-root>/KTVIC/``), as every third-party loader of the release we found reads it (several public
+training scripts: ``{split}_data.json`` with ``images[].filename`` / ``annotations[].caption``, images in
+``public-test-images/`` for the test split and ``train-images/`` for train; the folder names are UIT-EVJVQA's):
+
+====================  =======================================================================================
+file                  ``test_data.json`` (a JSON object)
+``images``            list of ``{"id": int, "filename": str}`` (``filename`` e.g. ``00000000.jpg``)
+``annotations``       list of ``{"id": int, "image_id": int, "caption": str, "segment_caption": str}``
+images                ``public-test-images/<filename>``
+====================  =======================================================================================
 """
 
 from __future__ import annotations
@@ -13,10 +25,15 @@ from pathlib import Path
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from .base import COMMON, VNMMEBTask, image_rows, text_rows
-from .layout import ImageSource, LayoutError, field, read_json, unique
+from .base import COMMON, NOT_ON_HUB, VNMMEBTask
+from .builders import image_to_texts, text_to_images
+from .layout import ImageSource, LayoutError, coco_annotations, coco_images, field, read_json
 
-KTVIC_SOURCE = "https://arxiv.org/abs/2401.08100 (the authors' release)"
+KTVIC_SOURCE = "the authors of arXiv 2401.08100 (no public download location verified)"
+KTVIC_LAYOUT = (
+    "KTVIC/test_data.json = {images: [{id, filename}], annotations: [{id, image_id, caption, segment_caption}]}, "
+    "images in KTVIC/public-test-images/<filename>"
+)
 KTVIC_CITATION = r"""
 @article{pham2024ktvic,
   author = {Pham, Anh-Cuong and Nguyen, Van-Quang and Vuong, Thi-Hong and Ha, Quang-Thuy},
@@ -27,50 +44,31 @@ KTVIC_CITATION = r"""
 """
 
 
-def read_coco_images(data: dict, where: Path) -> dict[int, str]:
-    """``images`` of a COCO-style file: id -> file name (``filename``, or COCO's ``file_name``)."""
-    out: dict[int, str] = {}
-    for i, img in enumerate(field(data, "images", list, where)):
-        item = f"images[{i}]"
-        key = "filename" if isinstance(img, dict) and "filename" in img else "file_name"
-        image_id = field(img, "id", (int, str), where, item)
-        if image_id in out:
-            raise LayoutError(f"{where}: {item}: duplicate image id {image_id!r}")
-        out[image_id] = field(img, key, str, where, item)
-    return out
-
-
-def load_ktvic(root: Path) -> tuple[dict[int, str], dict[int, list[tuple[str, str]]], ImageSource, Path]:
-    """(image id -> file, image id -> [(annotation id, caption)], images, annotation file)."""
-    where = root / "test_data.json"
+def load_ktvic(root: Path, split: str) -> tuple[dict[str, object], dict[str, list[tuple[str, str]]]]:
+    """(image key -> image, image key -> [(annotation id, caption)]), every image with at least one caption."""
+    where = root / f"{split}_data.json"
     data = read_json(where)
-    files = read_coco_images(data, where)
-    captions: dict[int, list[tuple[str, str]]] = {}
-    annotations = field(data, "annotations", list, where)
-    unique((str(a.get("id")) for a in annotations if isinstance(a, dict)), str(where), "annotation id")
-    for i, ann in enumerate(annotations):
-        item = f"annotations[{i}]"
-        image_id = field(ann, "image_id", (int, str), where, item)
-        if image_id not in files:
-            raise LayoutError(f"{where}: {item}: image_id {image_id!r} is not in 'images'")
-        captions.setdefault(image_id, []).append(
-            (str(field(ann, "id", (int, str), where, item)), field(ann, "caption", str, where, item))
-        )
-    for image_id in files:
-        if image_id not in captions:
-            raise LayoutError(f"{where}: image {image_id!r} has no caption in 'annotations'")
-    return files, captions, ImageSource(root, "public-test-images"), where
+    files = coco_images(data, where)
+    folder = ImageSource(root, "public-test-images" if split == "test" else f"{split}-images")
+    captions: dict[str, list[tuple[str, str]]] = {str(i): [] for i in files}
+    for item, ann in coco_annotations(data, where, files):
+        captions[str(ann["image_id"])].append((str(ann["id"]), field(ann, "caption", str, where, item)))
+    for key, caps in captions.items():
+        if not caps:
+            raise LayoutError(f"{where}: image {key!r} has no caption in 'annotations'")
+    images = {str(i): folder.get(name, f"{where}: image {i!r}") for i, name in files.items()}
+    return images, captions
 
 
-_KTVIC_META = dict(
+_META = dict(
     reference="https://arxiv.org/abs/2401.08100",
-    dataset={"path": "KTVIC", "revision": "test_data.json"},
+    dataset={"path": "KTVIC", "revision": NOT_ON_HUB},
     type="Any2AnyRetrieval",
     modalities=["image", "text"],
     eval_splits=["test"],
     main_score="ndcg_at_10",
     date=("2023-01-01", "2023-12-31"),
-    domains=["Written"],
+    domains=["Scene"],
     task_subtypes=["Image Text Retrieval"],
     license="not specified",
     annotations_creators="human-annotated",
@@ -83,47 +81,36 @@ class KTVICT2IRetrieval(VNMMEBTask):
     """Each caption is a query; its image is the one relevant document among the test images."""
 
     source = KTVIC_SOURCE
+    layout = KTVIC_LAYOUT
     metadata = TaskMetadata(
         name="KTVICT2IRetrieval",
-        description="KTVIC test split (Vietnamese daily-life photos): retrieve the image a caption describes.",
+        description="KTVIC test split (Vietnamese daily-life photos): retrieve the image a caption describes. "
+        "Release not verified (see the dataset table).",
         category="t2i",
-        **_KTVIC_META,
+        **_META,
     )
 
     def build(self, root: Path, split: str) -> RetrievalSplitData:
-        files, captions, images, where = load_ktvic(root)
-        used = list(files)
-        corpus = image_rows([f"d-{i}" for i in used], [images.get(files[i], f"{where}: image {i}") for i in used])
-        qids, texts, qrels = [], [], {}
-        for image_id in used:
-            for ann_id, caption in captions[image_id]:
-                qid = f"q-{ann_id}"
-                qids.append(qid)
-                texts.append(caption)
-                qrels[qid] = {f"d-{image_id}": 1}
-        return RetrievalSplitData(queries=text_rows(qids, texts), corpus=corpus, relevant_docs=qrels, top_ranked=None)
+        images, captions = load_ktvic(root, split)
+        queries = [(f"q-{ann}", text, [key]) for key, caps in captions.items() for ann, text in caps]
+        return text_to_images(queries, images)
 
 
 class KTVICI2TRetrieval(VNMMEBTask):
     """Each image is a query; its (five) captions are relevant among all test captions."""
 
     source = KTVIC_SOURCE
+    layout = KTVIC_LAYOUT
     metadata = TaskMetadata(
         name="KTVICI2TRetrieval",
-        description="KTVIC test split (Vietnamese daily-life photos): retrieve the captions of an image.",
+        description="KTVIC test split (Vietnamese daily-life photos): retrieve the captions of an image. Release "
+        "not verified (see the dataset table).",
         category="i2t",
-        **_KTVIC_META,
+        **_META,
     )
 
     def build(self, root: Path, split: str) -> RetrievalSplitData:
-        files, captions, images, where = load_ktvic(root)
-        used = list(files)
-        queries = image_rows([f"q-{i}" for i in used], [images.get(files[i], f"{where}: image {i}") for i in used])
-        dids, texts, qrels = [], [], {}
-        for image_id in used:
-            qrels[f"q-{image_id}"] = {}
-            for ann_id, caption in captions[image_id]:
-                dids.append(f"d-{ann_id}")
-                texts.append(caption)
-                qrels[f"q-{image_id}"][f"d-{ann_id}"] = 1
-        return RetrievalSplitData(queries=queries, corpus=text_rows(dids, texts), relevant_docs=qrels, top_ranked=None)
+        images, captions = load_ktvic(root, split)
+        return image_to_texts(
+            [(f"q-{key}", images[key], [(f"d-{ann}", text) for ann, text in captions[key]]) for key in images]
+        )

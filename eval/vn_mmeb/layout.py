@@ -80,8 +80,10 @@ def parquet_rows(
 
     Type families: "string", "integer", "list", "struct" (an image column stored as ``{bytes, path}``).
     ``keep=(column, value)`` keeps only the rows whose string column equals ``value`` ignoring case (filtered in
-    Arrow, before any row becomes a Python object: MTVQA's test shards hold every language's images).
+    Arrow, before any row becomes a Python object: MTVQA's test shards hold every language's images). Each row
+    also carries ``__file__`` (the file name) and ``__row__`` (its index in that file), for error messages.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
     import pyarrow.types as pat
 
@@ -98,6 +100,9 @@ def parquet_rows(
             if not (checks[family](arrow_type) or family == "string" and pat.is_large_string(arrow_type)):
                 raise LayoutError(f"{file}: column {name!r} must be {family}, got {arrow_type}")
         table = pq.read_table(file, columns=list(columns))
+        # Where each row comes from, for messages: the file and the row index in it (before any filtering).
+        table = table.append_column("__row__", pa.array(range(len(table)), pa.int64()))
+        table = table.append_column("__file__", pa.array([file.name] * len(table), pa.string()))
         if keep is not None:
             import pyarrow.compute as pc
 
@@ -183,3 +188,33 @@ def unique(ids: Iterable[str], where: str, what: str) -> None:
         if i in seen:
             raise LayoutError(f"{where}: duplicate {what} {i!r}")
         seen.add(i)
+
+
+def coco_images(data: dict, where: Path) -> dict[int | str, str]:
+    """``images`` of a COCO-style file: id -> file name (``filename``, the field KTVIC and ViTextVQA publish)."""
+    out: dict[int | str, str] = {}
+    for i, img in enumerate(field(data, "images", list, where)):
+        item = f"images[{i}]"
+        image_id = field(img, "id", (int, str), where, item)
+        if image_id in out:
+            raise LayoutError(f"{where}: {item}: duplicate image id {image_id!r}")
+        out[image_id] = field(img, "filename", str, where, item)
+    return out
+
+
+def coco_annotations(data: dict, where: Path, images: dict[int | str, str]) -> list[tuple[str, dict]]:
+    """``annotations`` of a COCO-style file as ``(record label, annotation)``, each checked to be an object with a
+    unique ``id`` and an ``image_id`` listed in ``images``."""
+    out = []
+    seen: set[str] = set()
+    for i, ann in enumerate(field(data, "annotations", list, where)):
+        item = f"annotations[{i}]"
+        ann_id = str(field(ann, "id", (int, str), where, item))
+        if ann_id in seen:
+            raise LayoutError(f"{where}: {item}: duplicate annotation id {ann_id!r}")
+        seen.add(ann_id)
+        image_id = field(ann, "image_id", (int, str), where, item)
+        if image_id not in images:
+            raise LayoutError(f"{where}: {item}: image_id {image_id!r} is not in 'images'")
+        out.append((item, ann))
+    return out

@@ -1,8 +1,22 @@
 """MTVQA (multilingual text-centric VQA), Vietnamese test images: question -> image and image + question -> answer.
 
-Published layout (``ByteDance/MTVQA``): ``data/test-*.parquet`` with columns ``image`` (struct ``{bytes, path}``),
-``id`` (integer), ``qa_pairs`` (a string holding a JSON list of ``{"question", "answer"}``), ``lang`` (language
-code; the Vietnamese rows have ``vi``, compared case-insensitively). Licence cc-by-nc-4.0 (non-commercial).
+Published layout (``ByteDance/MTVQA``; sources: the Hub tree of ``data/`` at commit ``01fa460b`` "Upload dataset":
+``test-0000{0,1,2}-of-00003.parquet`` (336 / 317 / 356 MB) and ``train-0000{0..6}-of-00007.parquet``; the card:
+cc-by-nc-4.0, viewer test 2.12k rows / train 6.68k rows; a copy's card by an MTVQA author (JinghuiLuAstronaut/MTVQA)
+with the features ``image`` (image), ``qa_pairs`` (string), ``lang`` (string), ``id`` (int64), test 2,116 rows;
+third-party loaders: ``lang`` upper case (``"VI"``), ``qa_pairs`` a Python-literal list of ``{"question",
+"answer"}`` (single quotes, apostrophes inside: read with ``ast.literal_eval``, JSON also accepted)):
+
+=====================  ========================================================================================
+files                  ``data/test-*.parquet``
+``image``              struct ``{bytes, path}`` (the ``datasets`` Image feature)
+``id``                 integer
+``qa_pairs``           string holding a list of ``{"question": str, "answer": str}``
+``lang``               language code, ``VI`` for Vietnamese (compared case-insensitively)
+=====================  ========================================================================================
+
+How many of the 2,116 test images are Vietnamese is not verified here (an author's ``MTVQA_VI`` copy has 250 test
+rows). Licence cc-by-nc-4.0: non-commercial.
 """
 
 from __future__ import annotations
@@ -14,9 +28,9 @@ from pathlib import Path
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from .base import COMMON, VNMMEBTask
-from .layout import LayoutError, field, image_from_struct, parquet_rows, parquet_values, shards
-from .vqa import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
+from .base import COMMON, VNMMEBTask, text_only
+from .layout import LayoutError, field, image_from_struct, parquet_rows, parquet_values, shards, unique
+from .builders import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
 
 MTVQA_CITATION = r"""
 @article{tang2024mtvqa,
@@ -28,6 +42,11 @@ MTVQA_CITATION = r"""
 }
 """
 LANG = "vi"
+MTVQA_REVISION = "01fa460b1cf7cde584ec95ff84f5991635cb8e54"
+MTVQA_LAYOUT = (
+    "data/{split}-*.parquet with columns image (struct {bytes, path}), id (integer), qa_pairs (string: a list of "
+    "{question, answer}), lang (string, VI for Vietnamese)"
+)
 
 
 def parse_qa_pairs(text: str, where: str) -> list[dict]:
@@ -52,9 +71,10 @@ def load_mtvqa(root: Path, split: str) -> list[VQAItem]:
     if not vi:
         langs = sorted({str(x) for x in parquet_values(files, "lang")})
         raise LayoutError(f"{root / 'data'}: no row with lang {LANG!r} (languages present: {', '.join(langs)})")
+    unique((str(r["id"]) for r in vi), str(root / "data"), f"id among the {LANG!r} rows")
     items = []
     for row in vi:
-        where = f"{root / 'data'}/{split}-*.parquet: row with id {row['id']}"
+        where = f"{root / 'data' / row['__file__']}: row {row['__row__']} (id {row['id']})"
         image = image_from_struct(row["image"], where)
         for j, pair in enumerate(parse_qa_pairs(row["qa_pairs"], where)):
             item = f"qa_pairs[{j}]"
@@ -72,12 +92,12 @@ def load_mtvqa(root: Path, split: str) -> list[VQAItem]:
 
 _META = dict(
     reference="https://arxiv.org/abs/2405.11985",
-    dataset={"path": "ByteDance/MTVQA", "revision": "main"},
+    dataset={"path": "ByteDance/MTVQA", "revision": MTVQA_REVISION},
     modalities=["image", "text"],
     eval_splits=["test"],
     main_score="ndcg_at_10",
     date=("2024-01-01", "2024-12-31"),
-    domains=["Web"],
+    domains=["Scene", "Web"],
     license="cc-by-nc-4.0",
     annotations_creators="human-annotated",
     bibtex_citation=MTVQA_CITATION,
@@ -90,6 +110,7 @@ class MTVQAViIT2TRetrieval(VNMMEBTask):
 
     query_task = "ocr"
     hub_files = ["data/test-*", "README.md"]
+    layout = MTVQA_LAYOUT
     metadata = TaskMetadata(
         name="MTVQAViIT2TRetrieval",
         description="MTVQA test split, Vietnamese: given a text-rich image and a question, rank the answers. "
@@ -108,6 +129,7 @@ class MTVQAViT2IRetrieval(VNMMEBTask):
     """Question -> the text-rich image it was asked about."""
 
     hub_files = ["data/test-*", "README.md"]
+    layout = MTVQA_LAYOUT
     metadata = TaskMetadata(
         name="MTVQAViT2IRetrieval",
         description="MTVQA test split, Vietnamese: retrieve the image a question was asked about. Non-commercial "
@@ -120,3 +142,6 @@ class MTVQAViT2IRetrieval(VNMMEBTask):
 
     def build(self, root: Path, split: str) -> RetrievalSplitData:
         return question_to_image(load_mtvqa(root, split))
+
+
+MTVQAViIT2TRetrievalTextOnly = text_only(MTVQAViIT2TRetrieval)

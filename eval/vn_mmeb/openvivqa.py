@@ -1,9 +1,18 @@
-"""OpenViVQA (open-ended Vietnamese VQA, VLSP 2023 ViVRC), dev split: image + question -> answer and
-question -> image.
+"""OpenViVQA (open-ended Vietnamese VQA, the VLSP 2023 ViVRC shared task), dev split: image + question -> answer
+and question -> image. The dev split is the last one with public answers: the card says the test annotations come
+"without answers" (scored on Codalab).
 
-Published layout (``uitnlp/OpenViVQA-dataset``): ``vlsp2023_{split}_data.json`` with ``images`` = {image id:
-file name} and ``annotations`` = {question id: {``image_id`` (int), ``question`` (string), ``answer``
-(string)}}; images in ``{split}-images.zip`` (or the extracted ``{split}-images/`` folder).
+Published layout (``uitnlp/OpenViVQA-dataset``; sources: the Hub file listing at commit ``cc85c24c`` (7 commits;
+the data files added in ``edc93adc`` "upload the OpenViVQA dataset"), the card (MIT licence, "11,000+ images with
+37,000+ question-answer pairs"), and third-party loaders that read it: ``data["images"]`` keyed by image id,
+``data["annotations"].values()`` with ``image_id`` / ``question`` / ``answer``):
+
+======================  =====================================================================================
+file                    ``vlsp2023_dev_data.json`` (762 kB; also ``_train_`` 6.6 MB, ``_test_`` 2.5 MB)
+``images``              object: image id (string) -> file name
+``annotations``         object: question id (string) -> ``{"image_id": int, "question": str, "answer": str}``
+images                  ``dev-images.zip`` (165 MB; member paths not verified: matched by file name)
+======================  =====================================================================================
 """
 
 from __future__ import annotations
@@ -13,10 +22,15 @@ from pathlib import Path
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from .base import COMMON, VNMMEBTask
+from .base import COMMON, VNMMEBTask, text_only
+from .builders import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
 from .layout import ImageSource, LayoutError, field, read_json
-from .vqa import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
 
+OPENVIVQA_REVISION = "cc85c24c863afb05b5a52f68950f9ba6b69975cf"
+OPENVIVQA_LAYOUT = (
+    "vlsp2023_{split}_data.json = {images: {image id: file name}, annotations: {question id: {image_id, question, "
+    "answer}}}, images in {split}-images.zip (or the extracted {split}-images/ folder)"
+)
 OPENVIVQA_CITATION = r"""
 @article{NGUYEN2023101868,
   author = {Nghia Hieu Nguyen and Duong T.D. Vo and Kiet Van Nguyen and Ngan Luu-Thuy Nguyen},
@@ -41,12 +55,11 @@ def load_openvivqa(root: Path, split: str) -> list[VQAItem]:
         image_id = str(field(ann, "image_id", (int, str), where, item))
         if image_id not in files:
             raise LayoutError(f"{where}: {item}: image_id {image_id} is not in 'images'")
-        name = field(files, image_id, str, where, "images")
         items.append(
             VQAItem(
                 qid=str(qid),
                 image_key=image_id,
-                image=images.get(name, f"{where}: {item}"),
+                image=images.get(field(files, image_id, str, where, "images"), f"{where}: {item}"),
                 question=field(ann, "question", str, where, item),
                 answers=[field(ann, "answer", str, where, item)],
             )
@@ -56,12 +69,12 @@ def load_openvivqa(root: Path, split: str) -> list[VQAItem]:
 
 _META = dict(
     reference="https://doi.org/10.1016/j.inffus.2023.101868",
-    dataset={"path": "uitnlp/OpenViVQA-dataset", "revision": "main"},
+    dataset={"path": "uitnlp/OpenViVQA-dataset", "revision": OPENVIVQA_REVISION},
     modalities=["image", "text"],
     eval_splits=["dev"],
     main_score="ndcg_at_10",
     date=("2022-01-01", "2023-12-31"),
-    domains=["Web"],
+    domains=["Scene"],
     license="mit",
     annotations_creators="human-annotated",
     bibtex_citation=OPENVIVQA_CITATION,
@@ -73,7 +86,8 @@ class OpenViVQAIT2TRetrieval(VNMMEBTask):
     """Image + question -> answer, queries with the ``vqa_single`` task prefix."""
 
     query_task = "vqa_single"
-    hub_files = ["vlsp2023_dev_data.json", "dev-images.zip"]
+    hub_files = ["vlsp2023_dev_data.json", "dev-images.zip", "README.md"]
+    layout = OPENVIVQA_LAYOUT
     metadata = TaskMetadata(
         name="OpenViVQAIT2TRetrieval",
         description="OpenViVQA dev split: given an image and a Vietnamese question, rank the answers." + IT2T_SCHEME,
@@ -90,7 +104,8 @@ class OpenViVQAIT2TRetrieval(VNMMEBTask):
 class OpenViVQAT2IRetrieval(VNMMEBTask):
     """Question -> the image it was asked about."""
 
-    hub_files = ["vlsp2023_dev_data.json", "dev-images.zip"]
+    hub_files = ["vlsp2023_dev_data.json", "dev-images.zip", "README.md"]
+    layout = OPENVIVQA_LAYOUT
     metadata = TaskMetadata(
         name="OpenViVQAT2IRetrieval",
         description="OpenViVQA dev split: retrieve the image a Vietnamese question was asked about.",
@@ -102,3 +117,6 @@ class OpenViVQAT2IRetrieval(VNMMEBTask):
 
     def build(self, root: Path, split: str) -> RetrievalSplitData:
         return question_to_image(load_openvivqa(root, split))
+
+
+OpenViVQAIT2TRetrievalTextOnly = text_only(OpenViVQAIT2TRetrieval)

@@ -1,23 +1,53 @@
-"""ViInfographicVQA (Vietnamese infographics), test split: question -> infographic page(s), ViDoRe-style
-(nDCG@5), in its single-image and multi-image settings.
+"""ViInfographicVQA (Vietnamese infographics), test split: question -> infographic page(s), ViDoRe-style (nDCG@5),
+in its single-image and multi-image settings.
 
-Published layout (``duytranus/ViInfographicVQA``): ``data/single_test.json``, a list of {``question_id``,
-``image_id``, ``question``, ``answer``, ...}, and ``data/multi_test.json``, a list of {``question_id``,
-``image_ids`` (list; or ``image_paths``), ``question``, ``answer``, ...}; page images ``<image_id>.jpg`` in
-``images/`` (or ``images.zip``), as the authors' evaluation code reads them.
+Published layout (``duytranus/ViInfographicVQA``; sources: the Hub file page of ``data/single_test.json``
+(502 kB, commit ``db06072`` "initial dataset commit"), and two third-party loaders written against the Hub files
+(``hf download duytranus/ViInfographicVQA --repo-type=dataset``), whose docstrings list the files and records):
+
+=========================  ==================================================================================
+``data/single_test.json``  JSON list of ``{"question_id": str, "image_path": "images/4813.jpg", "question",
+                           "answer", "answer_source", "element", "image_type"}`` (also ``single_train.json``)
+``data/multi_test.json``   JSON list of ``{"question_id": str, "image_paths": ["images/18777.jpg", ...],
+                           "question", "answer", "answer_source", "image_type"}`` (also ``multi_train.json``)
+``images/<n>.jpg``         the infographics, paths relative to the repository root
+=========================  ==================================================================================
+
+Split sizes (a third-party count, not verified here): single_test 1,374 questions / 192 images, multi_test 636
+questions / 509 images. The paper: 6,747 infographics, 20,409 QA pairs in all. Licence: none stated on the card.
+
+Not read: the authors' GitHub repository (duongtruongbinh/ViInfographicVQA, commit 9fc768f) ships
+``data/test.json`` with ``image_id`` instead of ``image_path`` and a different question set (1,926 questions /
+230 images, counted here); a record with ``image_id`` gets an error saying so.
+
+Grading of the multi-image setting: every page a question lists in ``image_paths`` is relevant (gain 1). The lists
+hold context pages too: the authors' own multi-image example (question 1 of their released predictions) asks about
+two dates and lists three weather infographics, one of them from a third date. The release does not mark which
+listed pages hold the evidence, so none can be told apart; a model that ranks the listed group first scores 1,
+and nDCG@5 covers every list (up to three pages in the authors' examples). Read the score as "finds the group of
+infographics the question was written over", not "finds exactly the evidence pages".
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from .base import COMMON, VNMMEBTask, image_rows, text_rows
+from .base import COMMON, VNMMEBTask
+from .builders import text_to_images
 from .layout import ImageSource, LayoutError, field, read_json, unique
 
+VIINFOGRAPHIC_LAYOUT = (
+    "data/single_{split}.json = [{question_id, image_path: 'images/<n>.jpg', question, answer, ...}], "
+    "data/multi_{split}.json = [{question_id, image_paths: ['images/<n>.jpg', ...], question, answer, ...}], "
+    "images/<n>.jpg"
+)
+GITHUB_SCHEMA = (
+    "this record has 'image_id', the schema of the authors' GitHub data/test.json (a different question set); "
+    "the Hub release's data/{file} has '{field}'"
+)
 VIINFOGRAPHIC_CITATION = r"""
 @misc{vandinh2025viinfographicvqa,
   author = {Tue-Thu Van-Dinh and Hoang-Duy Tran and Truong-Binh Duong and Mai-Hanh Pham
@@ -30,57 +60,62 @@ VIINFOGRAPHIC_CITATION = r"""
 """
 
 
-def _pages(record: dict, where: Path, item: str) -> list[tuple[str, str]]:
-    """(page key, image file name) of every page a multi-image record refers to (``image_ids``, else
-    ``image_paths``)."""
-    if "image_ids" in record or "image_paths" not in record:
-        ids = field(record, "image_ids", list, where, item)
-        for j, i in enumerate(ids):
-            if isinstance(i, bool) or not isinstance(i, (str, int)):
-                raise LayoutError(
-                    f"{where}: {item}: image id [{j}] must be a string or integer, got {type(i).__name__}"
-                )
-        return [(str(i), f"{i}.jpg") for i in ids]
-    paths = field(record, "image_paths", list, where, item)
-    out = []
-    for j, p in enumerate(paths):
-        if not isinstance(p, str) or not p:
-            raise LayoutError(f"{where}: {item}: image_paths[{j}] must be a non-empty string")
-        out.append((os.path.splitext(os.path.basename(p))[0], os.path.basename(p)))
-    return out
-
-
-def build_pages(root: Path, file: str, multi: bool) -> RetrievalSplitData:
-    """Queries: the questions; corpus: every page the file refers to; relevant: the question's page(s)."""
+def read_records(root: Path, file: str) -> tuple[Path, list[dict]]:
+    """The question records of ``data/<file>`` (a non-empty JSON list of objects with unique question ids)."""
     where = root / "data" / file
     records = read_json(where)
     if not isinstance(records, list) or not records:
         raise LayoutError(f"{where}: expected a non-empty JSON list of questions, got {type(records).__name__}")
-    images = ImageSource(root, "images", "images.zip")
-    unique((str(r.get("question_id")) for r in records if isinstance(r, dict)), str(where), "question_id")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise LayoutError(f"{where}: [{i}]: expected an object, got {type(record).__name__}")
+    unique((str(r.get("question_id")) for r in records), str(where), "question_id")
+    return where, records
+
+
+def page_paths(record: dict, where: Path, item: str, multi: bool) -> list[str]:
+    """The page paths a record refers to: ``image_paths`` (multi) or ``[image_path]`` (single)."""
+    name = "image_paths" if multi else "image_path"
+    if name not in record and "image_id" in record:
+        raise LayoutError(f"{where}: {item}: missing field {name!r}: " + GITHUB_SCHEMA.format(file=where.name, field=name))
+    if not multi:
+        return [field(record, name, str, where, item)]
+    paths = field(record, name, list, where, item)
+    for j, p in enumerate(paths):
+        if not isinstance(p, str) or not p:
+            raise LayoutError(f"{where}: {item}: {name}[{j}] must be a non-empty string, got {p!r:.40}")
+    if len(set(paths)) != len(paths):
+        raise LayoutError(f"{where}: {item}: {name} lists a page twice: {paths}")
+    return paths
+
+
+def build_pages(root: Path, file: str, multi: bool) -> RetrievalSplitData:
+    """Queries: the questions; corpus: every page the file refers to; relevant: the question's page(s)."""
+    where, records = read_records(root, file)
+    images = ImageSource(root, "")
     pages: dict[str, object] = {}
-    qids, texts, qrels = [], [], {}
+    queries = []
     for i, record in enumerate(records):
         item = f"[{i}]"
-        if not isinstance(record, dict):
-            raise LayoutError(f"{where}: {item}: expected an object, got {type(record).__name__}")
-        if multi:
-            refs = _pages(record, where, item)
-        else:
-            refs = [(str(field(record, "image_id", (str, int), where, item)), f"{record['image_id']}.jpg")]
+        paths = page_paths(record, where, item, multi)
+        for path in paths:
+            if path not in pages:
+                pages[path] = images.get(path, f"{where}: {item}")
         qid = f"q-{field(record, 'question_id', (str, int), where, item)}"
-        for key, name in refs:
-            if key not in pages:
-                pages[key] = images.get(name, f"{where}: {item}")
-        qids.append(qid)
-        texts.append(field(record, "question", str, where, item))
-        qrels[qid] = {f"d-{key}": 1 for key, _ in refs}
-    corpus = image_rows([f"d-{k}" for k in pages], list(pages.values()))
-    return RetrievalSplitData(queries=text_rows(qids, texts), corpus=corpus, relevant_docs=qrels, top_ranked=None)
+        queries.append((qid, field(record, "question", str, where, item), paths))
+    return text_to_images(queries, pages)
+
+
+def referenced_pages(root: Path, file: str, multi: bool) -> list[str]:
+    """The page paths ``data/<file>`` refers to (what a Hub download needs beyond the JSON file)."""
+    where, records = read_records(root, file)
+    return sorted({p for i, r in enumerate(records) for p in page_paths(r, where, f"[{i}]", multi)})
 
 
 _META = dict(
     reference="https://arxiv.org/abs/2512.12424",
+    # No full commit id could be read offline (only the short db06072); see the dataset table. The commit a
+    # download resolves to is recorded in the results.
     dataset={"path": "duytranus/ViInfographicVQA", "revision": "main"},
     type="DocumentUnderstanding",
     category="t2i",
@@ -97,10 +132,24 @@ _META = dict(
 )
 
 
-class ViInfographicVQAT2IRetrieval(VNMMEBTask):
+class _Pages(VNMMEBTask):
+    multi = False
+    layout = VIINFOGRAPHIC_LAYOUT
+
+    def _file(self, split: str) -> str:
+        return f"{'multi' if self.multi else 'single'}_{split}.json"
+
+    def more_hub_files(self, root: Path, split: str) -> list[str]:
+        return referenced_pages(root, self._file(split), self.multi)  # only the pages the split uses
+
+    def build(self, root: Path, split: str) -> RetrievalSplitData:
+        return build_pages(root, self._file(split), self.multi)
+
+
+class ViInfographicVQAT2IRetrieval(_Pages):
     """Single-image setting: each question has one relevant infographic page."""
 
-    hub_files = ["data/single_test.json", "images/*", "images.zip"]
+    hub_files = ["data/single_test.json", "README.md"]
     metadata = TaskMetadata(
         name="ViInfographicVQAT2IRetrieval",
         description="ViInfographicVQA single-image test questions: retrieve the infographic that answers the question "
@@ -108,20 +157,16 @@ class ViInfographicVQAT2IRetrieval(VNMMEBTask):
         **_META,
     )
 
-    def build(self, root: Path, split: str) -> RetrievalSplitData:
-        return build_pages(root, f"single_{split}.json", multi=False)
 
+class ViInfographicVQAMultiT2IRetrieval(_Pages):
+    """Multi-image setting: each question lists several infographics; all of them are relevant."""
 
-class ViInfographicVQAMultiT2IRetrieval(VNMMEBTask):
-    """Multi-image setting: each question needs several infographics; all of them are relevant."""
-
-    hub_files = ["data/multi_test.json", "images/*", "images.zip"]
+    multi = True
+    hub_files = ["data/multi_test.json", "README.md"]
     metadata = TaskMetadata(
         name="ViInfographicVQAMultiT2IRetrieval",
-        description="ViInfographicVQA multi-image test questions: retrieve all the infographics a cross-image question "
-        "needs (several relevant pages per query) among all pages of the multi-image test set (nDCG@5).",
+        description="ViInfographicVQA multi-image test questions: retrieve the infographics a cross-image question "
+        "was written over (every listed page relevant, context pages included: the release does not mark the "
+        "evidence pages) among all pages of the multi-image test set (nDCG@5).",
         **_META,
     )
-
-    def build(self, root: Path, split: str) -> RetrievalSplitData:
-        return build_pages(root, f"multi_{split}.json", multi=True)

@@ -1,9 +1,27 @@
 """ViTextVQA (Vietnamese scene-text VQA), test split: question -> image and image + question -> answer.
 
-Published layout (``nhonhoccode/ViTextVQA``, the Hub release of the ViTextVQA paper's data): COCO-like
-``{split}.json`` with ``images`` = [{``id``, ``filename`` (or COCO's ``file_name``)}] and ``annotations`` =
-[{``id``, ``image_id``, ``question`` (string), ``answers`` (list of strings)}]; images in ``images.zip`` (or the
-extracted ``images/`` folder). For research use only.
+**Official release** (read first): ``minhquan6203/ViTextVQA`` on the Hub, **gated** (its page: "You need to agree
+to share your contact information to access this dataset"; 16,762 images, 50,342 questions; the card states no
+licence). Accept the conditions on https://huggingface.co/datasets/minhquan6203/ViTextVQA, then either log in
+(``huggingface-cli login``: the task downloads it itself) or download it and give its parent folder as
+``--data-root`` (``<data-root>/minhquan6203/ViTextVQA/``). Layout (from a third-party preparation script written
+against the official files; not verified here):
+
+==========================  ===================================================================================
+``ViTextVQA_test_gt.json``  the test answers: COCO-like ``{"images": [{"id", "filename"}], "annotations":
+                            [{"id", "image_id", "question", "answers": [str, ...]}]}`` (10,028 questions /
+                            3,353 images; train 35,159 / 11,733, dev 5,155 / 1,676)
+``ViTextVQA_test.json``     the Kaggle **submission template**: every answer is "your answer". Never scored:
+                            reading it is an error.
+``ViTextVQA_images.zip``    all 16,762 images (~5.6 GB), matched by file name (or an extracted ``st_images/``)
+==========================  ===================================================================================
+
+Licence: CC BY-NC 3.0 as recorded by that third party (non-commercial); the paper says "publicly available for
+research purposes"; the card states none.
+
+**Fallback**: the unofficial re-upload ``nhonhoccode/ViTextVQA`` (README: "reorganized annotation format";
+``images.zip``, COCO-like ``test.json``; no licence tag; commit ``4d6a49a``). It is read only when it alone is
+under ``--data-root`` (``<data-root>/nhonhoccode/ViTextVQA/``), never silently instead of the official files.
 """
 
 from __future__ import annotations
@@ -13,11 +31,24 @@ from pathlib import Path
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from .base import COMMON, VNMMEBTask
-from .ktvic import read_coco_images
-from .layout import ImageSource, LayoutError, field, read_json, unique
-from .vqa import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
+from .base import COMMON, VNMMEBTask, text_only
+from .builders import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
+from .layout import ImageSource, LayoutError, coco_annotations, coco_images, field, read_json
 
+OFFICIAL = "minhquan6203/ViTextVQA"
+MIRROR = "nhonhoccode/ViTextVQA"
+#: The answer every question has in the submission template ViTextVQA_test.json.
+PLACEHOLDER = "your answer"
+VITEXTVQA_LAYOUT = (
+    f"{OFFICIAL}: ViTextVQA_{{split}}_gt.json = {{images: [{{id, filename}}], annotations: [{{id, image_id, "
+    f"question, answers: [str]}}]}} + ViTextVQA_images.zip (or st_images/); fallback {MIRROR}: {{split}}.json (same "
+    "fields) + images.zip"
+)
+HOW_TO_GET = (
+    f"{OFFICIAL} is gated: accept its conditions on https://huggingface.co/datasets/{OFFICIAL} and log in "
+    f"(huggingface-cli login), or download it and pass its parent folder as --data-root "
+    f"(<data-root>/{OFFICIAL}/); the unofficial mirror is read from <data-root>/{MIRROR}/"
+)
 VITEXTVQA_CITATION = r"""
 @article{nguyen2024vitextvqa,
   author = {Nguyen, Quan Van and Tran, Dan Quang and Pham, Huy Quang and Nguyen, Thang Kien-Bao
@@ -30,29 +61,42 @@ VITEXTVQA_CITATION = r"""
 """
 
 
+def _annotation_file(root: Path, split: str) -> tuple[Path, ImageSource]:
+    """The file holding the split's answers and the images: official first, then the mirror's layout."""
+    official = root / f"ViTextVQA_{split}_gt.json"
+    if official.is_file():
+        return official, ImageSource(root, "st_images", "ViTextVQA_images.zip")
+    mirror = root / f"{split}.json"
+    if mirror.is_file():
+        return mirror, ImageSource(root, "images", "images.zip")
+    template = root / f"ViTextVQA_{split}.json"
+    hint = f"; {template.name} is the submission template (answers '{PLACEHOLDER}'), not the answers" if (
+        template.is_file()
+    ) else ""
+    raise LayoutError(f"{root}: neither {official.name} (official release) nor {mirror.name} (mirror) found{hint}")
+
+
 def load_vitextvqa(root: Path, split: str) -> list[VQAItem]:
-    """The split's questions, checked against the published layout."""
-    where = root / f"{split}.json"
+    """The split's questions with their answers, checked against the published layout."""
+    where, images = _annotation_file(root, split)
     data = read_json(where)
-    files = read_coco_images(data, where)
-    images = ImageSource(root, "images", "images.zip")
-    annotations = field(data, "annotations", list, where)
-    unique((str(a.get("id")) for a in annotations if isinstance(a, dict)), str(where), "annotation id")
+    files = coco_images(data, where)
     items = []
-    for i, ann in enumerate(annotations):
-        item = f"annotations[{i}]"
-        image_id = field(ann, "image_id", (int, str), where, item)
-        if image_id not in files:
-            raise LayoutError(f"{where}: {item}: image_id {image_id!r} is not in 'images'")
+    for item, ann in coco_annotations(data, where, files):
         answers = field(ann, "answers", list, where, item)
         for j, answer in enumerate(answers):
             if not isinstance(answer, str):
                 raise LayoutError(f"{where}: {item}: answers[{j}] must be a string, got {type(answer).__name__}")
+            if answer.strip().lower() == PLACEHOLDER:
+                raise LayoutError(
+                    f"{where}: {item}: answers[{j}] is the placeholder {PLACEHOLDER!r}: this is the submission "
+                    f"template (ViTextVQA_test.json), not the answers (ViTextVQA_test_gt.json)"
+                )
         items.append(
             VQAItem(
-                qid=str(field(ann, "id", (int, str), where, item)),
-                image_key=str(image_id),
-                image=images.get(files[image_id], f"{where}: {item}"),
+                qid=str(ann["id"]),
+                image_key=str(ann["image_id"]),
+                image=images.get(files[ann["image_id"]], f"{where}: {item}"),
                 question=field(ann, "question", str, where, item),
                 answers=answers,
             )
@@ -62,28 +106,36 @@ def load_vitextvqa(root: Path, split: str) -> list[VQAItem]:
 
 _META = dict(
     reference="https://arxiv.org/abs/2404.10652",
-    dataset={"path": "nhonhoccode/ViTextVQA", "revision": "main"},
+    # Gated: no revision could be read offline (see the dataset table); the commit a download resolves to is
+    # recorded in the results.
+    dataset={"path": OFFICIAL, "revision": "main"},
     modalities=["image", "text"],
     eval_splits=["test"],
     main_score="ndcg_at_10",
     date=("2023-01-01", "2024-12-31"),
-    domains=["Web"],
-    license="not specified",
+    domains=["Scene"],
+    license="cc-by-nc-3.0",
     annotations_creators="human-annotated",
     bibtex_citation=VITEXTVQA_CITATION,
     **COMMON,
 )
 
 
-class ViTextVQAIT2TRetrieval(VNMMEBTask):
+class _ViTextVQA(VNMMEBTask):
+    hub_files = ["ViTextVQA_test_gt.json", "ViTextVQA_images.zip", "README.md"]
+    layout = VITEXTVQA_LAYOUT
+    how_to_get = HOW_TO_GET
+    fallback = {"path": MIRROR, "revision": "main"}
+
+
+class ViTextVQAIT2TRetrieval(_ViTextVQA):
     """Image + question -> answer (scene text), queries with the ``ocr`` task prefix."""
 
     query_task = "ocr"
-    hub_files = ["test.json", "images.zip"]
     metadata = TaskMetadata(
         name="ViTextVQAIT2TRetrieval",
-        description="ViTextVQA test split (scene text): given an image and a question, rank the answers. Research "
-        "use only." + IT2T_SCHEME,
+        description="ViTextVQA test split (scene text; official release, answers from ViTextVQA_test_gt.json): "
+        "given an image and a question, rank the answers. Non-commercial (CC BY-NC 3.0)." + IT2T_SCHEME,
         type="Any2AnyRetrieval",
         category="it2t",
         task_subtypes=["Question answering"],
@@ -94,14 +146,13 @@ class ViTextVQAIT2TRetrieval(VNMMEBTask):
         return image_question_to_answer(load_vitextvqa(root, split))
 
 
-class ViTextVQAT2IRetrieval(VNMMEBTask):
+class ViTextVQAT2IRetrieval(_ViTextVQA):
     """Question -> the scene-text image it was asked about."""
 
-    hub_files = ["test.json", "images.zip"]
     metadata = TaskMetadata(
         name="ViTextVQAT2IRetrieval",
-        description="ViTextVQA test split (scene text): retrieve the image a question was asked about. Research use "
-        "only.",
+        description="ViTextVQA test split (scene text; official release): retrieve the image a question was asked "
+        "about. Non-commercial (CC BY-NC 3.0).",
         type="Any2AnyRetrieval",
         category="t2i",
         task_subtypes=["Image Text Retrieval"],
@@ -110,3 +161,6 @@ class ViTextVQAT2IRetrieval(VNMMEBTask):
 
     def build(self, root: Path, split: str) -> RetrievalSplitData:
         return question_to_image(load_vitextvqa(root, split))
+
+
+ViTextVQAIT2TRetrievalTextOnly = text_only(ViTextVQAIT2TRetrieval)
