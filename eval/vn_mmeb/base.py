@@ -157,3 +157,27 @@ def text_only(task: type[VNMMEBTask]) -> type[VNMMEBTask]:
         }
     )
     return type(name, (task,), {"metadata": metadata, "build": build, "__doc__": f"{meta.name} without images."})
+
+
+#: mteb task type and subtypes of each VN-MMEB task category.
+_KINDS: dict[str, tuple[str, list[str]]] = {
+    "t2i": ("Any2AnyRetrieval", ["Image Text Retrieval"]),
+    "i2t": ("Any2AnyRetrieval", ["Image Text Retrieval"]),
+    "it2t": ("Any2AnyRetrieval", ["Question answering"]),
+}
+
+
+def task_metadata(name: str, category: str, description: str, **meta: Any) -> TaskMetadata:
+    """The TaskMetadata of a VN-MMEB task: its name, category (t2i, i2t, it2t), description and the dataset's shared
+    fields; the mteb type and subtypes follow from the category unless ``meta`` sets them."""
+    kind, subtypes = _KINDS[category]
+    return TaskMetadata(
+        **{
+            "type": kind,
+            "task_subtypes": subtypes,
+            **meta,
+            "name": name,
+            "category": category,
+            "description": description,
+        }
+    )

@@ -193,8 +193,9 @@ def localize(tasks: Sequence[Any], data_root: str | Path) -> list[str]:
         fallback = getattr(task, "fallback", None)
         if not local.is_dir() and fallback and (root / fallback["path"]).is_dir():
             local = root / fallback["path"]
-            logger.warning("%s: %s is not under %s; reading the fallback copy %s", task.metadata.name, path, root,
-                           fallback["path"])
+            logger.warning(
+                "%s: %s is not under %s; reading the fallback copy %s", task.metadata.name, path, root, fallback["path"]
+            )
         if local.is_dir():
             dataset = {**task.metadata.dataset, "path": str(local.resolve()), "revision": "local"}
             task.metadata = task.metadata.model_copy(update={"dataset": dataset})

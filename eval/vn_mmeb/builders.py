@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
-from .base import image_rows, text_rows
+from .base import VNMMEBTask, image_rows, text_rows
 from .candidates import answer_candidates
 from .layout import LayoutError
 
@@ -95,3 +96,26 @@ def image_question_to_answer(items: Sequence[VQAItem], n_distractors: int = N_DI
     queries = image_rows([f"q-{it.qid}" for it in items], [it.image for it in items], [it.question for it in items])
     corpus = text_rows([r["id"] for r in corpus_rows], [r["text"] for r in corpus_rows])
     return RetrievalSplitData(queries=queries, corpus=corpus, relevant_docs=qrels, top_ranked=top_ranked)
+
+
+class VQATask(VNMMEBTask):
+    """A task built from a VQA dataset: subclasses set :meth:`load` (the dataset's reader) and pick the kind by
+    inheriting :class:`QuestionToImage` or :class:`ImageQuestionToAnswer`."""
+
+    def load(self, root: Path, split: str) -> list[VQAItem]:
+        """The split's questions (the dataset adapter's reader)."""
+        raise NotImplementedError
+
+
+class QuestionToImage(VQATask):
+    """Question -> the image it was asked about (t2i)."""
+
+    def build(self, root: Path, split: str) -> RetrievalSplitData:
+        return question_to_image(self.load(root, split))
+
+
+class ImageQuestionToAnswer(VQATask):
+    """Image + question -> answer (it2t), ranked within hard candidate lists."""
+
+    def build(self, root: Path, split: str) -> RetrievalSplitData:
+        return image_question_to_answer(self.load(root, split))

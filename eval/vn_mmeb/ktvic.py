@@ -23,9 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
-from mteb.abstasks.task_metadata import TaskMetadata
 
-from .base import COMMON, NOT_ON_HUB, VNMMEBTask
+from .base import COMMON, NOT_ON_HUB, VNMMEBTask, task_metadata
 from .builders import image_to_texts, text_to_images
 from .layout import ImageSource, LayoutError, coco_annotations, coco_images, field, read_json
 
@@ -63,13 +62,11 @@ def load_ktvic(root: Path, split: str) -> tuple[dict[str, object], dict[str, lis
 _META = dict(
     reference="https://arxiv.org/abs/2401.08100",
     dataset={"path": "KTVIC", "revision": NOT_ON_HUB},
-    type="Any2AnyRetrieval",
     modalities=["image", "text"],
     eval_splits=["test"],
     main_score="ndcg_at_10",
     date=("2023-01-01", "2023-12-31"),
     domains=["Scene"],
-    task_subtypes=["Image Text Retrieval"],
     license="not specified",
     annotations_creators="human-annotated",
     bibtex_citation=KTVIC_CITATION,
@@ -82,11 +79,11 @@ class KTVICT2IRetrieval(VNMMEBTask):
 
     source = KTVIC_SOURCE
     layout = KTVIC_LAYOUT
-    metadata = TaskMetadata(
-        name="KTVICT2IRetrieval",
-        description="KTVIC test split (Vietnamese daily-life photos): retrieve the image a caption describes. "
+    metadata = task_metadata(
+        "KTVICT2IRetrieval",
+        "t2i",
+        "KTVIC test split (Vietnamese daily-life photos): retrieve the image a caption describes. "
         "Release not verified (see the dataset table).",
-        category="t2i",
         **_META,
     )
 
@@ -101,11 +98,11 @@ class KTVICI2TRetrieval(VNMMEBTask):
 
     source = KTVIC_SOURCE
     layout = KTVIC_LAYOUT
-    metadata = TaskMetadata(
-        name="KTVICI2TRetrieval",
-        description="KTVIC test split (Vietnamese daily-life photos): retrieve the captions of an image. Release "
+    metadata = task_metadata(
+        "KTVICI2TRetrieval",
+        "i2t",
+        "KTVIC test split (Vietnamese daily-life photos): retrieve the captions of an image. Release "
         "not verified (see the dataset table).",
-        category="i2t",
         **_META,
     )
 

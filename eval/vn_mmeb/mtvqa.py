@@ -25,12 +25,9 @@ import ast
 import json
 from pathlib import Path
 
-from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
-from mteb.abstasks.task_metadata import TaskMetadata
-
-from .base import COMMON, VNMMEBTask, text_only
+from .base import COMMON, task_metadata, text_only
+from .builders import IT2T_SCHEME, ImageQuestionToAnswer, QuestionToImage, VQAItem, VQATask
 from .layout import LayoutError, field, image_from_struct, parquet_rows, parquet_values, shards, unique
-from .builders import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
 
 MTVQA_CITATION = r"""
 @article{tang2024mtvqa,
@@ -105,43 +102,35 @@ _META = dict(
 )
 
 
-class MTVQAViIT2TRetrieval(VNMMEBTask):
+class _MTVQA(VQATask):
+    hub_files = ["data/test-*", "README.md"]
+    layout = MTVQA_LAYOUT
+    load = staticmethod(load_mtvqa)
+
+
+class MTVQAViIT2TRetrieval(_MTVQA, ImageQuestionToAnswer):
     """Image + question -> answer (text-centric images), queries with the ``ocr`` task prefix."""
 
     query_task = "ocr"
-    hub_files = ["data/test-*", "README.md"]
-    layout = MTVQA_LAYOUT
-    metadata = TaskMetadata(
-        name="MTVQAViIT2TRetrieval",
-        description="MTVQA test split, Vietnamese: given a text-rich image and a question, rank the answers. "
-        "Non-commercial licence (cc-by-nc-4.0)." + IT2T_SCHEME,
-        type="Any2AnyRetrieval",
-        category="it2t",
-        task_subtypes=["Question answering"],
+    metadata = task_metadata(
+        "MTVQAViIT2TRetrieval",
+        "it2t",
+        "MTVQA test split, Vietnamese: given a text-rich image and a question, rank the answers. Non-commercial "
+        "licence (cc-by-nc-4.0)." + IT2T_SCHEME,
         **_META,
     )
 
-    def build(self, root: Path, split: str) -> RetrievalSplitData:
-        return image_question_to_answer(load_mtvqa(root, split))
 
-
-class MTVQAViT2IRetrieval(VNMMEBTask):
+class MTVQAViT2IRetrieval(_MTVQA, QuestionToImage):
     """Question -> the text-rich image it was asked about."""
 
-    hub_files = ["data/test-*", "README.md"]
-    layout = MTVQA_LAYOUT
-    metadata = TaskMetadata(
-        name="MTVQAViT2IRetrieval",
-        description="MTVQA test split, Vietnamese: retrieve the image a question was asked about. Non-commercial "
-        "licence (cc-by-nc-4.0).",
-        type="Any2AnyRetrieval",
-        category="t2i",
-        task_subtypes=["Image Text Retrieval"],
+    metadata = task_metadata(
+        "MTVQAViT2IRetrieval",
+        "t2i",
+        "MTVQA test split, Vietnamese: retrieve the image a question was asked about. Non-commercial licence "
+        "(cc-by-nc-4.0).",
         **_META,
     )
-
-    def build(self, root: Path, split: str) -> RetrievalSplitData:
-        return question_to_image(load_mtvqa(root, split))
 
 
 MTVQAViIT2TRetrievalTextOnly = text_only(MTVQAViIT2TRetrieval)

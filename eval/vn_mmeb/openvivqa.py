@@ -19,11 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
-from mteb.abstasks.task_metadata import TaskMetadata
-
-from .base import COMMON, VNMMEBTask, text_only
-from .builders import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
+from .base import COMMON, task_metadata, text_only
+from .builders import IT2T_SCHEME, ImageQuestionToAnswer, QuestionToImage, VQAItem, VQATask
 from .layout import ImageSource, LayoutError, field, read_json
 
 OPENVIVQA_REVISION = "cc85c24c863afb05b5a52f68950f9ba6b69975cf"
@@ -82,41 +79,33 @@ _META = dict(
 )
 
 
-class OpenViVQAIT2TRetrieval(VNMMEBTask):
+class _OpenViVQA(VQATask):
+    hub_files = ["vlsp2023_dev_data.json", "dev-images.zip", "README.md"]
+    layout = OPENVIVQA_LAYOUT
+    load = staticmethod(load_openvivqa)
+
+
+class OpenViVQAIT2TRetrieval(_OpenViVQA, ImageQuestionToAnswer):
     """Image + question -> answer, queries with the ``vqa_single`` task prefix."""
 
     query_task = "vqa_single"
-    hub_files = ["vlsp2023_dev_data.json", "dev-images.zip", "README.md"]
-    layout = OPENVIVQA_LAYOUT
-    metadata = TaskMetadata(
-        name="OpenViVQAIT2TRetrieval",
-        description="OpenViVQA dev split: given an image and a Vietnamese question, rank the answers." + IT2T_SCHEME,
-        type="Any2AnyRetrieval",
-        category="it2t",
-        task_subtypes=["Question answering"],
+    metadata = task_metadata(
+        "OpenViVQAIT2TRetrieval",
+        "it2t",
+        "OpenViVQA dev split: given an image and a Vietnamese question, rank the answers." + IT2T_SCHEME,
         **_META,
     )
 
-    def build(self, root: Path, split: str) -> RetrievalSplitData:
-        return image_question_to_answer(load_openvivqa(root, split))
 
-
-class OpenViVQAT2IRetrieval(VNMMEBTask):
+class OpenViVQAT2IRetrieval(_OpenViVQA, QuestionToImage):
     """Question -> the image it was asked about."""
 
-    hub_files = ["vlsp2023_dev_data.json", "dev-images.zip", "README.md"]
-    layout = OPENVIVQA_LAYOUT
-    metadata = TaskMetadata(
-        name="OpenViVQAT2IRetrieval",
-        description="OpenViVQA dev split: retrieve the image a Vietnamese question was asked about.",
-        type="Any2AnyRetrieval",
-        category="t2i",
-        task_subtypes=["Image Text Retrieval"],
+    metadata = task_metadata(
+        "OpenViVQAT2IRetrieval",
+        "t2i",
+        "OpenViVQA dev split: retrieve the image a Vietnamese question was asked about.",
         **_META,
     )
-
-    def build(self, root: Path, split: str) -> RetrievalSplitData:
-        return question_to_image(load_openvivqa(root, split))
 
 
 OpenViVQAIT2TRetrievalTextOnly = text_only(OpenViVQAIT2TRetrieval)

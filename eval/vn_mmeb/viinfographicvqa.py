@@ -77,7 +77,9 @@ def page_paths(record: dict, where: Path, item: str, multi: bool) -> list[str]:
     """The page paths a record refers to: ``image_paths`` (multi) or ``[image_path]`` (single)."""
     name = "image_paths" if multi else "image_path"
     if name not in record and "image_id" in record:
-        raise LayoutError(f"{where}: {item}: missing field {name!r}: " + GITHUB_SCHEMA.format(file=where.name, field=name))
+        raise LayoutError(
+            f"{where}: {item}: missing field {name!r}: " + GITHUB_SCHEMA.format(file=where.name, field=name)
+        )
     if not multi:
         return [field(record, name, str, where, item)]
     paths = field(record, name, list, where, item)

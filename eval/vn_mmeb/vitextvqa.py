@@ -28,11 +28,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
-from mteb.abstasks.task_metadata import TaskMetadata
-
-from .base import COMMON, VNMMEBTask, text_only
-from .builders import IT2T_SCHEME, VQAItem, image_question_to_answer, question_to_image
+from .base import COMMON, task_metadata, text_only
+from .builders import IT2T_SCHEME, ImageQuestionToAnswer, QuestionToImage, VQAItem, VQATask
 from .layout import ImageSource, LayoutError, coco_annotations, coco_images, field, read_json
 
 OFFICIAL = "minhquan6203/ViTextVQA"
@@ -70,9 +67,11 @@ def _annotation_file(root: Path, split: str) -> tuple[Path, ImageSource]:
     if mirror.is_file():
         return mirror, ImageSource(root, "images", "images.zip")
     template = root / f"ViTextVQA_{split}.json"
-    hint = f"; {template.name} is the submission template (answers '{PLACEHOLDER}'), not the answers" if (
-        template.is_file()
-    ) else ""
+    hint = (
+        f"; {template.name} is the submission template (answers '{PLACEHOLDER}'), not the answers"
+        if (template.is_file())
+        else ""
+    )
     raise LayoutError(f"{root}: neither {official.name} (official release) nor {mirror.name} (mirror) found{hint}")
 
 
@@ -121,46 +120,37 @@ _META = dict(
 )
 
 
-class _ViTextVQA(VNMMEBTask):
+class _ViTextVQA(VQATask):
     hub_files = ["ViTextVQA_test_gt.json", "ViTextVQA_images.zip", "README.md"]
     layout = VITEXTVQA_LAYOUT
     how_to_get = HOW_TO_GET
     fallback = {"path": MIRROR, "revision": "main"}
+    load = staticmethod(load_vitextvqa)
 
 
-class ViTextVQAIT2TRetrieval(_ViTextVQA):
+class ViTextVQAIT2TRetrieval(_ViTextVQA, ImageQuestionToAnswer):
     """Image + question -> answer (scene text), queries with the ``ocr`` task prefix."""
 
     query_task = "ocr"
-    metadata = TaskMetadata(
-        name="ViTextVQAIT2TRetrieval",
-        description="ViTextVQA test split (scene text; official release, answers from ViTextVQA_test_gt.json): "
-        "given an image and a question, rank the answers. Non-commercial (CC BY-NC 3.0)." + IT2T_SCHEME,
-        type="Any2AnyRetrieval",
-        category="it2t",
-        task_subtypes=["Question answering"],
+    metadata = task_metadata(
+        "ViTextVQAIT2TRetrieval",
+        "it2t",
+        "ViTextVQA test split (scene text; official release, answers from ViTextVQA_test_gt.json): given an image "
+        "and a question, rank the answers. Non-commercial (CC BY-NC 3.0)." + IT2T_SCHEME,
         **_META,
     )
 
-    def build(self, root: Path, split: str) -> RetrievalSplitData:
-        return image_question_to_answer(load_vitextvqa(root, split))
 
-
-class ViTextVQAT2IRetrieval(_ViTextVQA):
+class ViTextVQAT2IRetrieval(_ViTextVQA, QuestionToImage):
     """Question -> the scene-text image it was asked about."""
 
-    metadata = TaskMetadata(
-        name="ViTextVQAT2IRetrieval",
-        description="ViTextVQA test split (scene text; official release): retrieve the image a question was asked "
-        "about. Non-commercial (CC BY-NC 3.0).",
-        type="Any2AnyRetrieval",
-        category="t2i",
-        task_subtypes=["Image Text Retrieval"],
+    metadata = task_metadata(
+        "ViTextVQAT2IRetrieval",
+        "t2i",
+        "ViTextVQA test split (scene text; official release): retrieve the image a question was asked about. "
+        "Non-commercial (CC BY-NC 3.0).",
         **_META,
     )
-
-    def build(self, root: Path, split: str) -> RetrievalSplitData:
-        return question_to_image(load_vitextvqa(root, split))
 
 
 ViTextVQAIT2TRetrievalTextOnly = text_only(ViTextVQAIT2TRetrieval)
