@@ -5,6 +5,10 @@ Every path may be a run output folder (holding results/), a results/ folder, a m
 (``results/intfloat__multilingual-e5-large``). Scores are main scores (x100), the mean over a task's splits
 and subsets; means per task type and overall are over the tasks all models have.
 
+Text-only baselines (VN-MMEB's ``<Task>TextOnly``: the same model with the images removed from the queries) are
+kept out of the per-task and per-type tables and shown in their own table beside the task they belong to, with
+the difference the image makes.
+
 Example::
 
     python eval/compare.py runs/mteb ../results/results/intfloat__multilingual-e5-large \\
@@ -43,6 +47,37 @@ def benchmark_task_categories(benchmark: str) -> dict[str, str]:
     return {t.metadata.name: str(t.metadata.category) for t in bench.tasks}
 
 
+def text_only_table(models: list, categories: dict[str, str] | None = None) -> str:
+    """Per task: each model's score with the images in the queries, without them (its text-only baseline) and the
+    difference (x100). With ``categories`` (a benchmark's tasks) every task gets a row: t2i queries are text
+    already, i2t queries are an image alone, so neither has a baseline to run."""
+    from eval.vn_mmeb import TEXT_ONLY_BASELINES
+
+    of_task = {task: baseline for baseline, task in TEXT_ONLY_BASELINES.items()}
+    tasks = (
+        list(categories) if categories else sorted(t for t in of_task if any(of_task[t] in m.scores for m in models))
+    )
+    header = ["Task", "Category"]
+    for m in models:
+        header += [f"{m.name}: image + text", "text only", "image adds"]
+    rows = []
+    for task in tasks:
+        if task in TEXT_ONLY_BASELINES:
+            continue
+        category = (categories or {}).get(task, "it2t")
+        row = [task, category]
+        for m in models:
+            full, base = m.scores.get(task), m.scores.get(of_task.get(task, ""))
+            if task in of_task:
+                gain = None if full is None or base is None else full - base
+                row += [fmt(full), fmt(base), fmt(gain)]
+            else:
+                why = "same (text queries)" if category == "t2i" else "n/a (image-only queries)"
+                row += [fmt(full), why, "-"]
+        rows.append(row)
+    return markdown_table(header, rows)
+
+
 def category_table(models: list, categories: dict[str, str]) -> str:
     """Mean main score per task category over the tasks every model has (x100)."""
     common = [t for t in categories if all(t in m.scores for m in models)]
@@ -68,7 +103,7 @@ def compare(
         benchmark: restrict to this benchmark's tasks (e.g. "VN-MMEB (vie, v1)") and add a table per category.
         first: the model name to put in the first column (default: the order found).
     """
-    from eval import vn_mmeb  # noqa: F401 - registers the VN-MMEB tasks, so their task types are known
+    from eval.vn_mmeb import TEXT_ONLY_BASELINES  # registers the VN-MMEB tasks, so their task types are known
 
     models = load_models(paths)
     keep: set[str] | None = None
@@ -86,9 +121,17 @@ def compare(
     models = [m for m in models if m.scores] or models
     if first is not None:
         models.sort(key=lambda m: m.name != first)
+    with_baselines = [m for m in models if any(t in TEXT_ONLY_BASELINES for t in m.scores)]
+    baselines = text_only_table(models, categories) if with_baselines else ""
+    for m in models:  # the baselines are not tasks of their own in the means
+        m.scores = {t: s for t, s in m.scores.items() if t not in TEXT_ONLY_BASELINES}
+        m.task_types = {t: s for t, s in m.task_types.items() if t not in TEXT_ONLY_BASELINES}
     text = comparison_tables(models)
     if categories:
+        categories = {t: c for t, c in categories.items() if t not in TEXT_ONLY_BASELINES}
         text += "\n\n" + category_table(models, categories)
+    if baselines:
+        text += "\n\nText-only baseline (the same model with the images removed from the queries):\n\n" + baselines
     return text
 
 

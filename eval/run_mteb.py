@@ -439,7 +439,12 @@ def run(
 
 
 def summary_markdown(outcomes: Sequence[TaskOutcome], skipped: Sequence[str] = ()) -> str:
-    """Main score per task, mean per task type and the overall mean (x100), as markdown tables."""
+    """Main score per task, mean per task type and the overall mean (x100), as markdown tables; text-only
+    baselines (VN-MMEB's ``<Task>TextOnly``) in a table of their own beside their task, out of the means."""
+    from eval.vn_mmeb import TEXT_ONLY_BASELINES
+
+    baselines = [o for o in outcomes if o.task in TEXT_ONLY_BASELINES]
+    outcomes = [o for o in outcomes if o.task not in TEXT_ONLY_BASELINES]
     done = [o for o in outcomes if o.main_score is not None]
     rows = [[o.task, o.type, fmt(o.main_score)] for o in sorted(outcomes, key=lambda o: (o.type, o.task))]
     parts = [markdown_table(["Task", "Type", "Main score"], [[r[0], r[1], r[2]] for r in rows])]
@@ -450,7 +455,16 @@ def summary_markdown(outcomes: Sequence[TaskOutcome], skipped: Sequence[str] = (
     type_rows = [[t, str(counts[t]), fmt(v)] for t, v in by_type.items()]
     type_rows.append(["All (mean over tasks)", str(len(done)), fmt(mean(scores.values()))])  # type: ignore[arg-type]
     parts += ["", markdown_table(["Task type", "Tasks", "Mean"], type_rows)]
-    failed = [o for o in outcomes if o.main_score is None]
+    if baselines:
+        full = {o.task: o.main_score for o in outcomes}
+        base_rows = []
+        for o in baselines:
+            task = TEXT_ONLY_BASELINES[o.task]
+            gain = None if o.main_score is None or full.get(task) is None else full[task] - o.main_score
+            base_rows.append([task, fmt(full.get(task)), fmt(o.main_score), fmt(gain)])
+        header = ["Task", "Image + text", "Text only (images removed from the queries)", "Image adds"]
+        parts += ["", markdown_table(header, base_rows)]
+    failed = [o for o in [*outcomes, *baselines] if o.main_score is None]
     if failed:
         parts += ["", "Failed: " + "; ".join(f"{o.task} ({o.error})" for o in failed)]
     if skipped:
@@ -466,6 +480,8 @@ def write_summary(
     prompts: dict[str, str],
 ) -> str:
     """Write summary.json and summary.md next to results/; returns the markdown."""
+    from eval.vn_mmeb import TEXT_ONLY_BASELINES as baselines
+
     output.mkdir(parents=True, exist_ok=True)
     text = summary_markdown(outcomes, skipped)
     data = {
@@ -475,7 +491,9 @@ def write_summary(
         "prompts": prompts,
         "tasks": [o.__dict__ for o in outcomes],
         "skipped_missing_data": list(skipped),
-        "mean": mean(o.main_score for o in outcomes if o.main_score is not None),
+        # The mean over the tasks, text-only baselines left out (they are listed with the task they belong to).
+        "mean": mean(o.main_score for o in outcomes if o.main_score is not None and o.task not in baselines),
+        "text_only_baselines": {o.task: baselines[o.task] for o in outcomes if o.task in baselines},
     }
     (output / SUMMARY_FILE).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (output / "summary.md").write_text(text + "\n", encoding="utf-8")
