@@ -187,7 +187,12 @@ def vitextvqa(out: Path) -> None:
     folder is not verified; the adapter matches by file name)."""
     root = out / "minhquan6203/ViTextVQA"
     root.mkdir(parents=True, exist_ok=True)
-    pics = [["NHÀ THUỐC", "AN KHANG 7h"], ["TIỆM BÁNH", "MÌ NGON"], ["BIỂN SỐ", "29A-123.45"], ["KHUYẾN MÃI", "GIẢM 50%"]]
+    pics = [
+        ["NHÀ THUỐC", "AN KHANG 7h"],
+        ["TIỆM BÁNH", "MÌ NGON"],
+        ["BIỂN SỐ", "29A-123.45"],
+        ["KHUYẾN MÃI", "GIẢM 50%"],
+    ]
     names = [f"{1000 + i}.jpg" for i in range(len(pics))]
     write_zip(
         root / "ViTextVQA_images.zip",

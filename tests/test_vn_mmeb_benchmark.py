@@ -1,5 +1,6 @@
 """The VN-MMEB benchmark end to end, offline, on the stand-ins through eval/run_mteb.py: MTEB results layout,
-the it2t prompt routing, and scores equal to nDCG computed here with numpy from the model's own embeddings."""
+the it2t prompt routing, the text-only baseline rows (results, summary, compare.py), pinned dataset revisions,
+and scores equal to nDCG computed here with numpy from the model's own embeddings."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 from PIL import Image
 
 from configuration_vipyloqwen import TASKS, st_prompts
-from eval import run_mteb, vn_mmeb
+from eval import compare, run_mteb, vn_mmeb
+from eval.vn_mmeb.base import COMMIT, NOT_ON_HUB
+from eval.vn_mmeb.benchmark import UNPINNED
 from eval.vn_mmeb.candidates import normalize_answer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vn_mmeb"
@@ -55,7 +58,9 @@ def test_benchmark_runs_offline_in_mteb_results_layout(bench_run):
     rc, out, folder = bench_run
     assert rc == 0
     names = [t.metadata.name for t in vn_mmeb.get_benchmark(BENCH).tasks]
-    assert len(names) == 13 and {"XM3600T2IRetrieval", "WITT2IRetrieval"} <= set(names)
+    mteb_own = {"XM3600T2IRetrieval", "XM3600I2TRetrieval", "WITT2IRetrieval", "WITI2TRetrieval"}
+    assert len(names) == 17 and mteb_own <= set(names) and set(vn_mmeb.TEXT_ONLY_BASELINES) <= set(names)
+    assert "VnXM3600I2TRetrieval" not in names  # mteb's XM3600I2TRetrieval replaces it
     for name in names:
         result = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         assert result["task_name"] == name and result["dataset_revision"] == "local"
@@ -64,9 +69,44 @@ def test_benchmark_runs_offline_in_mteb_results_layout(bench_run):
     assert _score(folder, "ViInfographicVQAMultiT2IRetrieval")["main_score"] == pytest.approx(
         _score(folder, "ViInfographicVQAMultiT2IRetrieval")["ndcg_at_5"]
     )
-    assert _score(folder, "XM3600T2IRetrieval")["hf_subset"] == "vi"
+    assert _score(folder, "XM3600I2TRetrieval")["hf_subset"] == "vi" and _score(folder, "WITI2TRetrieval")
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert summary["skipped_missing_data"] == [] and len(summary["tasks"]) == 13
+    assert summary["skipped_missing_data"] == [] and len(summary["tasks"]) == 17
+    assert summary["text_only_baselines"] == vn_mmeb.TEXT_ONLY_BASELINES
+    scores = {t["task"]: t["main_score"] for t in summary["tasks"]}
+    main = [v for k, v in scores.items() if k not in vn_mmeb.TEXT_ONLY_BASELINES]
+    assert summary["mean"] == pytest.approx(np.mean(main))  # the baselines are not tasks of the mean
+
+
+def test_text_only_baseline_rows(bench_run):
+    """Each it2t task has its text-only row (same model, images removed from the queries) in the results, in the
+    run summary and in compare.py's table, with the difference the image makes."""
+    _, out, folder = bench_run
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    table = compare.compare([out], benchmark=BENCH)
+    for baseline, task in vn_mmeb.TEXT_ONLY_BASELINES.items():
+        full, text = _score(folder, task)["main_score"], _score(folder, baseline)["main_score"]
+        assert f"| {task} | {full * 100:.2f} | {text * 100:.2f} | {(full - text) * 100:.2f} |" in md
+        assert f"| {task} | it2t | {full * 100:.2f} | {text * 100:.2f} | {(full - text) * 100:.2f} |" in table
+        assert f"| {baseline} |" not in table.split("Text-only baseline")[0]  # not a task of its own in the means
+    assert "| KTVICT2IRetrieval | t2i | " in table and "same (text queries)" in table
+    assert "| XM3600I2TRetrieval | i2t | " in table and "n/a (image-only queries)" in table
+    assert "| it2t | 3 | " in table and "| t2t |" not in table
+
+
+def test_hub_datasets_are_pinned_to_commits():
+    """Every Hub dataset is pinned to a 40-hex commit, or listed as unpinned with its reason in the dataset table."""
+    table = vn_mmeb.dataset_table()
+    for task in vn_mmeb.get_tasks():
+        path, revision = task.metadata.dataset["path"], task.metadata.dataset["revision"]
+        if revision == NOT_ON_HUB:
+            assert task.source and "release not verified" in table, task.metadata.name
+        elif path in UNPINNED:
+            assert revision == "main" and f"**unpinned** ({UNPINNED[path]})" in table, task.metadata.name
+        else:
+            assert COMMIT.fullmatch(revision), (task.metadata.name, revision)
+            assert f"`{revision[:12]}`" in table
+    assert "test_data.json" not in [t.metadata.dataset["revision"] for t in vn_mmeb.get_tasks()]
 
 
 def test_it2t_queries_routed_to_registry_prefixes(bench_run):
@@ -75,6 +115,7 @@ def test_it2t_queries_routed_to_registry_prefixes(bench_run):
     assert prompts["OpenViVQAIT2TRetrieval-query"] == TASKS["vqa_single"].prefix
     assert prompts["ViTextVQAIT2TRetrieval-query"] == TASKS["ocr"].prefix
     assert prompts["MTVQAViIT2TRetrieval-query"] == TASKS["ocr"].prefix
+    assert prompts["OpenViVQAIT2TRetrievalTextOnly-query"] == TASKS["vqa_single"].prefix  # only the image removed
     assert prompts["Any2AnyRetrieval-query"] == "" and prompts["DocumentUnderstanding-query"] == ""
     # mteb's own prompt validation keeps the task-named keys (the tasks are in its registry)
     from mteb.models.abs_encoder import AbsEncoder
@@ -119,11 +160,12 @@ def test_image_question_to_answer_score_equals_numpy(bench_run, st_model):
 def test_multi_answer_it2t_score_equals_numpy(bench_run, st_model):
     """ViTextVQA it2t: <ocr> queries, several gold answers per question."""
     _, _, folder = bench_run
-    root = FIXTURES / "nhonhoccode/ViTextVQA"
-    data = json.loads((root / "test.json").read_text(encoding="utf-8"))
-    with zipfile.ZipFile(root / "images.zip") as zf:
+    root = FIXTURES / "minhquan6203/ViTextVQA"
+    data = json.loads((root / "ViTextVQA_test_gt.json").read_text(encoding="utf-8"))
+    with zipfile.ZipFile(root / "ViTextVQA_images.zip") as zf:
         img = {
-            i["id"]: Image.open(io.BytesIO(zf.read(f"images/{i['filename']}"))).convert("RGB") for i in data["images"]
+            i["id"]: Image.open(io.BytesIO(zf.read(f"st_images/{i['filename']}"))).convert("RGB")
+            for i in data["images"]
         }
     anns = data["annotations"]
     raw = list(dict.fromkeys(x for a in anns for x in a["answers"]))
@@ -145,18 +187,16 @@ def test_multi_page_retrieval_ndcg5_equals_numpy(bench_run, st_model):
     _, _, folder = bench_run
     root = FIXTURES / "duytranus/ViInfographicVQA"
     multi = json.loads((root / "data/multi_test.json").read_text(encoding="utf-8"))
-    pages = list(dict.fromkeys(i for r in multi for i in r["image_ids"]))
-    d = st_model.encode(
-        [{"image": Image.open(root / "images" / f"{p}.jpg").convert("RGB")} for p in pages], normalize_embeddings=True
-    )
+    pages = list(dict.fromkeys(p for r in multi for p in r["image_paths"]))
+    d = st_model.encode([{"image": Image.open(root / p).convert("RGB")} for p in pages], normalize_embeddings=True)
     q = st_model.encode([r["question"] for r in multi], normalize_embeddings=True)
-    values = [ndcg(q[n] @ d.T, pages, set(r["image_ids"]), 5) for n, r in enumerate(multi)]
+    values = [ndcg(q[n] @ d.T, pages, set(r["image_paths"]), 5) for n, r in enumerate(multi)]
     assert _score(folder, "ViInfographicVQAMultiT2IRetrieval")["ndcg_at_5"] == pytest.approx(np.mean(values), abs=1e-5)
 
 
 def test_image_to_caption_from_parquet_equals_numpy(bench_run, st_model):
     _, _, folder = bench_run
-    rows = pq.read_table(FIXTURES / "floschne/xm3600/data/vi-00000-of-00001.parquet").to_pylist()
+    rows = pq.read_table(FIXTURES / "mteb/xm3600/data/vi-00000-of-00001.parquet").to_pylist()
     q = st_model.encode(
         [{"image": Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB")} for r in rows], normalize_embeddings=True
     )
@@ -167,7 +207,7 @@ def test_image_to_caption_from_parquet_equals_numpy(bench_run, st_model):
         ndcg(q[n] @ d.T, ids, {ids[m] for m, (i, _) in enumerate(caps) if i == r["image_id"]}, 10)
         for n, r in enumerate(rows)
     ]
-    assert _score(folder, "VnXM3600I2TRetrieval")["ndcg_at_10"] == pytest.approx(np.mean(values), abs=1e-5)
+    assert _score(folder, "XM3600I2TRetrieval")["ndcg_at_10"] == pytest.approx(np.mean(values), abs=1e-5)
 
 
 def test_benchmark_by_name_errors(tiny_checkpoint, capsys):
@@ -188,14 +228,17 @@ def test_benchmark_metadata_and_docs_table():
     by_name = {t.metadata.name: t for t in bench.tasks}
     assert by_name["XM3600T2IRetrieval"].hf_subsets == ["vi"] and by_name["WITT2IRetrieval"].hf_subsets == ["vi"]
     cats = {t.metadata.category for t in bench.tasks}
-    assert cats == {"t2i", "i2t", "it2t"}
+    assert cats == {"t2i", "i2t", "it2t", "t2t"}  # t2t: the text-only baselines
+    assert {t.metadata.name for t in bench.tasks if t.metadata.category == "t2t"} == set(vn_mmeb.TEXT_ONLY_BASELINES)
     assert all(t.metadata.license for t in bench.tasks)
     assert by_name["MTVQAViIT2TRetrieval"].metadata.license == "cc-by-nc-4.0"
+    assert by_name["ViTextVQAIT2TRetrieval"].metadata.license == "cc-by-nc-3.0"
     for t in bench.tasks:
-        if t.metadata.category == "it2t":
+        if t.metadata.category in ("it2t", "t2t"):
             assert "top_ranked" in t.metadata.description and t.query_task in TASKS
     table = vn_mmeb.dataset_table()
-    assert "cc-by-nc-4.0 (**non-commercial**)" in table
+    assert "cc-by-nc-4.0 **non-commercial** (card)" in table and "cc-by-nc-3.0 **non-commercial**" in table
+    assert "KTVIC" in table and "**release not verified**" in table
     repo = Path(__file__).resolve().parent.parent
     for doc in (repo / "docs" / "evaluation.md", repo / "eval" / "vn_mmeb" / "README.md"):
         assert table in doc.read_text(encoding="utf-8"), (
@@ -219,17 +262,3 @@ def test_one_results_folder_one_table(bench_run):
         ]
     )
     assert f"| it2t | 3 | {it2t * 100:.2f} |" in text
-
-
-def test_vn_xm3600_i2t_equals_mtebs_own_i2t_task(bench_run, tiny_checkpoint, st_model, tmp_path):
-    """mteb 2.26 ships XM3600I2TRetrieval (over its copy mteb/xm3600): on the same stand-in data it must give the
-    same nDCG@10 as our adapter reading floschne/xm3600's published files."""
-    import mteb
-
-    _, _, folder = bench_run
-    task = mteb.get_task("XM3600I2TRetrieval", hf_subsets=["vi"])
-    assert vn_mmeb.localize([task], FIXTURES) == ["XM3600I2TRetrieval"]
-    source = run_mteb.resolve_model_source(str(tiny_checkpoint))
-    encoder = run_mteb.make_encoder(st_model, run_mteb.build_model_meta(st_model, source))
-    (outcome,) = run_mteb.run(encoder, [task], tmp_path, batch_size=8, show_progress=False)
-    assert outcome.main_score == pytest.approx(_score(folder, "VnXM3600I2TRetrieval")["ndcg_at_10"], abs=1e-5)

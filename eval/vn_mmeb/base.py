@@ -37,10 +37,20 @@ def _offline_hint() -> str:
 def snapshot(path: str, revision: str | None, files: list[str] | None, how_to_get: str | None = None) -> Path:
     """``snapshot_download`` of the Hub dataset ``path`` at ``revision`` (only ``files``); errors name the dataset
     and say how to provide it (``how_to_get``: extra advice, e.g. for a gated repository)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
     try:
-        return Path(snapshot_download(path, repo_type="dataset", revision=revision, allow_patterns=files))
+        # Offline, read the cache directly: with a pinned commit snapshot_download would otherwise list the remote
+        # tree (it skips its local fallback for commit ids).
+        return Path(
+            snapshot_download(
+                path,
+                repo_type="dataset",
+                revision=revision,
+                allow_patterns=files,
+                local_files_only=bool(constants.HF_HUB_OFFLINE),
+            )
+        )
     except Exception as err:  # noqa: BLE001 - any hub error: say which dataset and how to provide it
         advice = f". {how_to_get}" if how_to_get else ""
         raise LayoutError(
