@@ -90,3 +90,23 @@ def test_readme_without_markers_is_an_error(folders, tmp_path, capsys):
     readme.write_text("# no markers\n")
     assert make_readme_table.main([str(readme), "--mteb", str(tmp_path / "ours")]) == 2
     assert "markers" in capsys.readouterr().err
+
+
+def test_text_only_baselines_in_their_own_table(tmp_path):
+    """VN-MMEB's <Task>TextOnly rows sit beside their task with the difference the image makes, out of the means."""
+    scores = {
+        "OpenViVQAIT2TRetrieval": 0.60,
+        "OpenViVQAIT2TRetrievalTextOnly": 0.45,
+        "KTVICT2IRetrieval": 0.70,
+        "KTVICI2TRetrieval": 0.50,
+    }
+    _write_model(tmp_path / "ours", "erax-ai/viPyloQwen", "abc123", scores)
+    _write_model(tmp_path / "peer", "org/peer", "def456", {"OpenViVQAIT2TRetrieval": 0.50, "KTVICT2IRetrieval": 0.9})
+    text = compare.compare([tmp_path / "ours", tmp_path / "peer"], benchmark="VN-MMEB (vie, v1)")
+    main, baselines = text.split("Text-only baseline")
+    assert "OpenViVQAIT2TRetrievalTextOnly" not in main
+    assert "| All (mean over tasks) | 2 | 65.00 | 70.00 |" in main  # the baseline is not a task of the means
+    assert "| OpenViVQAIT2TRetrieval | it2t | 60.00 | 45.00 | 15.00 | 50.00 | - | - |" in baselines
+    assert "| KTVICT2IRetrieval | t2i | 70.00 | same (text queries) | - | 90.00 | same (text queries) | - |" in baselines
+    assert "| KTVICI2TRetrieval | i2t | 50.00 | n/a (image-only queries) | - |" in baselines
+    assert "OpenViVQAIT2TRetrievalTextOnly |" not in baselines
