@@ -17,11 +17,15 @@ from mteb.abstasks.task_metadata import TaskMetadata
 
 from .layout import LayoutError
 
-# Metadata shared by every VN-MMEB task (mteb's TaskMetadata fields).
+# Metadata shared by every VN-MMEB task unless its dataset says otherwise (mteb's TaskMetadata fields).
 COMMON: dict[str, Any] = {
     "eval_langs": ["vie-Latn"],
     "dialect": [],
     "sample_creation": "found",
+    "modalities": ["image", "text"],
+    "eval_splits": ["test"],
+    "main_score": "ndcg_at_10",
+    "annotations_creators": "human-annotated",
 }
 
 #: ``dataset["revision"]`` of a dataset that is not on the Hugging Face Hub (read from a local copy only).
@@ -178,16 +182,9 @@ _KINDS: dict[str, tuple[str, list[str]]] = {
 
 
 def task_metadata(name: str, category: str, description: str, **meta: Any) -> TaskMetadata:
-    """The TaskMetadata of a VN-MMEB task: its name, category (t2i, i2t, it2t), description and the dataset's shared
-    fields; the mteb type and subtypes follow from the category unless ``meta`` sets them."""
+    """The TaskMetadata of a VN-MMEB task: its name, category (t2i, i2t, it2t), description and the dataset's
+    fields (``meta``) over :data:`COMMON`; the mteb type and subtypes follow from the category unless ``meta`` sets
+    them."""
     kind, subtypes = _KINDS[category]
-    return TaskMetadata(
-        **{
-            "type": kind,
-            "task_subtypes": subtypes,
-            **meta,
-            "name": name,
-            "category": category,
-            "description": description,
-        }
-    )
+    fields = {**COMMON, "type": kind, "task_subtypes": subtypes, **meta}
+    return TaskMetadata(**fields, name=name, category=category, description=description)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
-from .base import COMMON, NOT_ON_HUB, VNMMEBTask, task_metadata
+from .base import NOT_ON_HUB, VNMMEBTask, task_metadata
 from .builders import image_to_texts, text_to_images
 from .layout import ImageSource, LayoutError, coco_annotations, coco_images, field, read_json
 
@@ -62,15 +62,10 @@ def load_ktvic(root: Path, split: str) -> tuple[dict[str, object], dict[str, lis
 _META = dict(
     reference="https://arxiv.org/abs/2401.08100",
     dataset={"path": "KTVIC", "revision": NOT_ON_HUB},
-    modalities=["image", "text"],
-    eval_splits=["test"],
-    main_score="ndcg_at_10",
     date=("2023-01-01", "2023-12-31"),
     domains=["Scene"],
     license="not specified",
-    annotations_creators="human-annotated",
     bibtex_citation=KTVIC_CITATION,
-    **COMMON,
 )
 
 

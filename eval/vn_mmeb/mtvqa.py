@@ -25,7 +25,7 @@ import ast
 import json
 from pathlib import Path
 
-from .base import COMMON, task_metadata, text_only
+from .base import task_metadata, text_only
 from .builders import IT2T_SCHEME, ImageQuestionToAnswer, QuestionToImage, VQAItem, VQATask
 from .layout import LayoutError, field, image_from_struct, parquet_rows, parquet_values, shards, unique
 
@@ -75,30 +75,18 @@ def load_mtvqa(root: Path, split: str) -> list[VQAItem]:
         image = image_from_struct(row["image"], where)
         for j, pair in enumerate(parse_qa_pairs(row["qa_pairs"], where)):
             item = f"qa_pairs[{j}]"
-            items.append(
-                VQAItem(
-                    qid=f"{row['id']}-{j}",
-                    image_key=str(row["id"]),
-                    image=image,
-                    question=field(pair, "question", str, where, item),
-                    answers=[field(pair, "answer", str, where, item)],
-                )
-            )
+            question, answer = field(pair, "question", str, where, item), field(pair, "answer", str, where, item)
+            items.append(VQAItem(f"{row['id']}-{j}", str(row["id"]), image, question, [answer]))
     return items
 
 
 _META = dict(
     reference="https://arxiv.org/abs/2405.11985",
     dataset={"path": "ByteDance/MTVQA", "revision": MTVQA_REVISION},
-    modalities=["image", "text"],
-    eval_splits=["test"],
-    main_score="ndcg_at_10",
     date=("2024-01-01", "2024-12-31"),
     domains=["Scene", "Web"],
     license="cc-by-nc-4.0",
-    annotations_creators="human-annotated",
     bibtex_citation=MTVQA_CITATION,
-    **COMMON,
 )
 
 

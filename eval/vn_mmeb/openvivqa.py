@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import COMMON, task_metadata, text_only
+from .base import task_metadata, text_only
 from .builders import IT2T_SCHEME, ImageQuestionToAnswer, QuestionToImage, VQAItem, VQATask
 from .layout import ImageSource, LayoutError, field, read_json
 
@@ -52,30 +52,20 @@ def load_openvivqa(root: Path, split: str) -> list[VQAItem]:
         image_id = str(field(ann, "image_id", (int, str), where, item))
         if image_id not in files:
             raise LayoutError(f"{where}: {item}: image_id {image_id} is not in 'images'")
-        items.append(
-            VQAItem(
-                qid=str(qid),
-                image_key=image_id,
-                image=images.get(field(files, image_id, str, where, "images"), f"{where}: {item}"),
-                question=field(ann, "question", str, where, item),
-                answers=[field(ann, "answer", str, where, item)],
-            )
-        )
+        image = images.get(field(files, image_id, str, where, "images"), f"{where}: {item}")
+        question, answer = field(ann, "question", str, where, item), field(ann, "answer", str, where, item)
+        items.append(VQAItem(str(qid), image_id, image, question, [answer]))
     return items
 
 
 _META = dict(
     reference="https://doi.org/10.1016/j.inffus.2023.101868",
     dataset={"path": "uitnlp/OpenViVQA-dataset", "revision": OPENVIVQA_REVISION},
-    modalities=["image", "text"],
     eval_splits=["dev"],
-    main_score="ndcg_at_10",
     date=("2022-01-01", "2023-12-31"),
     domains=["Scene"],
     license="mit",
-    annotations_creators="human-annotated",
     bibtex_citation=OPENVIVQA_CITATION,
-    **COMMON,
 )
 
 

@@ -33,9 +33,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
-from mteb.abstasks.task_metadata import TaskMetadata
 
-from .base import COMMON, VNMMEBTask
+from .base import VNMMEBTask, task_metadata
 from .builders import text_to_images
 from .layout import ImageSource, LayoutError, field, read_json, unique
 
@@ -120,17 +119,11 @@ _META = dict(
     # download resolves to is recorded in the results.
     dataset={"path": "duytranus/ViInfographicVQA", "revision": "main"},
     type="DocumentUnderstanding",
-    category="t2i",
-    modalities=["text", "image"],
-    eval_splits=["test"],
     main_score="ndcg_at_5",
     date=("2024-01-01", "2025-12-31"),
     domains=["Web", "Non-fiction"],
-    task_subtypes=["Image Text Retrieval"],
     license="not specified",
-    annotations_creators="human-annotated",
     bibtex_citation=VIINFOGRAPHIC_CITATION,
-    **COMMON,
 )
 
 
@@ -152,9 +145,10 @@ class ViInfographicVQAT2IRetrieval(_Pages):
     """Single-image setting: each question has one relevant infographic page."""
 
     hub_files = ["data/single_test.json", "README.md"]
-    metadata = TaskMetadata(
-        name="ViInfographicVQAT2IRetrieval",
-        description="ViInfographicVQA single-image test questions: retrieve the infographic that answers the question "
+    metadata = task_metadata(
+        "ViInfographicVQAT2IRetrieval",
+        "t2i",
+        "ViInfographicVQA single-image test questions: retrieve the infographic that answers the question "
         "among all test infographics (ViDoRe-style page retrieval, nDCG@5).",
         **_META,
     )
@@ -165,10 +159,11 @@ class ViInfographicVQAMultiT2IRetrieval(_Pages):
 
     multi = True
     hub_files = ["data/multi_test.json", "README.md"]
-    metadata = TaskMetadata(
-        name="ViInfographicVQAMultiT2IRetrieval",
-        description="ViInfographicVQA multi-image test questions: retrieve the infographics a cross-image question "
-        "was written over (every listed page relevant, context pages included: the release does not mark the "
-        "evidence pages) among all pages of the multi-image test set (nDCG@5).",
+    metadata = task_metadata(
+        "ViInfographicVQAMultiT2IRetrieval",
+        "t2i",
+        "ViInfographicVQA multi-image test questions: retrieve the infographics a cross-image question was written "
+        "over (every listed page relevant, context pages included: the release does not mark the evidence pages) "
+        "among all pages of the multi-image test set (nDCG@5).",
         **_META,
     )

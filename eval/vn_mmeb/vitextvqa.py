@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import COMMON, task_metadata, text_only
+from .base import task_metadata, text_only
 from .builders import IT2T_SCHEME, ImageQuestionToAnswer, QuestionToImage, VQAItem, VQATask
 from .layout import ImageSource, LayoutError, coco_annotations, coco_images, field, read_json
 
@@ -91,15 +91,9 @@ def load_vitextvqa(root: Path, split: str) -> list[VQAItem]:
                     f"{where}: {item}: answers[{j}] is the placeholder {PLACEHOLDER!r}: this is the submission "
                     f"template (ViTextVQA_test.json), not the answers (ViTextVQA_test_gt.json)"
                 )
-        items.append(
-            VQAItem(
-                qid=str(ann["id"]),
-                image_key=str(ann["image_id"]),
-                image=images.get(files[ann["image_id"]], f"{where}: {item}"),
-                question=field(ann, "question", str, where, item),
-                answers=answers,
-            )
-        )
+        image = images.get(files[ann["image_id"]], f"{where}: {item}")
+        question = field(ann, "question", str, where, item)
+        items.append(VQAItem(str(ann["id"]), str(ann["image_id"]), image, question, answers))
     return items
 
 
@@ -108,15 +102,10 @@ _META = dict(
     # Gated: no revision could be read offline (see the dataset table); the commit a download resolves to is
     # recorded in the results.
     dataset={"path": OFFICIAL, "revision": "main"},
-    modalities=["image", "text"],
-    eval_splits=["test"],
-    main_score="ndcg_at_10",
     date=("2023-01-01", "2024-12-31"),
     domains=["Scene"],
     license="cc-by-nc-3.0",
-    annotations_creators="human-annotated",
     bibtex_citation=VITEXTVQA_CITATION,
-    **COMMON,
 )
 
 
