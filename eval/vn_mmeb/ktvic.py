@@ -1,10 +1,10 @@
 """KTVIC (Vietnamese image captioning, daily life): caption -> image and image -> captions on its test split.
 
 Status: **release not verified.** The paper (arXiv 2401.08100: 4,327 images, 21,635 captions, five captions per
-image, images taken from UIT-EVJVQA) names no download location we could read, and no repository of the authors
-was found; the dataset is not on the Hugging Face Hub under the authors' names (third-party re-uploads exist, e.g.
-``ThucPD/KTVIC`` with ``ktvic-test_data.json`` / ``ktvic-test-images.zip``). The test split size and the licence
-are not stated in any source we could read.
+image; its images come from UIT-EVJVQA, as a review of the paper reports) names no download location we could
+read, and no repository of the authors was found; the dataset is not on the Hugging Face Hub under the authors'
+names (third-party re-uploads exist, e.g. ``ThucPD/KTVIC`` with ``ktvic-test_data.json`` /
+``ktvic-test-images.zip``). The test split size and the licence are not stated in any source we could read.
 
 Layout read (``<data-root>/KTVIC/``), as every third-party loader of the release we found reads it (several public
 training scripts: ``{split}_data.json`` with ``images[].filename`` / ``annotations[].caption``, images in
@@ -12,8 +12,8 @@ training scripts: ``{split}_data.json`` with ``images[].filename`` / ``annotatio
 
 ====================  =======================================================================================
 file                  ``test_data.json`` (a JSON object)
-``images``            list of ``{"id": int, "filename": str}`` (``filename`` e.g. ``00000000.jpg``)
-``annotations``       list of ``{"id": int, "image_id": int, "caption": str, "segment_caption": str}``
+``images``            list of ``{"id": int, "filename": str}``
+``annotations``       list of ``{"id": int, "image_id": int, "caption": str, ...}`` (other fields are ignored)
 images                ``public-test-images/<filename>``
 ====================  =======================================================================================
 """
@@ -30,8 +30,8 @@ from .layout import ImageSource, LayoutError, coco_annotations, coco_images, fie
 
 KTVIC_SOURCE = "the authors of arXiv 2401.08100 (no public download location verified)"
 KTVIC_LAYOUT = (
-    "KTVIC/test_data.json = {images: [{id, filename}], annotations: [{id, image_id, caption, segment_caption}]}, "
-    "images in KTVIC/public-test-images/<filename>"
+    "KTVIC/test_data.json = {images: [{id, filename}], annotations: [{id, image_id, caption}]}, images in "
+    "KTVIC/public-test-images/<filename>"
 )
 KTVIC_CITATION = r"""
 @article{pham2024ktvic,
