@@ -63,8 +63,8 @@ MTEB_TASKS: tuple[tuple[str, str], ...] = (
 
 #: mteb 2.26 tasks with Vietnamese image data considered and left out of v1, and why (read from mteb's source).
 MTEB_LEFT_OUT: dict[str, str] = {
-    "MVLSIBSent2Img": "beta in mteb 2.26 (left out of mteb.get_tasks by default); a topic match among 4 images "
-    "(accuracy), with the same images for all 205 languages: it measures topic classification, not retrieval",
+    "MVLSIBSent2Img": "beta in mteb 2.26 (left out of mteb.get_tasks by default); it picks the topic image among 4 "
+    "candidates for a SIB-200 sentence (accuracy, k=1..4): topic matching, not retrieval of a described image",
     "JinaVDRGitHubReadmeRetrieval": "its loader reads every language of metadata.eval_langs whatever hf_subsets "
     "says, so the vi subset costs the download of all 17 languages; run it on its own with --tasks",
     "JinaVDRWikimediaCommonsDocumentsRetrieval": "same loader: the vi subset downloads all 20 languages; run it "
