@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from eval.cli import eval_parser  # noqa: E402
 from eval.results_io import (  # noqa: E402
     comparison_tables,
     find_revision_folders,
@@ -137,11 +138,10 @@ def compare(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(
-        prog="compare.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Example:\n  python eval/compare.py runs/mteb baselines/results/intfloat__multilingual-e5-large",
+    parser = eval_parser(
+        "compare.py",
+        __doc__,
+        "python eval/compare.py runs/mteb baselines/results/intfloat__multilingual-e5-large",
     )
     parser.add_argument("paths", nargs="+", help="result folders: ours first, then baselines")
     parser.add_argument("--tasks-from", help="only the tasks present in this result folder (e.g. ours)")

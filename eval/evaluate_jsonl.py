@@ -40,6 +40,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from configuration_vipyloqwen import TASKS  # noqa: E402
+from eval.cli import eval_parser  # noqa: E402
 from eval.results_io import markdown_table  # noqa: E402
 from vipyloqwen_tools.data import iter_file  # noqa: E402
 from vipyloqwen_tools.train.correlation import pearson, spearman  # noqa: E402
@@ -277,11 +278,10 @@ def to_json(reports: dict[str, TaskReport], **info: Any) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(
-        prog="evaluate_jsonl.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Example:\n  HF_HUB_OFFLINE=1 python eval/evaluate_jsonl.py --model ./ckpt --data eval.jsonl "
+    parser = eval_parser(
+        "evaluate_jsonl.py",
+        __doc__,
+        "HF_HUB_OFFLINE=1 python eval/evaluate_jsonl.py --model ./ckpt --data eval.jsonl "
         "--output runs/jsonl",
     )
     parser.add_argument("--model", required=True, help="checkpoint folder or Hub id")

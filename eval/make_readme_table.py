@@ -23,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from eval.cli import eval_parser  # noqa: E402
 from eval.compare import compare  # noqa: E402
 from eval.evaluate_jsonl import METRIC_COLUMNS  # noqa: E402
 from eval.results_io import find_revision_folders, markdown_table  # noqa: E402
@@ -70,11 +71,10 @@ def replace_section(text: str, section: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(
-        prog="make_readme_table.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Example:\n  python eval/make_readme_table.py README.md --mteb results/mteb --jsonl results/jsonl.json",
+    parser = eval_parser(
+        "make_readme_table.py",
+        __doc__,
+        "python eval/make_readme_table.py README.md --mteb results/mteb --jsonl results/jsonl.json",
     )
     parser.add_argument("markdown", help="file with the eval markers (e.g. README.md)")
     parser.add_argument("--mteb", nargs="*", default=[], help="our MTEB result folder(s)")

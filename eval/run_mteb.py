@@ -47,6 +47,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from configuration_vipyloqwen import MTEB_PROMPTS, mteb_prompts, st_prompts  # noqa: E402
+from eval.cli import eval_parser  # noqa: E402
 from eval.results_io import SUMMARY_FILE, fmt, markdown_table, mean, type_means  # noqa: E402
 
 if TYPE_CHECKING:
@@ -505,11 +506,10 @@ def write_summary(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(
-        prog="run_mteb.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Example:\n  HF_HUB_OFFLINE=1 python eval/run_mteb.py --model ./ckpt --benchmark "
+    parser = eval_parser(
+        "run_mteb.py",
+        __doc__,
+        "HF_HUB_OFFLINE=1 python eval/run_mteb.py --model ./ckpt --benchmark "
         '"VN-MTEB (vie, v1)" --task-types STS --output runs/mteb',
     )
     parser.add_argument("--model", required=True, help="checkpoint folder or Hub id (org/name)")
