@@ -22,26 +22,22 @@ The limit it checks: peak RSS <= 1.3 x the fp32 size of the model (parameters x 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT, machine_info  # noqa: E402
+from bench.common import REPO_ROOT  # noqa: E402
+from bench.harness import Stopwatch, machine_info, utc_now, write_json  # noqa: E402
 
+# this process's own peak RSS in bytes (VmHWM: the mm's high-water mark; fresh after exec)
 HWM = """
-def hwm():
-    # this process's own peak RSS in bytes (the mm's high-water mark; fresh after exec)
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
+from bench.harness import peak_rss_bytes as hwm
 """
 CHILD_BUILD = (
     HWM
@@ -144,9 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     base, out = args.workdir / "base", args.workdir / "out"
     shutil.rmtree(args.workdir, ignore_errors=True)
     config = shallow_config() if args.shallow else QWEN2_VL_2B_CONFIG
-    started = time.perf_counter()
-    write_fake_base(base, config, max_shard_bytes=19_700_000 if args.shallow else REAL_SHARD_BYTES)
-    base_seconds = time.perf_counter() - started
+    with Stopwatch() as base_clock:
+        write_fake_base(base, config, max_shard_bytes=19_700_000 if args.shallow else REAL_SHARD_BYTES)
     build = run_child(CHILD_BUILD.format(root=str(REPO_ROOT), argv=["--base", str(base), "--out", str(out)]))
 
     config_out = json.loads((out / "config.json").read_text())
@@ -164,12 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "flock /tmp/bigmem.lock flock /tmp/bench.lock python bench/build_bench.py"
         + (" --shallow" if args.shallow else "")
         + (" --load" if args.load else ""),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "machine": machine_info(),
         "base": {
             "bytes": sum(p.stat().st_size for p in base.glob("*.safetensors")),
             "shards": len(list(base.glob("*.safetensors"))),
-            "write_seconds": round(base_seconds, 1),
+            "write_seconds": round(base_clock.seconds, 1),
         },
         "build": {
             "seconds": round(build["seconds"], 1),
@@ -195,8 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["load"]["peak_rss_gb"] = round(result["load"]["peak_rss_bytes"] / 1e9, 2)
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(out_json, result)
     print(json.dumps({k: result[k] for k in ("build", "output")}, indent=2))
     return result
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: models to benchmark, generated workloads, memory sampling, machine facts.
+"""What the benchmarks measure on: the models to benchmark and the generated workloads.
 
 Models (``--model``):
 
@@ -8,22 +8,17 @@ Models (``--model``):
   151936; vision 1280, 16 heads) with few layers (default 2 text, 2 vision) and random weights.
 - any other value: a path to a saved viPyloQwen checkpoint.
 
-Peak memory is the peak resident set size (RSS, read from ``/proc/self/statm`` by a sampling thread every
-2 ms) above the RSS just before the measured call, after ``malloc_trim(0)`` returns freed heap to the OS.
-It counts every allocation of the process (torch tensors, PIL images, tokenizer buffers), unlike
-``tracemalloc`` which does not see torch's allocator.
+Workloads: Vietnamese queries and passages of measured token lengths, document-page pictures, and a mixed stream
+of text, images, text+image and multi-image items (:func:`make_workloads`). Timing, memory, machine facts and the
+results JSON: ``bench/harness.py``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
-import platform
 import random
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,106 +101,6 @@ def model_facts(model: Any, processor: Any, spec: str) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------------------------- memory
-_LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def rss_bytes() -> int:
-    """Current resident set size of this process."""
-    with open("/proc/self/statm", "rb") as handle:
-        return int(handle.read().split()[1]) * _PAGE
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS, so RSS deltas start from a clean floor."""
-    gc.collect()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-class PeakRSS:
-    """Context manager: peak RSS above the RSS at entry, sampled every ``interval`` seconds by a thread.
-
-    Example::
-
-        >>> with PeakRSS() as peak:
-        ...     x = torch.ones(10_000_000)
-        >>> peak.delta_mb > 30
-        True
-    """
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.baseline = 0
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        release_memory()
-        self.baseline = self.peak = rss_bytes()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
-
-    @property
-    def delta_mb(self) -> float:
-        return (self.peak - self.baseline) / 2**20
-
-
-# ---------------------------------------------------------------------------------------------- machine
-def machine_info() -> dict[str, Any]:
-    """CPU model, core counts, memory, torch threads and library versions of this machine."""
-    import sentence_transformers
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory_gb = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = None
-    return {
-        "device": "cpu",
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_gb": memory_gb,
-        "load_average_1min_at_start": load,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "sentence_transformers": sentence_transformers.__version__,
-        "platform": platform.platform(),
-    }
-
-
 # ---------------------------------------------------------------------------------------------- workloads
 VIETNAMESE_WORDS = (
     "tôi bạn chúng ta người Việt Nam Hà Nội thành phố Hồ Chí Minh đường phố nhà cửa gia đình công ty trường học "
@@ -281,6 +176,21 @@ class Workload:
     items: list[Item]
 
 
+# name -> (description, task) of the generated workloads, in the order they are generated (the order fixes what
+# the seeded random stream gives each one).
+WORKLOADS = {
+    "queries": ("Vietnamese queries, ~20 tokens", "text_pair"),
+    "passages": ("Vietnamese passages, ~300 tokens", "text_pair"),
+    "pages": ("document pages (A4, 827x1169 px) at the image budget", "ocr"),
+    "mixed": (
+        "mixed stream: queries, passages, images, text+image, text + 2-3 images (pages, receipts, screenshots, "
+        "photos, signs)",
+        "vqa_multi",
+    ),
+}
+MIXED_KINDS = ("query", "passage", "image", "text+image", "multi-image")
+
+
 def make_workloads(tokenizer: Any, sizes: dict[str, int], seed: int = 0) -> list[Workload]:
     """The fixed generated workloads (deterministic per seed): queries, passages, pages, mixed.
 
@@ -298,53 +208,33 @@ def make_workloads(tokenizer: Any, sizes: dict[str, int], seed: int = 0) -> list
         width, height = rng.choice(MIXED_IMAGE_SIZES)
         return page_image(rng, width, height)
 
+    def mixed_item(index: int) -> Item:
+        # the first items cover every kind once, then kinds are drawn at random
+        kind = MIXED_KINDS[index] if index < len(MIXED_KINDS) else rng.choice(MIXED_KINDS)
+        if kind == "query":
+            return Item(query())
+        if kind == "passage":
+            return Item(passage())
+        if kind == "image":
+            return Item(None, [picture()])
+        if kind == "text+image":
+            return Item(query(), [picture()])
+        return Item(query(), [picture() for _ in range(rng.randint(2, 3))])
+
+    makers = {
+        "queries": lambda index: Item(query()),
+        "passages": lambda index: Item(passage()),
+        "pages": lambda index: Item(None, [page_image(rng)]),
+        "mixed": mixed_item,
+    }
     workloads = []
-    if sizes.get("queries"):
-        workloads.append(
-            Workload(
-                "queries",
-                "Vietnamese queries, ~20 tokens",
-                "text_pair",
-                [Item(query()) for _ in range(sizes["queries"])],
-            )
-        )
-    if sizes.get("passages"):
-        workloads.append(
-            Workload(
-                "passages",
-                "Vietnamese passages, ~300 tokens",
-                "text_pair",
-                [Item(passage()) for _ in range(sizes["passages"])],
-            )
-        )
-    if sizes.get("pages"):
-        pages = [Item(None, [page_image(rng)]) for _ in range(sizes["pages"])]
-        workloads.append(Workload("pages", "document pages (A4, 827x1169 px) at the image budget", "ocr", pages))
-    if sizes.get("mixed"):
-        kinds = ("query", "passage", "image", "text+image", "multi-image")
-        items = []
-        for index in range(sizes["mixed"]):
-            kind = kinds[index % len(kinds)] if index < len(kinds) else rng.choice(kinds)
-            if kind == "query":
-                items.append(Item(query()))
-            elif kind == "passage":
-                items.append(Item(passage()))
-            elif kind == "image":
-                items.append(Item(None, [picture()]))
-            elif kind == "text+image":
-                items.append(Item(query(), [picture()]))
-            else:
-                items.append(Item(query(), [picture() for _ in range(rng.randint(2, 3))]))
-        rng.shuffle(items)
-        workloads.append(
-            Workload(
-                "mixed",
-                "mixed stream: queries, passages, images, text+image, text + 2-3 images (pages, receipts, "
-                "screenshots, photos, signs)",
-                "vqa_multi",
-                items,
-            )
-        )
+    for name, (description, task) in WORKLOADS.items():
+        if not sizes.get(name):
+            continue
+        items = [makers[name](index) for index in range(sizes[name])]
+        if name == "mixed":
+            rng.shuffle(items)
+        workloads.append(Workload(name, description, task, items))
     return workloads
 
 

@@ -140,15 +140,10 @@ def generate(path: Path, rows: int, images: list[str], seed: int = 0) -> dict[st
 
 # ------------------------------------------------------------------------------------------------ measuring
 def _status_mb(field: str) -> float:
-    """``VmHWM`` (peak RSS) or ``VmRSS`` of this process image from /proc/self/status, in MB.
+    """``VmHWM`` (peak RSS) or ``VmRSS`` of this process image, in MB (see :func:`bench.harness.status_bytes`)."""
+    from bench.harness import status_bytes
 
-    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries that over exec from the forking parent, so a measured
-    subprocess would report the bench driver's peak.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return round(int(line.split()[1]) / 1024, 1)  # kB
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    return round(status_bytes(field) / 2**20, 1)
 
 
 def _children_peak_mb() -> float:
@@ -212,7 +207,7 @@ def run_step(step: str, path: Path, workers: int, cache: Path) -> dict[str, Any]
 
 
 def bench(rows_list: list[int], workers_list: list[int], work: Path, pool_size: int, out: Path) -> dict[str, Any]:
-    from bench.common import machine_info
+    from bench.harness import machine_info, write_json
 
     images_dir = work / "images"
     images = [str(images_dir / name) for name in make_image_pool(images_dir, pool_size)]
@@ -239,8 +234,7 @@ def bench(rows_list: list[int], workers_list: list[int], work: Path, pool_size: 
             shutil.rmtree(cache, ignore_errors=True)
         results["sizes"][str(rows)] = {"file": facts, "runs": runs}
     results["summary"] = summarise(results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(out, results, indent=1)
     return results
 
 

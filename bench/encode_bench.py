@@ -29,10 +29,8 @@ Example::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import inspect
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -46,20 +44,12 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.common import (  # noqa: E402
-    Item,
-    PeakRSS,
-    Workload,
-    machine_info,
-    make_workloads,
-    model_facts,
-    prepare_checkpoint,
-    release_memory,
-    short_texts,
-)
+from bench import harness  # noqa: E402
+from bench.common import Item, Workload, make_workloads, model_facts, prepare_checkpoint, short_texts  # noqa: E402
 from bench.prefetch import prefetch_bench, prefetch_targets  # noqa: E402
 
 PATHS = ("floor", "st", "auto", "naive", "preprocess")
+REPEATS = (3, 5)  # timed rounds per workload with --quick, without
 SIZES = {
     "smoke": {"queries": 4, "passages": 2, "pages": 1, "mixed": 5},
     "quick": {"queries": 48, "passages": 16, "pages": 6, "mixed": 40},
@@ -87,6 +77,19 @@ def encode_batches(auto: Any, lengths: list[int], batch_size: int) -> list[list[
         return auto._batches(lengths, batch_size)
     order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def encode_batch(processor: Any, messages: list, chunk: list[int]) -> dict[str, torch.Tensor]:
+    """The tensors ``AutoModel.encode`` feeds the model for the items ``chunk`` of ``messages``."""
+    canonical = [processor.canonicalize(messages[i], i, None) for i in chunk]
+    batch = processor.apply_chat_template(
+        canonical,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+        processor_kwargs={"text_kwargs": {"padding": True, "truncation": True, "max_length": None}},
+    )
+    return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
 class TokenCounter:
@@ -138,7 +141,7 @@ class Bench:
             "auto": TokenCounter(self.auto.get_input_embeddings(), pad_id),
             "naive": TokenCounter(self.naive.model.get_input_embeddings(), pad_id),
         }
-        release_memory()
+        harness.release_memory()
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
@@ -158,18 +161,10 @@ class Bench:
         texts, images = self.auto_inputs(workload.items)
         messages = self.processor.build_messages(text=texts, images=images, task=workload.task)
         lengths = item_lengths(self.auto, messages)
-        batches = []
-        for chunk in encode_batches(self.auto, lengths, self.batch_size):
-            canonical = [self.processor.canonicalize(messages[i], i, None) for i in chunk]
-            batch = self.processor.apply_chat_template(
-                canonical,
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                processor_kwargs={"text_kwargs": {"padding": True, "truncation": True, "max_length": None}},
-            )
-            batches.append((chunk, {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}))
-        return batches
+        return [
+            (chunk, encode_batch(self.processor, messages, chunk))
+            for chunk in encode_batches(self.auto, lengths, self.batch_size)
+        ]
 
     # ------------------------------------------------------------------ paths
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -232,10 +227,6 @@ class Bench:
         }
 
 
-def _median(values: list[float]) -> float:
-    return float(statistics.median(values)) if values else float("nan")
-
-
 def bench_workload(bench: Bench, workload: Workload, repeats: int) -> dict[str, Any]:
     """A warm-up pass (its peak RSS is the path's peak memory), then ``repeats`` interleaved timed rounds."""
     runners = bench.runners(workload)
@@ -243,24 +234,22 @@ def bench_workload(bench: Bench, workload: Workload, repeats: int) -> dict[str, 
     outputs = {}
     peaks = {}
     for name, run in runners.items():  # warm-up, measured for memory; its outputs are compared below
-        with PeakRSS() as peak:
+        with harness.PeakRSS() as peak:
             outputs[name] = run()
         peaks[name] = peak.delta_mb
-    release_memory()
-    times: dict[str, list[float]] = {name: [] for name in runners}
+    harness.release_memory()
     tokens: dict[str, tuple[int, int, int]] = {}
-    for repeat in range(repeats):
-        names = list(runners)
-        names = names[repeat % len(names) :] + names[: repeat % len(names)]
-        for name in names:
-            counter = bench.counters.get(name)
-            if counter is not None:
-                counter.reset()
-            start = time.perf_counter()
-            runners[name]()
-            times[name].append(time.perf_counter() - start)
-            if counter is not None:
-                tokens[name] = (counter.real, counter.padded, counter.batches)
+
+    def reset(name: str) -> None:
+        if name in bench.counters:
+            bench.counters[name].reset()
+
+    def count(name: str) -> None:
+        counter = bench.counters.get(name)
+        if counter is not None:
+            tokens[name] = (counter.real, counter.padded, counter.batches)
+
+    times = harness.interleaved(runners, repeats, before=reset, after=count)
 
     result: dict[str, Any] = {
         "items": n,
@@ -274,13 +263,13 @@ def bench_workload(bench: Bench, workload: Workload, repeats: int) -> dict[str, 
     }
     floor_times = times["floor"]
     for name in runners:
-        seconds = _median(times[name])
+        seconds = harness.median(times[name])
         entry: dict[str, Any] = {
             "seconds_median": seconds,
             "seconds_all": times[name],
             "items_per_s": n / seconds,
             "peak_rss_mb": round(peaks[name], 1),
-            "ratio_to_floor": _median([t / f for t, f in zip(times[name], floor_times, strict=True)]),
+            "ratio_to_floor": harness.median_ratio(times[name], floor_times),
         }
         if name in tokens:
             real, padded, batches = tokens[name]
@@ -383,7 +372,7 @@ def stream_memory(auto: Any, st: Any, sizes: list[int], batch_size: int) -> dict
         rows = []
         for n in sizes:
             start = time.perf_counter()
-            with PeakRSS() as peak:
+            with harness.PeakRSS() as peak:
                 if name == "auto":
                     out = auto.encode(text=texts[:n], task="text_pair", batch_size=batch_size)
                 else:
@@ -405,7 +394,7 @@ def stream_memory(auto: Any, st: Any, sizes: list[int], batch_size: int) -> dict
             "growth_beyond_output_mb": round(growth - output_growth, 1),
         }
     result["length_estimate"] = length_estimate_memory(auto, sizes)
-    release_memory()
+    harness.release_memory()
     return result
 
 
@@ -423,7 +412,7 @@ def length_estimate_memory(auto: Any, sizes: list[int]) -> dict[str, Any]:
     for n in sizes:
         texts = [f"{base[i % len(base)]} {i}" for i in range(n)]
         messages = auto.processor.build_messages(text=texts, task="text_pair")
-        with PeakRSS() as peak:
+        with harness.PeakRSS() as peak:
             item_lengths(auto, messages)
         rows.append({"items": n, "peak_rss_mb": round(peak.delta_mb, 1), "kb_per_item": peak.delta_mb * 1024 / n})
         del texts, messages
@@ -441,52 +430,40 @@ def targets(results: dict[str, Any], flat_tolerance_mb: float) -> list[dict[str,
     if mixed:
         for name, label in (("st", "ST encode"), ("auto", "AutoModel.encode")):
             ratio = mixed["paths"][name]["ratio_to_floor"]
-            checks.append(
-                {"target": f"{label} time / floor (mixed)", "value": ratio, "limit": "<= 1.05", "met": ratio <= 1.05}
-            )
+            checks.append(harness.target(f"{label} time / floor (mixed)", ratio, "<= 1.05", ratio <= 1.05))
         for name, label in (("auto", "AutoModel.encode"), ("st", "ST encode")):
             efficiency = mixed["paths"][name]["padding_efficiency"]
             checks.append(
-                {
-                    "target": f"padding efficiency, {label} (mixed)",
-                    "value": efficiency,
-                    "limit": ">= 0.85",
-                    "met": efficiency >= 0.85,
-                }
+                harness.target(f"padding efficiency, {label} (mixed)", efficiency, ">= 0.85", efficiency >= 0.85)
             )
     for workload, data in results["workloads"].items():
         naive = data["paths"]["naive"]["seconds_median"]
         for name in ("auto", "st"):
             speedup = naive / data["paths"][name]["seconds_median"]
-            checks.append(
-                {
-                    "target": f"speed-up of {name} over naive ({workload})",
-                    "value": speedup,
-                    "limit": "report",
-                    "met": None,
-                }
-            )
+            checks.append(harness.target(f"speed-up of {name} over naive ({workload})", speedup, "report", None))
     stream = results.get("stream")
     if stream:
         for name, data in stream["paths"].items():
             growth = data["growth_beyond_output_mb"]
             checks.append(
-                {
-                    "target": f"peak memory flat over {stream['sizes'][0]}..{stream['sizes'][-1]} items ({name})",
-                    "value": growth,
-                    "limit": f"growth beyond the output <= {flat_tolerance_mb} MB",
-                    "met": growth <= flat_tolerance_mb,
-                }
+                harness.target(
+                    f"peak memory flat over {stream['sizes'][0]}..{stream['sizes'][-1]} items ({name})",
+                    growth,
+                    f"growth beyond the output <= {flat_tolerance_mb} MB",
+                    growth <= flat_tolerance_mb,
+                )
             )
         estimate = stream["length_estimate"]
         checks.append(
-            {
-                "target": f"peak memory flat, AutoModel.encode length estimate over {stream['sizes'][0]}.."
-                f"{stream['sizes'][-1]} passages",
-                "value": estimate["growth_mb"],
-                "limit": f"growth <= {flat_tolerance_mb} MB",
-                "met": estimate["growth_mb"] <= flat_tolerance_mb,
-            }
+            harness.target(
+                (
+                    f"peak memory flat, AutoModel.encode length estimate over {stream['sizes'][0]}.."
+                    f"{stream['sizes'][-1]} passages"
+                ),
+                estimate["growth_mb"],
+                f"growth <= {flat_tolerance_mb} MB",
+                estimate["growth_mb"] <= flat_tolerance_mb,
+            )
         )
     if results.get("prefetch"):
         checks += prefetch_targets(results["prefetch"])
@@ -494,13 +471,15 @@ def targets(results: dict[str, Any], flat_tolerance_mb: float) -> list[dict[str,
     if padding:
         row = padding["rows"][-1]
         checks.append(
-            {
-                "target": f"padding efficiency, AutoModel.encode grouping, mixed stream of {row['items']} items "
-                "(exact lengths, no forward)",
-                "value": row["encode_grouping"],
-                "limit": ">= 0.85",
-                "met": row["encode_grouping"] >= 0.85,
-            }
+            harness.target(
+                (
+                    f"padding efficiency, AutoModel.encode grouping, mixed stream of {row['items']} items "
+                    "(exact lengths, no forward)"
+                ),
+                row["encode_grouping"],
+                ">= 0.85",
+                row["encode_grouping"] >= 0.85,
+            )
         )
     return checks
 
@@ -552,22 +531,16 @@ def format_table(results: dict[str, Any]) -> str:
         )
         lines.append(json.dumps(prefetch["projection"]))
         lines.append("")
-    for check in results["targets"]:
-        status = {True: "MET", False: "MISSED", None: "info"}[check["met"]]
-        lines.append(f"[{status:6}] {check['target']}: {check['value']:.3f} ({check['limit']})")
+    lines += [harness.format_target(check) for check in results["targets"]]
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python bench/encode_bench.py --model tiny --quick --out out/bench/encode-tiny.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = harness.bench_parser(
+        __doc__, "python bench/encode_bench.py --model tiny --quick --out out/bench/encode-tiny.json"
     )
-    parser.add_argument("--model", default="tiny", help="tiny | 2b-shaped | PATH to a checkpoint (default: tiny)")
-    parser.add_argument("--quick", action="store_true", help="small workloads and 3 repeats (minutes on a CPU)")
-    parser.add_argument("--size", choices=sorted(SIZES), help="workload size (default: quick with --quick, else full)")
-    parser.add_argument("--repeats", type=int, help="timed rounds per workload (default: 3 quick, 5 full)")
+    harness.add_model_argument(parser)
+    harness.add_size_arguments(parser, SIZES, "workloads", REPEATS)
     parser.add_argument("--batch-size", type=int, default=8, help="items per forward pass (default 8)")
     parser.add_argument("--max-image-tokens", type=int, help="image budget saved with a generated model")
     parser.add_argument("--workloads", default="queries,passages,pages,mixed", help="comma-separated subset")
@@ -577,13 +550,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream-batch-size", type=int, default=64)
     parser.add_argument("--stream-model", default="tiny", help="model of the memory stream (default: tiny)")
     parser.add_argument("--flat-tolerance-mb", type=float, default=16.0, help="allowed peak growth over the stream")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: on a shared CPU, OpenMP threads spin-waiting on busy cores made 2-thread "
-        "timings 10-40x slower and erratic; 0 = torch's default)",
-    )
     parser.add_argument(
         "--prefetch-pages",
         type=int,
@@ -597,16 +563,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ASSUMED effective bf16 TFLOP/s of one GPU for the feeding projection (default 400: about 40%% of an "
         "H100's dense peak)",
     )
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    harness.add_run_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    size = args.size or ("quick" if args.quick else "full")
-    repeats = args.repeats or (3 if args.quick else 5)
+    threads = harness.set_threads(args.threads)
+    size, repeats = harness.resolve_size(args, REPEATS)
     selected = {w.strip() for w in args.workloads.split(",") if w.strip()}
     table = (SIZES_2B if args.model == "2b-shaped" else SIZES)[size]
     sizes = {name: count for name, count in table.items() if name in selected}
@@ -619,18 +583,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         checkpoint = prepare_checkpoint(args.model, Path(workdir), args.max_image_tokens)
         bench = Bench(checkpoint, args.batch_size)
         results: dict[str, Any] = {
-            "benchmark": "encode",
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_info(),
+            **harness.results_header("encode"),
             "model": model_facts(bench.auto, bench.processor, args.model),
             "settings": {
                 "size": size,
                 "repeats": repeats,
                 "batch_size": args.batch_size,
                 "quick": args.quick,
-                "threads": torch.get_num_threads(),
+                "threads": threads,
             },
-            "memory_method": "peak RSS above the pre-call RSS (/proc/self/statm sampled every 2 ms; malloc_trim first)",
+            "memory_method": harness.memory_method(),
             "workloads": {},
         }
         workloads = make_workloads(bench.processor.tokenizer, sizes)
@@ -652,11 +614,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["padding_by_stream_length"] = padding_by_stream_length(bench, counts)
         auto, st = bench.auto, bench.st
         del bench
-        release_memory()
+        harness.release_memory()
         if stream_sizes:
             if args.stream_model != args.model:
                 del auto, st
-                release_memory()
+                harness.release_memory()
                 auto, st = load_paths(prepare_checkpoint(args.stream_model, Path(workdir)))
             print(f"memory stream: {stream_sizes} short texts on {args.stream_model} ...", flush=True)
             results["stream"] = {
@@ -665,12 +627,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
     results["targets"] = targets(results, args.flat_tolerance_mb)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    print(format_table(results))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"wrote {args.out}")
-    return results
+    print(format_table(results))  # the targets included
+    return harness.finish(results, args.out, show_targets=False)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import gc
 import json
 import random
@@ -38,7 +37,8 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from bench.common import machine_info, make_workloads, page_image, vietnamese_text  # noqa: E402
+from bench.common import make_workloads, page_image, vietnamese_text  # noqa: E402
+from bench.harness import results_header, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = {"queries": 512, "passages": 256, "pages": 32}
@@ -50,8 +50,8 @@ PAGE_SIZE = (827, 1169)  # A4 at 100 dpi
 
 
 def write(out: Path, report: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    """The report so far (rewritten after every section, so a failing GPU run still leaves what it measured)."""
+    write_json(out, report, indent=1, atomic=True, log=False, default=str)
 
 
 def prepare(report: dict[str, Any]) -> dict[str, Any]:
@@ -292,12 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-train", action="store_true", help="encode checks only")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    report: dict[str, Any] = {
-        "benchmark": "gpu-check",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "flash_attn": None,
-    }
+    report: dict[str, Any] = {**results_header("gpu-check"), "flash_attn": None}
     try:
         import flash_attn
 

@@ -10,11 +10,9 @@ each image before the exact resize into the budget.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -22,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from PIL import Image  # noqa: E402
 
-from bench.common import PeakRSS, machine_info, release_memory  # noqa: E402
+from bench.harness import PeakRSS, Stopwatch, bench_parser, machine_info, release_memory, write_json  # noqa: E402
 from configuration_vipyloqwen import DEFAULT_MAX_IMAGE_TOKENS  # noqa: E402
 from images_vipyloqwen import MAX_DECODE_PIXELS, MAX_IMAGE_PIXELS, PATCH, prepare_image  # noqa: E402
 
@@ -48,10 +46,9 @@ def run_case(name: str, side: int, folder: Path) -> dict:
     page(mode, side).save(path, fmt, **options)
     release_memory()
     budget = DEFAULT_MAX_IMAGE_TOKENS * PATCH * PATCH
-    with PeakRSS() as peak:
-        start = time.perf_counter()
+    with PeakRSS() as peak, Stopwatch() as clock:
         out = prepare_image(path, "bench", max_pixels=budget)
-        seconds = time.perf_counter() - start
+    seconds = clock.seconds
     result = {
         "case": name,
         "file": {"format": fmt, "mode": mode, "size": [side, side], "bytes": path.stat().st_size},
@@ -68,7 +65,7 @@ def run_case(name: str, side: int, folder: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--side", type=int, default=20_000, help="page side in pixels (default 20000)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--out", type=Path, default=Path("bench/results/images-huge.json"))
@@ -84,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, report)
     return 0
 
 

@@ -22,8 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import os
 import shutil
@@ -33,6 +31,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +41,8 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.common import (  # noqa: E402
-    REPO_ROOT,
-    PeakRSS,
-    machine_info,
-    make_workloads,
-    prepare_checkpoint,
-    release_memory,
-    short_texts,
-)
+from bench import harness  # noqa: E402
+from bench.common import REPO_ROOT, make_workloads, prepare_checkpoint, short_texts  # noqa: E402
 from vipyloqwen_tools.index.build import build  # noqa: E402
 from vipyloqwen_tools.index.store import Store  # noqa: E402
 
@@ -82,17 +74,24 @@ def _quiet(message: str) -> None:
     pass
 
 
+def remove_db(db: Path) -> Callable[[str], None]:
+    """An :func:`~bench.harness.interleaved` ``before`` hook: ``db`` removed (untimed) before each build runs."""
+
+    def before(name: str) -> None:
+        if name == "build":
+            shutil.rmtree(db, ignore_errors=True)
+
+    return before
+
+
 def timed_build(model: Any, items: Path, db: Path, batch_size: int, workers: int | None) -> float:
+    """Seconds of an index build of ``items`` into a fresh ``db`` (removing an old one is not timed)."""
     shutil.rmtree(db, ignore_errors=True)
-    start = time.perf_counter()
-    build(model, items, db, batch_size=batch_size, num_workers=workers, log=_quiet)
-    return time.perf_counter() - start
+    return harness.timed(lambda: build(model, items, db, batch_size=batch_size, num_workers=workers, log=_quiet))
 
 
 def timed_encode(model: Any, texts: list[str], batch_size: int, workers: int | None) -> float:
-    start = time.perf_counter()
-    model.encode(text=texts, batch_size=batch_size, num_workers=workers)
-    return time.perf_counter() - start
+    return harness.timed(lambda: model.encode(text=texts, batch_size=batch_size, num_workers=workers))
 
 
 def stream_bench(model: Any, workdir: Path, sizes: list[int], batch_size: int, repeats: int) -> dict[str, Any]:
@@ -102,11 +101,11 @@ def stream_bench(model: Any, workdir: Path, sizes: list[int], batch_size: int, r
     rows = []
     for n in sizes:
         items = write_texts(workdir / f"items-{n}.jsonl", texts[:n])
-        release_memory()
-        with PeakRSS() as peak:
+        harness.release_memory()
+        with harness.PeakRSS() as peak:
             seconds = timed_build(model, items, workdir / f"db-{n}", batch_size, 0)
-        release_memory()
-        with PeakRSS() as encode_peak:
+        harness.release_memory()
+        with harness.PeakRSS() as encode_peak:
             encode_seconds = timed_encode(model, texts[:n], batch_size, 0)
         rows.append(
             {
@@ -123,21 +122,19 @@ def stream_bench(model: Any, workdir: Path, sizes: list[int], batch_size: int, r
     items = workdir / f"items-{n}.jsonl"
     ratios: dict[str, Any] = {}
     # Default workers are 0 for text-only items; 2 shows what handing text batches between processes costs.
+    db = workdir / "db-timed"
     for label, workers in (("num_workers=0", 0), ("num_workers=2", 2)):
-        build_times, encode_times = [], []
-        for repeat in range(repeats):
-            pair = [("build", lambda w=workers: timed_build(model, items, workdir / "db-timed", batch_size, w))]
-            pair.append(("encode", lambda w=workers: timed_encode(model, texts[:n], batch_size, w)))
-            for name, run in pair if repeat % 2 == 0 else pair[::-1]:
-                (build_times if name == "build" else encode_times).append(run())
+        runs = {
+            "build": lambda w=workers: build(model, items, db, batch_size=batch_size, num_workers=w, log=_quiet),
+            "encode": lambda w=workers: model.encode(text=texts[:n], batch_size=batch_size, num_workers=w),
+        }
+        times = harness.interleaved(runs, repeats, before=remove_db(db))
         ratios[label] = {
-            "build_seconds_all": build_times,
-            "encode_seconds_all": encode_times,
-            "build_items_per_s": n / statistics.median(build_times),
-            "encode_items_per_s": n / statistics.median(encode_times),
-            "encode_over_build_items_per_s": statistics.median(
-                [b / e for b, e in zip(build_times, encode_times, strict=True)]
-            ),
+            "build_seconds_all": times["build"],
+            "encode_seconds_all": times["encode"],
+            "build_items_per_s": n / statistics.median(times["build"]),
+            "encode_items_per_s": n / statistics.median(times["encode"]),
+            "encode_over_build_items_per_s": harness.median_ratio(times["build"], times["encode"]),
         }
     return {"batch_size": batch_size, "sizes": sizes, "rows": rows, "throughput": ratios}
 
@@ -199,11 +196,7 @@ def two_b_bench(
     one_items = write_workload(workdir / "2b-one", one)
     timed_build(bench.auto, one_items, workdir / "2b-db", batch_size, None)  # warm-up
     fixed = [timed_build(bench.auto, one_items, workdir / "2b-db", batch_size, None) for _ in range(3)]
-    encode_one = []
-    for _ in range(3):
-        start = time.perf_counter()
-        bench.run_auto(one)
-        encode_one.append(time.perf_counter() - start)
+    encode_one = [harness.timed(lambda: bench.run_auto(one)) for _ in range(3)]
     results["build_fixed_seconds"] = statistics.median(fixed) - statistics.median(encode_one)
     for workload in workloads:
         print(f"2b-shaped {workload.name}: {len(workload.items)} items ...", flush=True)
@@ -213,23 +206,18 @@ def two_b_bench(
         runs = {
             "floor": lambda b=batches, n=n: bench.run_floor(b, n),
             "auto": lambda w=workload: bench.run_auto(w),
+            # timed with the removal of the previous db, as the build of a fresh index is used
             "index": lambda i=items: timed_build(bench.auto, i, workdir / "2b-db", batch_size, None),
         }
         for run in runs.values():  # warm-up (and the probe embedding of the loaded model)
             run()
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for repeat in range(repeats):
-            names = list(runs)[repeat % 3 :] + list(runs)[: repeat % 3]
-            for name in names:
-                start = time.perf_counter()
-                runs[name]()
-                times[name].append(time.perf_counter() - start)
+        times = harness.interleaved(runs, repeats)
         entry = {}
         for name, values in times.items():
             entry[name] = {
                 "seconds_all": values,
                 "items_per_s": n / statistics.median(values),
-                "ratio_to_floor": statistics.median([t / f for t, f in zip(values, times["floor"], strict=True)]),
+                "ratio_to_floor": harness.median_ratio(values, times["floor"]),
             }
         results["workloads"][workload.name] = {"items": n, "paths": entry}
     return results
@@ -242,37 +230,41 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         first, last = stream["rows"][0], stream["rows"][-1]
         growth = last["build_peak_rss_mb"] - first["build_peak_rss_mb"]
         checks.append(
-            {
-                "target": f"index build peak RSS flat: {last['items']} vs {first['items']} short texts (tiny)",
-                "value": growth,
-                "limit": "<= 50 MB",
-                "met": growth <= 50,
-            }
+            harness.target(
+                f"index build peak RSS flat: {last['items']} vs {first['items']} short texts (tiny)",
+                growth,
+                "<= 50 MB",
+                growth <= 50,
+            )
         )
         for label, entry in stream["throughput"].items():
             ratio = entry["encode_over_build_items_per_s"]
             default = label == "num_workers=0"  # the default for text-only items
             checks.append(
-                {
-                    "target": f"AutoModel.encode items/s / index build items/s, {last['items']} texts ({label}"
-                    + (", the default for text)" if default else ", report: workers start per window)"),
-                    "value": ratio,
-                    "limit": "<= 1.2" if default else "report",
-                    "met": ratio <= 1.2 if default else None,
-                }
+                harness.target(
+                    (
+                        f"AutoModel.encode items/s / index build items/s, {last['items']} texts ({label}"
+                        + (", the default for text)" if default else ", report: workers start per window)")
+                    ),
+                    ratio,
+                    "<= 1.2" if default else "report",
+                    ratio <= 1.2 if default else None,
+                )
             )
     sharded = results.get("sharded")
     if sharded:
         same = sharded["ids_identical"] and sharded["texts_and_metadata_identical"]
         same = same and sharded["vectors_bit_identical_rows"] == sharded["rows"]
         checks.append(
-            {
-                "target": f"{sharded['processes']}-process torchrun build == 1-process build (ids, texts, metadata, "
-                "vectors bit for bit)",
-                "value": float(same),
-                "limit": "== 1",
-                "met": same,
-            }
+            harness.target(
+                (
+                    f"{sharded['processes']}-process torchrun build == 1-process build (ids, texts, metadata, "
+                    "vectors bit for bit)"
+                ),
+                float(same),
+                "== 1",
+                same,
+            )
         )
     two_b = results.get("two_b")
     if two_b:
@@ -280,18 +272,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             for path, label in (("auto", "AutoModel.encode"), ("index", "index build")):
                 ratio = workload["paths"][path]["ratio_to_floor"]
                 checks.append(
-                    {
-                        "target": f"2b-shaped {label} time / floor ({name})",
-                        "value": ratio,
-                        "limit": "<= 1.05",
-                        "met": ratio <= 1.05,
-                    }
+                    harness.target(f"2b-shaped {label} time / floor ({name})", ratio, "<= 1.05", ratio <= 1.05)
                 )
     return checks
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.bench_parser(__doc__)
     parser.add_argument("--sizes", default="1000,10000", help="stream sizes (short texts); 'none' skips")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size of the stream (default 64)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -303,21 +290,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--two-b-workloads", help="comma-separated subset of the 2b-shaped workloads (queries,passages,pages,mixed)"
     )
     parser.add_argument("--two-b-batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as encode_bench)")
-    parser.add_argument("--out", type=Path)
+    harness.add_run_arguments(parser)
     args = parser.parse_args(argv)
     # encode's workers fork; lancedb (imported by the builder) warns on every fork of the process.
     warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    harness.set_threads(args.threads)
     sizes = [] if args.sizes == "none" else [int(s) for s in args.sizes.split(",")]
     started = time.perf_counter()
     results: dict[str, Any] = {
-        "benchmark": "index",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **harness.results_header("index"),
         "settings": vars(args) | {"out": str(args.out) if args.out else None},
-        "memory_method": "peak RSS above the pre-call RSS (/proc/self/statm sampled every 2 ms; malloc_trim first)",
+        "memory_method": harness.memory_method(),
     }
     with tempfile.TemporaryDirectory(prefix="vipyloqwen-index-bench-") as tmp:
         workdir = Path(tmp)
@@ -333,20 +316,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"sharded: torchrun x{args.procs} ...", flush=True)
                 results["sharded"] = sharded_bench(checkpoint, workdir, max(sizes), args.batch_size, args.procs)
             del model
-            release_memory()
+            harness.release_memory()
         if args.two_b:
             only = args.two_b_workloads.split(",") if args.two_b_workloads else None
             results["two_b"] = two_b_bench(workdir, args.two_b_batch_size, args.repeats, args.two_b_size, only)
     results["targets"] = targets(results)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    for check in results["targets"]:
-        status = {True: "MET", False: "MISSED", None: "info"}[check["met"]]
-        print(f"[{status:6}] {check['target']}: {check['value']:.3f} ({check['limit']})")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"wrote {args.out}")
-    return results
+    return harness.finish(results, args.out)
 
 
 if __name__ == "__main__":

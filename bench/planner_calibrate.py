@@ -26,7 +26,6 @@ recorded validation points against the planner).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -144,7 +143,7 @@ def measure(point: dict[str, Any], workdir: Path) -> dict[str, Any]:
     from PIL import Image
     from sentence_transformers import SentenceTransformer
 
-    from bench.common import PeakRSS, release_memory, rss_bytes
+    from bench.harness import PeakRSS, release_memory, rss_bytes
     from configuration_vipyloqwen import TASKS
     from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 
@@ -285,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(json.loads(args.spec), args.workdir)))
         return 0
 
-    from bench.common import machine_info
+    from bench.harness import results_header, write_json
 
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     done = {
@@ -305,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_point(point, args.workdir)
             print(json.dumps(result), flush=True)
             results[group].append(result)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({**previous, **results}, indent=1) + "\n")
+            write_json(args.out, {**previous, **results}, indent=1, log=False)
     from vipyloqwen_tools.plan import planner
 
     complete = len(results["fit_points"]) == len(FIT_POINTS)
@@ -314,9 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = min(models, key=lambda m: models[m]["rms_residual_mb"]) if models else None
     measured = results["fit_points"] + results["validation_points"] + results["bf16_points"]
     report = {
-        "benchmark": "planner-calibration",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **results_header("planner-calibration"),
         "method": __doc__.split("\n\n")[1],
         **results,
         "fits": models,
@@ -325,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         # with the constants the planner ships (vipyloqwen_tools/plan/planner.py CALIBRATION)
         "comparison": [planner.compare_point(p) for p in measured],
     }
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report, indent=1)
     for row in report["comparison"]:
         print(json.dumps(row))
     return 0

@@ -21,11 +21,14 @@ import math
 import os
 import resource
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 
 from bench.common import make_workloads
+from bench.harness import interleaved, target
 from vipyloqwen_tools.build.architectures import qwen2_vl_2b_widths
 
 # (num_workers, worker_type) settings timed side by side.
@@ -81,30 +84,26 @@ def prefetch_bench(bench: Any, pages: int, repeats: int, gpu_tflops: float) -> d
 
     reference = run(0, "process")  # warm-up
     identical = {f"{w}-{k}": bool(torch.equal(run(w, k), reference)) for w, k in SETTINGS}
-    times: dict[str, list[float]] = {f"{w}-{k}": [] for w, k in SETTINGS}
-    main_cpu: dict[str, list[float]] = {f"{w}-{k}": [] for w, k in SETTINGS}
-    worker_cpu: dict[str, list[float]] = {f"{w}-{k}": [] for w, k in SETTINGS}
-    times["floor"], times["preprocess"] = [], []
     messages = bench.processor.build_messages(text=texts, images=images, task=workload.task)
     chunks = [chunk for chunk, _ in batches]
     budget = bench.processor.max_image_tokens
-    for repeat in range(repeats):
-        order = list(times)
-        order = order[repeat % len(order) :] + order[: repeat % len(order)]
-        for name in order:
-            start = time.perf_counter()
-            cpu, children = time.process_time(), _children_cpu()
-            if name == "floor":
-                bench.run_floor(batches, n)
-            elif name == "preprocess":
-                _preprocess_seconds(bench.processor, messages, chunks, budget)
-            else:
-                workers, kind = name.split("-")
-                run(int(workers), kind)
-                # Main process CPU = the critical path; reaped DataLoader workers' CPU = the work moved off it.
-                main_cpu[name].append(time.process_time() - cpu)
-                worker_cpu[name].append(_children_cpu() - children)
-            times[name].append(time.perf_counter() - start)
+    runners: dict[str, Callable[[], Any]] = {f"{w}-{k}": partial(run, w, k) for w, k in SETTINGS}
+    runners["floor"] = partial(bench.run_floor, batches, n)
+    runners["preprocess"] = partial(_preprocess_seconds, bench.processor, messages, chunks, budget)
+    # Main process CPU = the critical path; reaped DataLoader workers' CPU = the work moved off it.
+    main_cpu: dict[str, list[float]] = {f"{w}-{k}": [] for w, k in SETTINGS}
+    worker_cpu: dict[str, list[float]] = {f"{w}-{k}": [] for w, k in SETTINGS}
+    cpu_before: list[float] = [0.0, 0.0]
+
+    def before(name: str) -> None:
+        cpu_before[:] = [time.process_time(), _children_cpu()]
+
+    def after(name: str) -> None:
+        if name in main_cpu:
+            main_cpu[name].append(time.process_time() - cpu_before[0])
+            worker_cpu[name].append(_children_cpu() - cpu_before[1])
+
+    times = interleaved(runners, repeats, before=before, after=after)
     median = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
     settings = {}
     for workers, kind in SETTINGS:
@@ -153,23 +152,25 @@ def prefetch_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     other = "process" if default == "thread" else "thread"
     plural = {"thread": "threads", "process": "processes"}
     return [
-        {
-            "target": f"pages on tiny: encode items/s with 2 workers (worker_type auto = {plural[default]} on CPU) / "
-            "num_workers=0",
-            "value": chosen,
-            "limit": ">= 1.6",
-            "met": chosen >= 1.6,
-        },
-        {
-            "target": f"pages on tiny: encode items/s with 2 {plural[other]} / num_workers=0",
-            "value": result["settings"][f"2-{other}"]["speedup_over_0"],
-            "limit": "report",
-            "met": None,
-        },
-        {
-            "target": "encode with workers bit-identical to num_workers=0 (all settings)",
-            "value": float(all(s["bit_identical_to_0"] for s in result["settings"].values())),
-            "limit": "== 1",
-            "met": all(s["bit_identical_to_0"] for s in result["settings"].values()),
-        },
+        target(
+            (
+                f"pages on tiny: encode items/s with 2 workers (worker_type auto = {plural[default]} on CPU) / "
+                "num_workers=0"
+            ),
+            chosen,
+            ">= 1.6",
+            chosen >= 1.6,
+        ),
+        target(
+            f"pages on tiny: encode items/s with 2 {plural[other]} / num_workers=0",
+            result["settings"][f"2-{other}"]["speedup_over_0"],
+            "report",
+            None,
+        ),
+        target(
+            "encode with workers bit-identical to num_workers=0 (all settings)",
+            float(all(s["bit_identical_to_0"] for s in result["settings"].values())),
+            "== 1",
+            all(s["bit_identical_to_0"] for s in result["settings"].values()),
+        ),
     ]

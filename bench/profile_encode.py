@@ -16,15 +16,12 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
-import json
 import pstats
 import statistics
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,8 +32,9 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.common import make_workloads, prepare_checkpoint, release_memory  # noqa: E402
-from bench.encode_bench import SIZES, SIZES_2B, Bench, encode_batches, item_lengths  # noqa: E402
+from bench import harness  # noqa: E402
+from bench.common import make_workloads, prepare_checkpoint  # noqa: E402
+from bench.encode_bench import SIZES, SIZES_2B, Bench, encode_batch, encode_batches, item_lengths  # noqa: E402
 
 
 def encode_overlapped(model: Any, texts: list, images: list, task: str, batch_size: int) -> torch.Tensor:
@@ -44,27 +42,15 @@ def encode_overlapped(model: Any, texts: list, images: list, task: str, batch_si
     processor = model.processor
     messages = processor.build_messages(text=texts, images=images, task=task)
     chunks = encode_batches(model, item_lengths(model, messages), batch_size)
-
-    def prepare(chunk: list[int]) -> dict[str, torch.Tensor]:
-        canonical = [processor.canonicalize(messages[i], i, None) for i in chunk]
-        batch = processor.apply_chat_template(
-            canonical,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs={"text_kwargs": {"padding": True, "truncation": True, "max_length": None}},
-        )
-        return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-
     from modeling_vipyloqwen import mean_pool
 
     out = torch.empty(len(messages), model.config.embed_dim)
     with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
-        future = pool.submit(prepare, chunks[0])
+        future = pool.submit(encode_batch, processor, messages, chunks[0])
         for index, chunk in enumerate(chunks):
             batch = future.result()
             if index + 1 < len(chunks):
-                future = pool.submit(prepare, chunks[index + 1])
+                future = pool.submit(encode_batch, processor, messages, chunks[index + 1])
             hidden = model(**batch).last_hidden_state
             out[torch.tensor(chunk)] = F.normalize(mean_pool(hidden, batch["attention_mask"]), p=2, dim=-1)
     return out
@@ -97,19 +83,16 @@ def profile_encode(bench: Bench, workload: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python bench/profile_encode.py --model tiny --out out/bench/profile-tiny.json",
+    parser = harness.bench_parser(
+        __doc__, "python bench/profile_encode.py --model tiny --out out/bench/profile-tiny.json"
     )
-    parser.add_argument("--model", default="tiny", help="tiny | 2b-shaped | PATH (default tiny)")
+    harness.add_model_argument(parser)
     parser.add_argument("--size", default="quick", choices=sorted(SIZES), help="mixed workload size (default quick)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    harness.add_run_arguments(parser)
     args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    threads = harness.set_threads(args.threads)
     table = SIZES_2B if args.model == "2b-shaped" else SIZES
     with tempfile.TemporaryDirectory(prefix="vipyloqwen-profile-") as workdir:
         bench = Bench(prepare_checkpoint(args.model, Path(workdir)), args.batch_size)
@@ -136,23 +119,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "preprocess": lambda: bench.floor_batches(workload),
     }
     outputs = {name: run() for name, run in runners.items()}  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for repeat in range(args.repeats):
-        names = list(runners)
-        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            start = time.perf_counter()
-            runners[name]()
-            times[name].append(time.perf_counter() - start)
-    release_memory()
+    times = harness.interleaved(runners, args.repeats)
+    harness.release_memory()
     results = {
         "model": args.model,
         "items": len(workload.items),
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "profile_auto_encode": profile_encode(bench, workload),
         "seconds_median": {name: statistics.median(v) for name, v in times.items()},
-        "ratio_to_floor": {
-            name: statistics.median(t / f for t, f in zip(v, times["floor"], strict=True)) for name, v in times.items()
-        },
+        "ratio_to_floor": {name: harness.median_ratio(v, times["floor"]) for name, v in times.items()},
         "max_abs_diff_to_auto": {
             name: float((outputs[name] - outputs["auto"]).abs().max()) for name in ("floor", "overlap", "no_preshrink")
         },
@@ -167,11 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in runners:
         print(f"{name:13} {results['seconds_median'][name]:8.3f} s   x floor {results['ratio_to_floor'][name]:6.3f}")
     print("max |embedding - auto|:", {k: f"{v:.1e}" for k, v in results["max_abs_diff_to_auto"].items()})
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.out}")
-    return results
+    return harness.finish(results, args.out)
 
 
 if __name__ == "__main__":

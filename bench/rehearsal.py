@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import os
 import shutil
@@ -32,7 +31,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT, machine_info  # noqa: E402
+from bench.common import REPO_ROOT  # noqa: E402
+from bench.harness import machine_info, utc_now, write_json  # noqa: E402
 
 RECIPE = REPO_ROOT / "configs" / "vipyloqwen-2b.yaml"
 DEFAULT_MATRYOSHKA = [1024, 768, 512, 256, 128]
@@ -179,7 +179,7 @@ def report(
         "benchmark": "real-width rehearsal (2B widths, few layers, 2 processes)",
         "command": "flock /tmp/bigmem.lock flock /tmp/bench.lock python bench/rehearsal.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "machine": machine_info(),
         "model": {
             "text_layers": layers[0],
@@ -215,8 +215,7 @@ def report(
             for rank, records in sorted(trace.items())
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("seconds_per_step", "peak_rss_gb_per_process", "loss_terms")}, indent=1))
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)

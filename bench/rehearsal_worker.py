@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -22,25 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformers import TrainerCallback  # noqa: E402
 
+# VmHWM, not ru_maxrss: on Linux that starts at the parent's RSS at fork (here torchrun's agent).
+from bench.harness import peak_rss_bytes, write_json  # noqa: E402
 from vipyloqwen_tools.train import run as training  # noqa: E402
-
-
-def peak_rss_bytes() -> int:
-    """This process's own peak RSS: VmHWM (the high-water mark of its memory map, fresh after exec). ru_maxrss is
-    not used: on Linux it starts at the parent's RSS at fork (here torchrun's agent), so it is only an upper bound."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: the upper bound
 
 
 def write_report(out: Path, report: dict) -> None:
     """Atomic rewrite: a reader (or a killed run) never sees half a file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    partial.replace(out)
+    write_json(out, report, indent=1, atomic=True, log=False)
 
 
 class StepTimer(TrainerCallback):

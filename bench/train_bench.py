@@ -21,8 +21,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import random
 import statistics
 import sys
@@ -37,8 +35,10 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from bench.common import PeakRSS, machine_info, prepare_checkpoint, release_memory, vietnamese_text  # noqa: E402
+from bench import harness  # noqa: E402
+from bench.common import prepare_checkpoint, vietnamese_text  # noqa: E402
 
+REPEATS = (8, 10)  # timed rounds with --quick, without
 SIZES = {
     "smoke": {"batch": 4, "passage_tokens": 40, "large_batch": 8, "mini_batch": 2, "steps": 1},
     "quick": {"batch": 16, "passage_tokens": 120, "large_batch": 64, "mini_batch": 8, "steps": 3},
@@ -131,28 +131,21 @@ def loss_math_seconds(bench: TrainBench, batch: int, repeats: int, calls: int = 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python bench/train_bench.py --model tiny --quick --out out/bench/train-tiny.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = harness.bench_parser(
+        __doc__, "python bench/train_bench.py --model tiny --quick --out out/bench/train-tiny.json"
     )
-    parser.add_argument("--model", default="tiny", help="tiny | 2b-shaped | PATH to a checkpoint (default: tiny)")
-    parser.add_argument("--quick", action="store_true", help="small batches and 8 repeats (minutes on a CPU)")
-    parser.add_argument("--size", choices=sorted(SIZES), help="batch sizes (default: quick with --quick, else full)")
-    parser.add_argument("--repeats", type=int, help="timed rounds (default: 8 quick, 10 full)")
+    harness.add_model_argument(parser)
+    harness.add_size_arguments(parser, SIZES, "batches", REPEATS)
     parser.add_argument("--task", default="instr", help="registry task the router loss is bound to (default instr)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see encode_bench --help)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    harness.add_run_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    size = args.size or ("quick" if args.quick else "full")
+    threads = harness.set_threads(args.threads)
+    size, repeats = harness.resolve_size(args, REPEATS)
     config = SIZES[size]
-    repeats = args.repeats or (8 if args.quick else 10)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vipyloqwen-train-bench-") as workdir:
         print(f"building/loading {args.model} ...", flush=True)
@@ -167,45 +160,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = ["router", "mnrl"]
     for name in names:  # warm-up
         bench.step(name, small)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        for name in names[repeat % 2 :] + names[: repeat % 2]:
-            start = time.perf_counter()
-            bench.runner(name, small, config["steps"])()
-            times[name].append((time.perf_counter() - start) / config["steps"])
-    ratio = statistics.median(r / m for r, m in zip(times["router"], times["mnrl"], strict=True))
+    rounds = harness.interleaved({name: bench.runner(name, small, config["steps"]) for name in names}, repeats)
+    times = {name: [seconds / config["steps"] for seconds in values] for name, values in rounds.items()}
+    ratio = harness.median_ratio(times["router"], times["mnrl"])
 
     loss_only = loss_math_seconds(bench, config["batch"], repeats)
 
     # Peak memory at the large batch: plain vs cached, for both losses.
     memory: dict[str, dict[str, float]] = {}
     for name in ("mnrl", "mnrl_cached", "router", "router_cached"):
-        release_memory()
+        harness.release_memory()
         start = time.perf_counter()
-        with PeakRSS() as peak:
+        with harness.PeakRSS() as peak:
             loss = bench.step(name, large)
         memory[name] = {"peak_rss_mb": round(peak.delta_mb, 1), "seconds": time.perf_counter() - start, "loss": loss}
 
     results: dict[str, Any] = {
-        "benchmark": "train",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        **harness.results_header("train"),
         "model": args.model,
-        "settings": {**config, "size": size, "repeats": repeats, "task": args.task, "threads": torch.get_num_threads()},
-        "memory_method": "peak RSS above the pre-step RSS (/proc/self/statm sampled every 2 ms; malloc_trim first)",
+        "settings": {**config, "size": size, "repeats": repeats, "task": args.task, "threads": threads},
+        "memory_method": harness.memory_method("step"),
         "step_seconds": {name: {"median": statistics.median(v), "all": v} for name, v in times.items()},
         "router_over_mnrl": ratio,
         "loss_math_seconds": loss_only,
         "large_batch_memory": memory,
         "targets": [
-            {"target": "router step time / MNRL step time", "value": ratio, "limit": "<= 1.05", "met": ratio <= 1.05},
+            harness.target("router step time / MNRL step time", ratio, "<= 1.05", ratio <= 1.05),
             *(
-                {
-                    "target": f"{name} cached / plain peak memory at batch {config['large_batch']}",
-                    "value": memory[f"{name}_cached"]["peak_rss_mb"] / max(memory[name]["peak_rss_mb"], 1e-9),
-                    "limit": "report (< 1 expected)",
-                    "met": None,
-                }
+                harness.target(
+                    f"{name} cached / plain peak memory at batch {config['large_batch']}",
+                    memory[f"{name}_cached"]["peak_rss_mb"] / max(memory[name]["peak_rss_mb"], 1e-9),
+                    "report (< 1 expected)",
+                    None,
+                )
                 for name in ("mnrl", "router")
             ),
         ],
@@ -221,14 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"peak RSS of one step at batch {config['large_batch']} (mini-batch {config['mini_batch']}):")
     for name, data in memory.items():
         print(f"  {name:14} {data['peak_rss_mb']:9.1f} MB  ({data['seconds']:.2f} s, loss {data['loss']:.4f})")
-    for check in results["targets"]:
-        status = {True: "MET", False: "MISSED", None: "info"}[check["met"]]
-        print(f"[{status:6}] {check['target']}: {check['value']:.3f} ({check['limit']})")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"wrote {args.out}")
-    return results
+    return harness.finish(results, args.out)
 
 
 if __name__ == "__main__":
