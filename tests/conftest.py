@@ -1,13 +1,19 @@
-"""Shared fixtures: one tiny offline checkpoint per session, small generated images."""
+"""Shared fixtures and helpers: one tiny offline checkpoint per session (and its processor, AutoModel and
+SentenceTransformer), small generated images, JSONL files, the settings of a short tiny training run, the environment
+of a child process, a free port, a local image server."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -18,6 +24,54 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A short CPU run of the tiny model that the training tests share; each test adds what it checks (steps, batch size,
+# sequence length, seed). No evaluation, a loss every step, a checkpoint every 3 steps.
+TINY_RUN: dict[str, Any] = {
+    "model": "tiny",
+    "learning_rate": 1.0e-3,
+    "warmup_ratio": 0.0,
+    "gradient_accumulation_steps": 1,
+    "precision": "fp32",
+    "logging_steps": 1,
+    "eval_steps": None,
+    "save_steps": 3,
+}
+
+
+def tiny_run_settings(output_dir: Path, train_file: Path, eval_file: Path | None, **overrides: Any) -> dict[str, Any]:
+    """:data:`TINY_RUN` with its files and ``overrides``: the settings of a ``TrainConfig`` or a YAML config."""
+    files = {"train_file": str(train_file), "eval_file": str(eval_file) if eval_file else None}
+    return {**TINY_RUN, **files, "output_dir": str(output_dir), **overrides}
+
+
+def tiny_run_config(output_dir: Path, train_file: Path, eval_file: Path | None = None, **overrides: Any):
+    """A ``TrainConfig`` of :data:`TINY_RUN` (for ``train(config)`` in this process)."""
+    from vipyloqwen_tools.train.run import TrainConfig
+
+    return TrainConfig.from_yaml(None, **tiny_run_settings(output_dir, train_file, eval_file, **overrides))
+
+
+def write_tiny_run_yaml(path: Path, output_dir: Path, train_file: Path, eval_file: Path | None = None, **overrides):
+    """A YAML config of :data:`TINY_RUN` at ``path`` (for ``train_st.py --config`` in a child process)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(tiny_run_settings(output_dir, train_file, eval_file, **overrides)), "utf-8")
+    return path
+
+
+def write_jsonl(path: Path, rows: Iterable[dict | str]) -> Path:
+    """One JSON object per line (UTF-8, non-ASCII as is); a ``str`` row is written as it is (a bad line on purpose)."""
+    lines = (row if isinstance(row, str) else json.dumps(row, ensure_ascii=False) for row in rows)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child Python process that imports this repository (offline, as the tests are)."""
+    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
 
 
 def free_port() -> int:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
 from pathlib import Path
 
 import pytest
+from conftest import write_jsonl
 
 from vipyloqwen_tools.data import cache as data_cache
 from vipyloqwen_tools.data.cache import fingerprint, prepare_task_datasets
@@ -16,8 +16,7 @@ from vipyloqwen_tools.data.cache import fingerprint, prepare_task_datasets
 
 def write_rows(path: Path, n: int = 20) -> Path:
     rows = [{"task": "text_pair", "query": f"câu {i}", "positive": f"sentence {i}", "score": 0.5} for i in range(n)]
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
+    return write_jsonl(path, rows)
 
 
 def entries(cache: Path) -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, make_image
+from conftest import child_env, free_port, make_image, write_jsonl
 
 from scripts import index as cli
 from vipyloqwen_tools.index.build import build
@@ -21,16 +21,6 @@ from vipyloqwen_tools.index.store import Store, StoreError, rows
 
 REPO = Path(__file__).resolve().parent.parent
 TOL = 1e-5
-
-
-def _write_items(folder: Path, rows_: list[dict], extra_lines: list[str] = ()) -> Path:
-    path = folder / "items.jsonl"
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows_:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for line in extra_lines:
-            handle.write(line + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +56,9 @@ def corpus(tmp_path_factory):
         {"text": "no id"},
     ]
     thin = json.dumps({"id": "thin", "images": ["img/thin.png"]})
-    path = _write_items(folder, good[:7] + bad_rows[:2] + good[7:] + bad_rows[2:], ["{this is not json", thin])
+    path = write_jsonl(
+        folder / "items.jsonl", good[:7] + bad_rows[:2] + good[7:] + bad_rows[2:] + ["{this is not json", thin]
+    )
     return {"path": path, "good": good, "folder": folder}
 
 
@@ -174,7 +166,7 @@ def test_where_filter_and_search_cli_json(built, tiny_checkpoint, capsys):
 
 
 def test_append_adds_only_new_ids(corpus, tiny_checkpoint, tmp_path, built):
-    first = _write_items(tmp_path, corpus["good"][:6])
+    first = write_jsonl(tmp_path / "items.jsonl", corpus["good"][:6])
     db = tmp_path / "db"
     build(str(tiny_checkpoint), first, db, batch_size=4, num_workers=0)
     before = _table(db)
@@ -209,7 +201,7 @@ build({model!r}, {items!r}, {db!r}, batch_size=2, num_workers=0, commit_every=3,
 def test_kill_and_resume_neither_duplicates_nor_loses(corpus, tiny_checkpoint, tmp_path):
     db = tmp_path / "db"
     script = KILLER.format(repo=str(REPO), model=str(tiny_checkpoint), items=str(corpus["path"]), db=str(db))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=300)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     staged = list((db / "_staging").glob("*.arrow"))
@@ -244,8 +236,7 @@ def test_two_process_torchrun_build_equals_one_process(corpus, tiny_checkpoint, 
     command += [str(REPO / "scripts" / "index.py")]
     command += ["build", "--model", str(tiny_checkpoint), "--items", str(corpus["path"]), "--db", str(db)]
     command += ["--batch-size", "3", "--num-workers", "0", "--commit-every", "4"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=child_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 1/2" in done.stderr and "rank 0/2" in done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -314,7 +305,7 @@ def test_ann_index_on_a_larger_table_and_exact_override(tmp_path):
 def test_cli_rejects_bad_arguments(tmp_path, tiny_checkpoint):
     with pytest.raises(SystemExit):
         cli.main(["search", "--db", str(tmp_path)])
-    items = _write_items(tmp_path, [{"id": "a", "text": "x"}])
+    items = write_jsonl(tmp_path / "items.jsonl", [{"id": "a", "text": "x"}])
     with pytest.raises(ValueError, match="batch_size"):
         build(str(tiny_checkpoint), items, tmp_path / "db", batch_size=0)
     shutil.rmtree(tmp_path / "db", ignore_errors=True)

@@ -4,10 +4,13 @@ generated file, the refusal before the first step, bad lines, the launcher, and 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, write_jsonl
 from PIL import Image
 
 from vipyloqwen_tools.plan import planner
@@ -25,8 +28,6 @@ from vipyloqwen_tools.plan.planner import (
     static_parts,
 )
 from vipyloqwen_tools.train.run import TrainConfig, train
-
-REPO = Path(__file__).resolve().parent.parent
 
 # A round architecture for hand arithmetic: 1e9 parameters.
 ROUND = Architecture(
@@ -110,14 +111,19 @@ def test_limit_batches_use_max_length_and_five_images_on_image_queries():
     [((10, 40), 64), ((120, 90), 64), ((1240, 1754), 64), ((1240, 1754), 1024), ((3000, 40), 256), ((28, 28), 16)],
 )
 def test_image_tokens_match_the_processor(st_model, size, budget):
-    processor = st_model[0].processor
-    saved = processor.max_image_tokens
-    processor.max_image_tokens = budget
-    try:
+    with image_budget(st_model[0].processor, budget):
         features = st_model.preprocess([{"image": [Image.new("RGB", size)]}])
+    assert image_tokens(*size, max_tokens=budget) == int(features["image_grid_thw"][0].prod()) // 4
+
+
+@contextmanager
+def image_budget(processor, tokens: int) -> Iterator[None]:
+    """The session's shared processor with ``max_image_tokens = tokens`` inside the block, restored after it."""
+    saved, processor.max_image_tokens = processor.max_image_tokens, tokens
+    try:
+        yield
     finally:
         processor.max_image_tokens = saved
-    assert image_tokens(*size, max_tokens=budget) == int(features["image_grid_thw"][0].prod()) // 4
 
 
 def _write_profile_file(root: Path) -> Path:
@@ -130,9 +136,7 @@ def _write_profile_file(root: Path) -> Path:
         {"task": "instr", "query": "tìm tài liệu về mèo", "positive": "con mèo", "negative": "con chó"},
         {"task": "ocr", "query": "no image"},  # bad: ocr needs an image, positive missing
     ]
-    path = root / "train.jsonl"
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
-    return path
+    return write_jsonl(root / "train.jsonl", rows)
 
 
 def test_profile_of_a_generated_file(tmp_path, processor):
@@ -158,13 +162,9 @@ def test_profile_lengths_match_the_model_inputs(tmp_path, st_model):
     from configuration_vipyloqwen import TASKS
     from vipyloqwen_tools.data import iter_file, to_st_input
 
-    processor = st_model[0].processor
-    saved, processor.max_image_tokens = processor.max_image_tokens, 64
     rows = [row for _, _, row, error in iter_file(path) if error is None and row["task"] == "ocr"]
-    try:
+    with image_budget(st_model[0].processor, 64):
         features = st_model.preprocess([to_st_input(r["query"]) for r in rows], prompt=TASKS["ocr"].prefix)
-    finally:
-        processor.max_image_tokens = saved
     lengths = features["attention_mask"].sum(dim=1).tolist()
     patches = features["image_grid_thw"].prod(dim=1).tolist()
     assert [t for t, _ in profile.lengths["ocr"]["anchor"]] == lengths
@@ -214,8 +214,7 @@ def test_training_refuses_a_run_that_does_not_fit_before_the_first_step(tmp_path
         {"task": "instr", "query": " ".join(words[(i + j) % len(words)] for j in range(200)), "positive": "con mèo"}
         for i in range(40)
     ]
-    data = tmp_path / "train.jsonl"
-    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
     settings = {"per_device_train_batch_size": 32, "gradient_accumulation_steps": 2, "max_length": 256}
     # a budget between the plan with GradCache mini-batches of 2 and the plan without GradCache
     arch = Architecture.resolve("tiny")

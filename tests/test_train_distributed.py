@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import free_port
+from conftest import child_env, free_port, write_jsonl, write_tiny_run_yaml
 
 from vipyloqwen_tools.data import DataError
 from vipyloqwen_tools.train.distributed import check_task_grouping
@@ -31,10 +31,7 @@ ANIMALS = ["mèo", "chó", "bò", "vịt", "gà", "cá", "ngựa", "dê"]
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    env["TOKENIZERS_PARALLELISM"] = "false"
-    return env
+    return child_env(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")  # offline: conftest set HF_*_OFFLINE
 
 
 def write_data(root: Path, per_task: int = 16) -> tuple[Path, Path]:
@@ -52,11 +49,7 @@ def write_data(root: Path, per_task: int = 16) -> tuple[Path, Path]:
         lines.append({"task": "text_pair", "query": query, "positive": positive, "score": score})
         make_image(56, 56, seed=i).save(root / "img" / f"ocr{i}.png")
         lines.append({"task": "ocr", "query": {"text": "Chữ gì?", "images": [f"img/ocr{i}.png"]}, "positive": colour})
-    train = root / "train.jsonl"
-    train.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
-    evals = root / "eval.jsonl"
-    evals.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines[:12]), encoding="utf-8")
-    return train, evals
+    return write_jsonl(root / "train.jsonl", lines), write_jsonl(root / "eval.jsonl", lines[:12])
 
 
 @pytest.fixture(scope="module")
@@ -64,30 +57,8 @@ def two_process_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     train, evals = write_data(root)
     out, trace = root / "out", root / "trace"
-    config = root / "config.yaml"
-    config.write_text(
-        "\n".join(
-            [
-                "model: tiny",
-                f"train_file: {train}",
-                f"eval_file: {evals}",
-                f"output_dir: {out}",
-                "learning_rate: 1.0e-3",
-                "warmup_ratio: 0.0",
-                f"max_steps: {STEPS}",
-                f"per_device_train_batch_size: {BATCH}",
-                "gradient_accumulation_steps: 1",
-                "max_length: 32",
-                "precision: fp32",
-                "logging_steps: 1",
-                "eval_steps: null",
-                "save_steps: 3",
-                "seed: 5",
-                "",
-            ]
-        ),
-        encoding="utf-8",
-    )
+    settings = {"max_steps": STEPS, "per_device_train_batch_size": BATCH, "max_length": 32, "seed": 5}
+    config = write_tiny_run_yaml(root / "config.yaml", out, train, evals, **settings)
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
         "--master_port", str(free_port()),

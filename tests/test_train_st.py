@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import free_port
+from conftest import free_port, tiny_run_config
 
 from vipyloqwen_tools.data import DataError
 from vipyloqwen_tools.train.run import TrainConfig, train
@@ -44,31 +44,22 @@ def small_files(tmp_path_factory) -> tuple[Path, Path]:
     return root / "train.jsonl", root / "eval.jsonl"
 
 
+# 6 steps of one batch of 8 rows per task (see small_files), every checkpoint kept, bad rows skipped.
+RUN = {
+    "num_train_epochs": 1,
+    "max_steps": 6,
+    "per_device_train_batch_size": 8,
+    "max_length": 64,
+    "max_image_tokens": 16,
+    "save_total_limit": None,
+    "seed": 3,
+    "skip_bad_rows": True,
+}
+
+
 def config(out: Path, files, **overrides) -> TrainConfig:
     train_file, eval_file = files
-    values = dict(
-        model="tiny",
-        train_file=str(train_file),
-        eval_file=str(eval_file),
-        output_dir=str(out),
-        learning_rate=1e-3,
-        warmup_ratio=0.0,
-        num_train_epochs=1,
-        max_steps=6,
-        per_device_train_batch_size=8,
-        gradient_accumulation_steps=1,
-        max_length=64,
-        max_image_tokens=16,
-        precision="fp32",
-        logging_steps=1,
-        eval_steps=None,
-        save_steps=3,
-        save_total_limit=None,
-        seed=3,
-        skip_bad_rows=True,
-    )
-    values.update(overrides)
-    return TrainConfig.from_yaml(None, **values)
+    return tiny_run_config(out, train_file, eval_file, **{**RUN, **overrides})
 
 
 def fixed_batch_loss(model_dir: Path, out: Path) -> float:
