@@ -563,8 +563,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ASSUMED effective bf16 TFLOP/s of one GPU for the feeding projection (default 400: about 40%% of an "
         "H100's dense peak)",
     )
-    harness.add_run_arguments(parser)
-    return parser.parse_args(argv)
+    return harness.parse_run_arguments(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -153,10 +153,11 @@ def resolve_size(args: argparse.Namespace, repeats: tuple[int, int]) -> tuple[st
     return size, args.repeats or (repeats[0] if args.quick else repeats[1])
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, *, out_default: Path | None = None) -> None:
-    """``--threads`` (default 1) and ``--out`` (the results JSON)."""
+def parse_run_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``argv`` parsed after adding the flags every run takes: ``--threads`` (default 1) and ``--out`` (the JSON)."""
     parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
-    parser.add_argument("--out", type=Path, default=out_default, help="write the results as JSON here")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    return parser.parse_args(argv)
 
 
 # ---------------------------------------------------------------------------------------------- timing

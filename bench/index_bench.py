@@ -290,8 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--two-b-workloads", help="comma-separated subset of the 2b-shaped workloads (queries,passages,pages,mixed)"
     )
     parser.add_argument("--two-b-batch-size", type=int, default=8)
-    harness.add_run_arguments(parser)
-    args = parser.parse_args(argv)
+    args = harness.parse_run_arguments(parser, argv)
     # encode's workers fork; lancedb (imported by the builder) warns on every fork of the process.
     warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
     harness.set_threads(args.threads)

@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", default="quick", choices=sorted(SIZES), help="mixed workload size (default quick)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
-    harness.add_run_arguments(parser)
-    args = parser.parse_args(argv)
+    args = harness.parse_run_arguments(parser, argv)
     threads = harness.set_threads(args.threads)
     table = SIZES_2B if args.model == "2b-shaped" else SIZES
     with tempfile.TemporaryDirectory(prefix="vipyloqwen-profile-") as workdir:

@@ -137,8 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     harness.add_model_argument(parser)
     harness.add_size_arguments(parser, SIZES, "batches", REPEATS)
     parser.add_argument("--task", default="instr", help="registry task the router loss is bound to (default instr)")
-    harness.add_run_arguments(parser)
-    return parser.parse_args(argv)
+    return harness.parse_run_arguments(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
