@@ -136,25 +136,40 @@ def test_caption_to_image_score_equals_numpy(bench_run, st_model):
     assert _score(folder, "KTVICT2IRetrieval")["ndcg_at_10"] == pytest.approx(np.mean(values), abs=1e-5)
 
 
+def zip_images(archive: Path, members: dict) -> dict:
+    """``{key: RGB image}`` of ``{key: member name}`` in a zip archive."""
+    with zipfile.ZipFile(archive) as zf:
+        return {key: Image.open(io.BytesIO(zf.read(name))).convert("RGB") for key, name in members.items()}
+
+
+def it2t_ndcg10(st_model, anns: list[dict], images: dict, task: str, image_of, gold_of) -> float:
+    """Mean nDCG@10 of image+question queries (``task``'s prompt) ranked among all distinct normalised answers; a
+    candidate is encoded in its first raw spelling. ``image_of(a)`` keys ``images``, ``gold_of(a)`` lists the gold
+    answers of annotation ``a``."""
+    first: dict[str, str] = {}
+    for a in anns:
+        for answer in gold_of(a):
+            first.setdefault(normalize_answer(answer), answer)
+    answers = list(first)
+    d = st_model.encode([first[x] for x in answers], normalize_embeddings=True)
+    q = st_model.encode(
+        [{"text": a["question"], "image": images[image_of(a)]} for a in anns],
+        prompt=st_prompts()[task],
+        normalize_embeddings=True,
+    )
+    gold = [{normalize_answer(x) for x in gold_of(a)} for a in anns]
+    return float(np.mean([ndcg(q[n] @ d.T, answers, gold[n], 10) for n in range(len(anns))]))
+
+
 def test_image_question_to_answer_score_equals_numpy(bench_run, st_model):
     """OpenViVQA it2t: <vqa_single> queries, each ranked among all distinct answers (its candidate list here)."""
     _, _, folder = bench_run
     root = FIXTURES / "uitnlp/OpenViVQA-dataset"
     data = json.loads((root / "vlsp2023_dev_data.json").read_text(encoding="utf-8"))
-    with zipfile.ZipFile(root / "dev-images.zip") as zf:
-        img = {k: Image.open(io.BytesIO(zf.read(f"dev-images/{v}"))).convert("RGB") for k, v in data["images"].items()}
+    img = zip_images(root / "dev-images.zip", {k: f"dev-images/{v}" for k, v in data["images"].items()})
     anns = list(data["annotations"].values())
-    answers = list(dict.fromkeys(normalize_answer(a["answer"]) for a in anns))
-    texts = {normalize_answer(a["answer"]): a["answer"] for a in reversed(anns)}  # first raw spelling
-    d = st_model.encode([texts[a] for a in answers], normalize_embeddings=True)
-    prefix = st_prompts()["vqa_single"]
-    q = st_model.encode(
-        [{"text": a["question"], "image": img[str(a["image_id"])]} for a in anns],
-        prompt=prefix,
-        normalize_embeddings=True,
-    )
-    values = [ndcg(q[n] @ d.T, answers, {normalize_answer(a["answer"])}, 10) for n, a in enumerate(anns)]
-    assert _score(folder, "OpenViVQAIT2TRetrieval")["ndcg_at_10"] == pytest.approx(np.mean(values), abs=1e-5)
+    expected = it2t_ndcg10(st_model, anns, img, "vqa_single", lambda a: str(a["image_id"]), lambda a: [a["answer"]])
+    assert _score(folder, "OpenViVQAIT2TRetrieval")["ndcg_at_10"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_multi_answer_it2t_score_equals_numpy(bench_run, st_model):
@@ -162,25 +177,10 @@ def test_multi_answer_it2t_score_equals_numpy(bench_run, st_model):
     _, _, folder = bench_run
     root = FIXTURES / "minhquan6203/ViTextVQA"
     data = json.loads((root / "ViTextVQA_test_gt.json").read_text(encoding="utf-8"))
-    with zipfile.ZipFile(root / "ViTextVQA_images.zip") as zf:
-        img = {
-            i["id"]: Image.open(io.BytesIO(zf.read(f"st_images/{i['filename']}"))).convert("RGB")
-            for i in data["images"]
-        }
+    img = zip_images(root / "ViTextVQA_images.zip", {i["id"]: f"st_images/{i['filename']}" for i in data["images"]})
     anns = data["annotations"]
-    raw = list(dict.fromkeys(x for a in anns for x in a["answers"]))
-    answers = list(dict.fromkeys(normalize_answer(x) for x in raw))
-    first = {}
-    for x in raw:
-        first.setdefault(normalize_answer(x), x)
-    d = st_model.encode([first[a] for a in answers], normalize_embeddings=True)
-    q = st_model.encode(
-        [{"text": a["question"], "image": img[a["image_id"]]} for a in anns],
-        prompt=st_prompts()["ocr"],
-        normalize_embeddings=True,
-    )
-    values = [ndcg(q[n] @ d.T, answers, {normalize_answer(x) for x in a["answers"]}, 10) for n, a in enumerate(anns)]
-    assert _score(folder, "ViTextVQAIT2TRetrieval")["ndcg_at_10"] == pytest.approx(np.mean(values), abs=1e-5)
+    expected = it2t_ndcg10(st_model, anns, img, "ocr", lambda a: a["image_id"], lambda a: a["answers"])
+    assert _score(folder, "ViTextVQAIT2TRetrieval")["ndcg_at_10"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_multi_page_retrieval_ndcg5_equals_numpy(bench_run, st_model):
