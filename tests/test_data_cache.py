@@ -48,20 +48,40 @@ def test_a_one_byte_change_invalidates_it(tmp_path: Path):
     assert len(entries(tmp_path / "cache")) == 2
 
 
-def test_large_files_hash_sampled_blocks(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(data_cache, "FULL_HASH_BYTES", 1000)
-    monkeypatch.setattr(data_cache, "EDGE_BYTES", 100)
-    monkeypatch.setattr(data_cache, "SAMPLE_BLOCK", 50)
-    path = write_rows(tmp_path / "train.jsonl", n=200)
-    before = fingerprint(path)
+def write_large(path: Path, megabytes: int = 17) -> tuple[Path, int]:
+    """A JSONL file over 16 MB (text_pair rows of about 4 KB, score 0.3), written in well under a second; returns
+    it and the number of its middle line."""
+    filler = "chữ " * 1000
+    line = json.dumps({"task": "text_pair", "query": "câu", "positive": filler, "score": 0.3}, ensure_ascii=False)
+    count = megabytes * 1024 * 1024 // len(line.encode()) + 1
+    path.write_text("".join(line.replace("câu", f"câu {i:06d}") + "\n" for i in range(count)), encoding="utf-8")
+    return path, count // 2
+
+
+def test_one_byte_changed_in_a_large_file_with_size_and_mtime_restored_invalidates_it(tmp_path: Path, caplog):
+    path, middle = write_large(tmp_path / "big.jsonl")
+    assert path.stat().st_size > 16 * 1024 * 1024
+    _, report = prepare_task_datasets(path, tmp_path / "cache", num_proc=2)
+    assert not report.bad and report.content_hash == fingerprint(path)["content_hash"]
+    stat = path.stat()
     data = bytearray(path.read_bytes())
-    middle = 31 * ((len(data) - 50) // 63) + 10  # inside the 32nd of the 64 evenly spaced sample blocks
-    data[middle] ^= 1
+    at = data.index(f"câu {middle - 1:06d}".encode())  # on line `middle`, far from the file's first and last MB
+    at = data.index(b'"score": 0.3', at) + len(b'"score": ')
+    data[at] = ord("7")  # score 0.3 -> 7.3: same size
     path.write_bytes(bytes(data))
-    os.utime(path, ns=(before["mtime_ns"], before["mtime_ns"]))
-    after = fingerprint(path)
-    assert after["size"] == before["size"] and after["mtime_ns"] == before["mtime_ns"]
-    assert after["sample_hash"] != before["sample_hash"]
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    with caplog.at_level(logging.INFO, logger="vipyloqwen_tools.data.cache"):
+        _, changed = prepare_task_datasets(path, tmp_path / "cache", num_proc=2)
+    assert not changed.cached and "other content" in caplog.text
+    assert [bad.line for bad in changed.bad] == [middle] and "outside [0, 1]" in changed.bad[0].reason
+    # The entry of the old content stays (valid again if the byte is put back); each is found by its content hash.
+    data[at] = ord("0")
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    _, back = prepare_task_datasets(path, tmp_path / "cache", num_proc=2)
+    assert back.cached and not back.bad and back.content_hash == report.content_hash
+    assert len(entries(tmp_path / "cache")) == 2
 
 
 def _build(args) -> bool:

@@ -7,14 +7,20 @@ batch). :func:`open_task_datasets` memory-maps the files (``datasets.Dataset.fro
 ranges in file order: a task's rows keep their order in the JSONL file, however many workers wrote them.
 
 Columns: ``anchor, positive[, negative][, score]`` (``score`` only for text_pair), sides stored as
-``{"text", "images"}`` structs (image paths, opened only at batch time by :func:`st_transform`).
+``{"text", "images"}`` structs (image paths, opened only at batch time by :func:`st_transform`). Beside each
+``<name>.arrow``, ``<name>.lines.npy`` holds every row's line number in its range and byte offset in the file, and
+``ranges.json`` the first line of every range: :func:`row_source` finds the JSONL line of a dataset row from them
+(training names it when the row's image turns out unreadable at batch time).
 """
 
 from __future__ import annotations
 
+import json
+from array import array
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from PIL import Image
 
@@ -56,9 +62,14 @@ class RangeWriter:
         self.buffers: dict[str, dict[str, list]] = {}
         self.writers: dict[str, tuple[Any, Any]] = {}
         self.rows: dict[str, int] = {}
+        self.sources: dict[str, tuple[array, array]] = {}  # per dataset: line in the range, byte offset in the file
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], line: int = 0, offset: int = 0) -> None:
+        """Add one good row; ``line`` is its number in the range (from 1), ``offset`` its first byte in the file."""
         name = dataset_name(row)
+        lines, offsets = self.sources.setdefault(name, (array("I"), array("Q")))
+        lines.append(line)
+        offsets.append(offset)
         buffer = self.buffers.get(name)
         if buffer is None:
             # One list per leaf column (side.text, side.images, score): building struct arrays from columns is
@@ -107,7 +118,37 @@ class RangeWriter:
         for sink, writer in self.writers.values():
             writer.close()
             sink.close()
+        for name, (lines, offsets) in self.sources.items():
+            np.save(self.folder / f"{name}.lines.npy", np.stack([np.asarray(lines, "<u8"), np.asarray(offsets, "<u8")]))
         return dict(self.rows)
+
+
+def write_range_lines(folder: Path, first_lines: list[int]) -> None:
+    """Record the first line number of every range folder ``r<index>`` under ``folder`` (for :func:`row_source`)."""
+    (folder / "ranges.json").write_text(json.dumps({"first_lines": first_lines}), encoding="utf-8")
+
+
+def row_source(folder: Path, name: str, index: int) -> tuple[int, int]:
+    """``(line number, byte offset)`` in the JSONL file of row ``index`` of dataset ``name`` under ``folder``."""
+    first_lines = json.loads((folder / "ranges.json").read_text(encoding="utf-8"))["first_lines"]
+    remaining = index
+    for part in sorted(p for p in folder.iterdir() if p.is_dir()):
+        file = part / f"{name}.lines.npy"
+        if not file.is_file():
+            continue
+        sources = np.load(file, mmap_mode="r")
+        if remaining < sources.shape[1]:
+            return first_lines[int(part.name[1:])] + int(sources[0, remaining]) - 1, int(sources[1, remaining])
+        remaining -= sources.shape[1]
+    raise IndexError(f"dataset {name!r} has no row {index} in {folder}")
+
+
+def read_line_at(path: str | Path, offset: int) -> str:
+    """The line of a text file that starts at byte ``offset``, without its line ending (bad bytes escaped)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.readline()
+    return data.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", errors="backslashreplace")
 
 
 def open_task_datasets(folder: Path, transform: bool = True):
@@ -127,8 +168,18 @@ def open_task_datasets(folder: Path, transform: bool = True):
     return out
 
 
+class ImageReadError(ValueError):
+    """An image that cannot be read when its batch is built (deleted, truncated or changed after validation)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot read image {path!r}: {reason}")
+        self.path, self.reason = path, reason
+
+
 def to_st_input(side: dict[str, Any] | None) -> str | dict[str, Any]:
-    """One stored side -> a Sentence-Transformers input; images are opened here (batch time), lazily."""
+    """One stored side -> a Sentence-Transformers input; images are opened here (batch time), lazily.
+
+    An unreadable image raises :class:`ImageReadError` (training's batch-time guard catches it per row)."""
     text = side.get("text")
     images = side.get("images") or []
     if not images:
@@ -139,7 +190,7 @@ def to_st_input(side: dict[str, Any] | None) -> str | dict[str, Any]:
             image = Image.open(path)
             image.load()
         except (OSError, ValueError) as error:
-            raise ValueError(f"cannot read image {path!r}: {error}") from None
+            raise ImageReadError(path, str(error)) from None
         opened.append(image)
     item: dict[str, Any] = {}
     if text:
@@ -161,11 +212,15 @@ def st_transform(batch: dict[str, list]) -> dict[str, list]:
 
 __all__ = [
     "BATCH_ROWS",
+    "ImageReadError",
     "RangeWriter",
     "dataset_name",
     "open_task_datasets",
+    "read_line_at",
+    "row_source",
     "schema_for",
     "sort_names",
     "st_transform",
     "task_of",
+    "write_range_lines",
 ]

@@ -1,19 +1,22 @@
 """Validate once: the report and the per-task Arrow datasets of a JSONL file, cached under its fingerprint.
 
-The fingerprint is the file's resolved path, size, mtime and a content hash (the whole file up to
-:data:`FULL_HASH_BYTES`, else the first and last MB and evenly spaced 64 KB blocks): a changed byte changes the
-mtime and, inside a sampled block, the hash. The path is part of the key because image paths are stored absolute,
-relative to the file's folder. One cache entry is a folder ``<cache_dir>/<name>-<key>/`` holding ``report.json``,
-``meta.json`` and ``arrow/r<range>/<dataset>.arrow``.
+An entry is found by the file's resolved path, size and mtime, and is trusted only if the file still has the content
+it was built from: the full-file content hash (:mod:`~vipyloqwen_tools.data.content_hash`) is computed by the
+validating workers while they read the file (no second pass when an entry is built) and stored in the entry; reusing
+the entry hashes the file once (threads, at disk speed) and compares. So any changed byte invalidates it, even with
+the size and mtime put back. The path is part of the key because image paths are stored absolute, relative to the
+file's folder. One entry is a folder ``<cache_dir>/<name>-<stat key>-<content hash>/`` holding ``report.json``,
+``meta.json``, ``arrow/r<range>/<dataset>.arrow`` (+ the JSONL line of every row) and, once training found rows
+unreadable at batch time, ``learned-bad.jsonl`` (:mod:`~vipyloqwen_tools.data.learned`).
 
-Concurrency: an entry is built in ``<entry>.tmp-<pid>`` under an exclusive ``flock`` on ``<entry>.lock`` and
-published with one atomic ``rename``; readers only ever see complete entries, and processes that wait for the
-lock reuse the entry the first one built (so N training processes validate once).
+Concurrency: an entry is built in ``<name>-<stat key>.tmp-<pid>`` under an exclusive ``flock`` on
+``<name>-<stat key>.lock`` and published with one atomic ``rename``; readers only ever see complete entries, and
+processes that wait for the lock reuse the entry the first one built (so N training processes validate once).
 
 Example::
 
     >>> datasets, report = prepare_task_datasets("train.jsonl", "runs/x/.data-cache")
-    >>> report.cached  # True on the second call: nothing is read again
+    >>> report.cached  # True on the second call: only the content hash is read again
 """
 
 from __future__ import annotations
@@ -30,43 +33,39 @@ from pathlib import Path
 from typing import Any
 
 from vipyloqwen_tools.data.arrow import open_task_datasets
+from vipyloqwen_tools.data.content_hash import file_content_hash
+from vipyloqwen_tools.data.learned import apply_learned
+from vipyloqwen_tools.data.lines import default_num_proc
 from vipyloqwen_tools.data.report import ValidationReport
 from vipyloqwen_tools.data.scan import scan_file
 from vipyloqwen_tools.data.schema import DataError
 
 logger = logging.getLogger(__name__)
-CACHE_VERSION = 1  # bump when the schema, the Arrow layout or the report format changes
-FULL_HASH_BYTES = 16 * 1024 * 1024
-SAMPLE_BLOCK = 64 * 1024
-SAMPLE_BLOCKS = 64
-EDGE_BYTES = 1024 * 1024
+# Bump when the schema, the Arrow layout or the report format changes. 2: full-file content hash; row lines.
+CACHE_VERSION = 2
 
 
-def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
-    """``{"path", "size", "mtime_ns", "sample_hash"}`` of a file (reads at most about 6 MB of a large file)."""
+def stat_key(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"path", "size", "mtime_ns"}`` of a file: how an entry is found (its content is checked by hash)."""
     path = Path(path).resolve()
     stat = path.stat()
-    digest = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as handle:
-        if stat.st_size <= FULL_HASH_BYTES:
-            digest.update(handle.read())
-        else:
-            edge = EDGE_BYTES
-            offsets = [0, stat.st_size - edge]
-            step = (stat.st_size - SAMPLE_BLOCK) // (SAMPLE_BLOCKS - 1)
-            offsets += [i * step for i in range(SAMPLE_BLOCKS)]
-            for offset in sorted(offsets):
-                handle.seek(offset)
-                digest.update(handle.read(edge if offset in (0, stat.st_size - edge) else SAMPLE_BLOCK))
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sample_hash": digest.hexdigest()}
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def fingerprint(path: str | os.PathLike, threads: int | None = None) -> dict[str, Any]:
+    """``{"path", "size", "mtime_ns", "content_hash"}`` of a file; the hash reads the whole file once (threads).
+
+    ``content_hash`` equals the ``content_hash`` of the file's validation report (computed during validation).
+    """
+    return {**stat_key(path), "content_hash": file_content_hash(Path(path).resolve(), threads)}
 
 
 def cache_entry(cache_dir: str | os.PathLike, path: str | os.PathLike, check_images: bool) -> tuple[Path, dict]:
-    """The entry folder for a file in ``cache_dir`` and the fingerprint it is keyed by."""
-    print_ = fingerprint(path)
-    key = json.dumps({**print_, "check_images": check_images, "version": CACHE_VERSION}, sort_keys=True)
-    name = f"{Path(print_['path']).stem}-{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}"
-    return Path(cache_dir) / name, print_
+    """The entry name prefix ``<cache_dir>/<name>-<stat key>`` of a file and the stat key it stands for."""
+    key = stat_key(path)
+    text = json.dumps({**key, "check_images": check_images, "version": CACHE_VERSION}, sort_keys=True)
+    name = f"{Path(key['path']).stem}-{hashlib.blake2b(text.encode(), digest_size=8).hexdigest()}"
+    return Path(cache_dir) / name, key
 
 
 @contextlib.contextmanager
@@ -79,20 +78,49 @@ def _locked(lock_path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _candidates(prefix: Path) -> list[Path]:
+    return sorted(p for p in prefix.parent.glob(prefix.name + "-*") if (p / "report.json").is_file())
+
+
+def _matching(prefix: Path, path: Path, num_proc: int | None) -> Path | None:
+    """The complete entry under ``prefix`` built from the file's present content, if any (hashes the file once)."""
+    candidates = _candidates(prefix)
+    if not candidates:
+        return None
+    began = time.perf_counter()
+    content = file_content_hash(path, num_proc or default_num_proc())
+    seconds = time.perf_counter() - began
+    for entry in candidates:
+        if entry.name.endswith("-" + content[:16]):
+            logger.info("content hash of %s checked in %.1f s: the cache entry matches", path, seconds)
+            return entry
+    logger.warning(
+        "%s has the size and mtime of %d cached validation(s) but other content (hash %s, checked in %.1f s): "
+        "validating it again",
+        path,
+        len(candidates),
+        content[:16],
+        seconds,
+    )
+    return None
+
+
 def _load(entry: Path, path: Path):
     report = ValidationReport.from_json(json.loads((entry / "report.json").read_text(encoding="utf-8")))
     report.path, report.cached = path, True
     logger.info("%s", report.check_invariant())
     meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
     logger.info(
-        "reusing the validated data cache %s (built %s in %.1f s; fingerprint size=%d mtime_ns=%d hash=%s)",
+        "reusing the validated data cache %s (built %s in %.1f s; size=%d mtime_ns=%d content hash=%s)",
         entry,
         meta["built"],
         meta["seconds"],
         meta["fingerprint"]["size"],
         meta["fingerprint"]["mtime_ns"],
-        meta["fingerprint"]["sample_hash"],
+        meta["fingerprint"]["content_hash"],
     )
+    report.cache_entry = str(entry)
+    apply_learned(report, entry)
     return open_task_datasets(entry / "arrow"), report
 
 
@@ -112,25 +140,27 @@ def prepare_task_datasets(
         raise FileNotFoundError(f"data file not found: {path}")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    entry, print_ = cache_entry(cache_dir, path, check_images)
-    if (entry / "report.json").is_file():
+    prefix, key = cache_entry(cache_dir, path, check_images)
+    if (entry := _matching(prefix, path, num_proc)) is not None:
         return _load(entry, path)
-    with _locked(entry.with_name(entry.name + ".lock")):
-        if (entry / "report.json").is_file():  # built by another process while this one waited
+    with _locked(prefix.with_name(prefix.name + ".lock")):
+        if (entry := _matching(prefix, path, num_proc)) is not None:  # built by another process while we waited
             return _load(entry, path)
-        for stale in cache_dir.glob(entry.name + ".tmp-*"):  # left by a killed build (we hold the lock)
+        for stale in cache_dir.glob(prefix.name + ".tmp-*"):  # left by a killed build (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
+        tmp = prefix.with_name(f"{prefix.name}.tmp-{os.getpid()}")
         tmp.mkdir()
         began = time.perf_counter()
         try:
             report, rows = scan_file(path, num_proc=num_proc, check_images=check_images, work=tmp, arrow=True)
-            if fingerprint(path) != print_:
+            if stat_key(path) != key:
                 raise DataError(f"{path} changed while it was being validated; run again on a file at rest")
+            entry = prefix.with_name(f"{prefix.name}-{report.content_hash[:16]}")
+            report.cache_entry = str(entry)
             (tmp / "arrow").mkdir(exist_ok=True)
             (tmp / "report.json").write_text(json.dumps(report.to_json(), ensure_ascii=False), encoding="utf-8")
             meta = {
-                "fingerprint": print_,
+                "fingerprint": {**key, "content_hash": report.content_hash},
                 "check_images": check_images,
                 "version": CACHE_VERSION,
                 "rows": rows,
@@ -138,6 +168,9 @@ def prepare_task_datasets(
                 "seconds": time.perf_counter() - began,
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            if entry.exists():  # the file changed back to a content validated before, during this build
+                shutil.rmtree(tmp)
+                return _load(entry, path)
             os.rename(tmp, entry)  # atomic publish: readers see all of it or nothing
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -146,4 +179,4 @@ def prepare_task_datasets(
     return open_task_datasets(entry / "arrow"), report
 
 
-__all__ = ["CACHE_VERSION", "cache_entry", "fingerprint", "prepare_task_datasets"]
+__all__ = ["CACHE_VERSION", "cache_entry", "fingerprint", "prepare_task_datasets", "stat_key"]

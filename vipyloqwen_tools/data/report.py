@@ -50,7 +50,10 @@ class ValidationReport:
     ``counts`` per task of good rows, ``bad`` every bad line in line order, ``lines`` every line read, ``blank``
     the blank ones, ``bom_lines`` lines after line 1 that started with a BOM (read as if it were absent),
     ``duplicate_ids`` / ``duplicate_rows`` among the good rows (reported, nothing dropped), ``images`` the distinct
-    image files verified, ``cached`` whether it came from the validate-once cache.
+    image files verified, ``cached`` whether it came from the validate-once cache, ``content_hash`` the full-file
+    hash computed while the lines were read (:mod:`~vipyloqwen_tools.data.content_hash`). ``late_bad``: lines of
+    ``bad`` that passed validation but were found unreadable when training built their batch (the cache learned
+    them, :mod:`~vipyloqwen_tools.data.learned`): their rows are still in the datasets and are dropped at batch time.
     """
 
     path: Path
@@ -64,6 +67,9 @@ class ValidationReport:
     check_images: bool = True
     images: int = 0
     cached: bool = False
+    content_hash: str = ""
+    cache_entry: str = ""  # the validate-once cache entry the datasets come from ("" without a cache)
+    late_bad: list[int] = field(default_factory=list)  # bad lines found after validation, still in the datasets
 
     @property
     def good(self) -> int:
@@ -111,6 +117,8 @@ class ValidationReport:
         data = asdict(self)
         data["path"] = str(self.path)
         data["counts"] = dict(self.counts)
+        for runtime in ("cache_entry", "late_bad"):  # where this load came from; not part of the file's report
+            data.pop(runtime)
         return data
 
     @classmethod

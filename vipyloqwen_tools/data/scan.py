@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vipyloqwen_tools.data.arrow import RangeWriter
+from vipyloqwen_tools.data.arrow import RangeWriter, write_range_lines
+from vipyloqwen_tools.data.content_hash import RangeHasher, RangeHashes, combine
 from vipyloqwen_tools.data.lines import (
     BOM,
     auto_parts,
@@ -57,6 +58,7 @@ class RangeJob:
     arrow: bool
     collect_images: bool
     bad_images: dict[str, str] | None = None  # phase 2: verdicts for this range's bad images
+    size: int = 0  # the file's size (the content hash's last chunk)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class RangeResult:
     bom_lines: list[int] = field(default_factory=list)
     images: set[str] = field(default_factory=set)
     rows_written: dict[str, int] = field(default_factory=dict)
+    hashes: RangeHashes | None = None  # this range's share of the file's content hash
 
 
 def _hash64(data: bytes) -> bytes:
@@ -99,9 +102,12 @@ def scan_range(job: RangeJob) -> RangeResult:
         writer = RangeWriter(folder)
     hashes = {kind: bytearray() for kind in DUP_KINDS}
     numbers = {kind: array("I") for kind in DUP_KINDS}
+    hasher = RangeHasher(job.start, job.end, job.size)
     for number, data in iter_raw_lines(job.path, job.start, job.end):
+        offset = job.start + result.bytes_read
         result.lines += 1
         result.bytes_read += len(data)
+        hasher.update(data)  # the content hash of the validate-once cache, from this very read
         data = data.removesuffix(b"\n")
         text, error, had_bom = decode_line(data)
         if had_bom and not (job.start == 0 and number == 1):
@@ -121,12 +127,13 @@ def scan_range(job: RangeJob) -> RangeResult:
         if job.collect_images:
             result.images.update(row_images(row))
         if writer is not None:
-            writer.add(row)
+            writer.add(row, number, offset)
         hashes["rows"] += _hash64(data.strip().removeprefix(BOM).strip())
         numbers["rows"].append(number)
         if row["id"] is not None:
             hashes["ids"] += _hash64(row["id"].encode("utf-8"))
             numbers["ids"].append(number)
+    result.hashes = hasher.result()
     if writer is not None:
         result.rows_written = writer.close()
     if job.work is not None:
@@ -207,7 +214,7 @@ def scan_file(
     with tempfile.TemporaryDirectory(prefix="vipyloqwen-scan-") as scratch:
         work_dir = Path(work) if work is not None else Path(scratch)
         jobs = [
-            RangeJob(str(path), str(path.parent), i, a, b, str(work_dir), arrow, check_images)
+            RangeJob(str(path), str(path.parent), i, a, b, str(work_dir), arrow, check_images, size=size)
             for i, (a, b) in enumerate(ranges)
         ]
         pool = _executor(min(workers, len(jobs)))
@@ -234,6 +241,10 @@ def scan_file(
         report = _merge(path, results, check_images, len(distinct))
         if sum(r.bytes_read for r in results) != size:
             raise DataError(f"{path}: read {sum(r.bytes_read for r in results)} bytes of {size}: the file changed?")
+        report.content_hash = combine((r.hashes for r in results), size)
+        if arrow:
+            (work_dir / "arrow").mkdir(parents=True, exist_ok=True)
+            write_range_lines(work_dir / "arrow", (np.cumsum([0] + [r.lines for r in results[:-1]]) + 1).tolist())
         offsets = np.cumsum([0] + [r.lines for r in results[:-1]]).tolist()
         report.duplicate_ids = _merge_duplicates(work_dir, "ids", offsets)
         report.duplicate_rows = _merge_duplicates(work_dir, "rows", offsets)
