@@ -35,33 +35,38 @@ def launched_world_size() -> int:
     return get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
 
 
-def prepare_data_once(config, args, prepare: Callable[..., tuple[Any, Any]]) -> Any:
-    """Per-task datasets, prepared by the main process first and reused by the others.
+def prepare_data_once(config, args, prepare: Callable[..., tuple[Any, Any]]) -> tuple[Any, Any]:
+    """Per-task datasets and their validation report, prepared by the main process first and reused by the others.
 
     The main process runs ``prepare`` (:func:`vipyloqwen_tools.train.prepare.prepare_data`, passed in so that this
     module stays below the training run: validation, rejects file, the validate-once cache of report + Arrow
     datasets) while the others wait; then they run it too and load the main process's cache
     entry (nothing is validated or built twice, and only the main process writes the rejects file). An error on the
-    main process (bad rows, unreadable file) is raised on every process, so none is left waiting.
+    main process (bad rows, unreadable file) is raised on every process, so none is left waiting. The others wait
+    in a group with a long timeout (:func:`~vipyloqwen_tools.train.process_group.patient_group`): a first validation
+    of millions of rows is no stuck rank, whatever ``--ddp-timeout`` says.
     """
     if args.world_size == 1:
-        return prepare(config, is_main=True)[0]
+        return prepare(config, is_main=True)
     import torch.distributed as dist
 
+    from vipyloqwen_tools.train.process_group import patient_group
+
+    group = patient_group()
     box: list[Any] = [None]
     if args.process_index == 0:
         try:
-            datasets, _ = prepare(config, is_main=True)
+            datasets, report = prepare(config, is_main=True)
         except Exception as error:  # hand it to the others before raising it here
             box[0] = error
-            dist.broadcast_object_list(box, src=0)
+            dist.broadcast_object_list(box, src=0, group=group)
             raise
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=group)
     if args.process_index != 0:
         if isinstance(box[0], BaseException):
             raise box[0]
-        datasets, _ = prepare(config, is_main=False)
-    return datasets
+        datasets, report = prepare(config, is_main=False)
+    return datasets, report
 
 
 def check_task_grouping(datasets: Mapping[str, Sized], per_device_batch: int, world_size: int) -> None:

@@ -22,6 +22,7 @@ from vipyloqwen_tools.train.evaluation import document_prefix
 from vipyloqwen_tools.train.losses import task_of_dataset
 
 logger = logging.getLogger("vipyloqwen.train")
+REJECTS_FILE = "rejects-train.jsonl"  # in the output folder, with --skip-bad-rows
 
 
 def prepare_data(config, is_main: bool = True):
@@ -44,14 +45,18 @@ def prepare_data(config, is_main: bool = True):
                 f"{config.train_file} has {len(report.bad)} bad line(s); fix them or pass --skip-bad-rows "
                 f"(they are then written to a rejects file):\n{report.summary(max_bad=50)}"
             )
-        rejects = Path(config.output_dir) / "rejects-train.jsonl"
+        rejects = Path(config.output_dir) / REJECTS_FILE
         if is_main:
             write_rejects(report, rejects)
         logger.warning("skipping %d bad line(s) of %s; written to %s", len(report.bad), config.train_file, rejects)
     rows = sum(len(dataset) for dataset in datasets.values())
-    if rows != report.good:
-        raise DataError(f"{config.train_file}: {rows} rows in the datasets != {report.good} good rows")
-    logger.info("rows trained: %d = good rows", rows)
+    # Rows found unreadable after validation (learned by the cache) stay in the datasets; dropped at batch time.
+    if rows != report.good + len(report.late_bad):
+        raise DataError(
+            f"{config.train_file}: {rows} rows in the datasets != {report.good} good rows + "
+            f"{len(report.late_bad)} learned bad"
+        )
+    logger.info("rows trained: %d = good rows", report.good)
     # A dataset too small for one task-grouped step is refused by distributed.check_task_grouping (train()).
     return datasets, report
 

@@ -34,9 +34,11 @@ from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
 
 from configuration_vipyloqwen import TASKS
 from vipyloqwen_tools.plan.planner import check_training_memory
+from vipyloqwen_tools.train.bad_rows import BadRowGuard
 from vipyloqwen_tools.train.evaluation import ViPyloQwenEvaluator
 from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
-from vipyloqwen_tools.train.prepare import prepare_data, training_prompts
+from vipyloqwen_tools.train.prepare import REJECTS_FILE, prepare_data, training_prompts
+from vipyloqwen_tools.train.process_group import init_process_group
 
 logger = logging.getLogger("vipyloqwen.train")
 
@@ -258,7 +260,8 @@ class ViPyloQwenTrainer(SentenceTransformerTrainer):
     (The stock trainer divides every term by all logged steps, which dilutes a task seen in one step of four.)
     """
 
-    def __init__(self, *args, trace=None, **kwargs) -> None:
+    def __init__(self, *args, trace=None, row_guard=None, **kwargs) -> None:
+        self.row_guard = row_guard  # train/bad_rows.py: rows whose images fail to open at batch time
         super().__init__(*args, **kwargs)
         self.trace = trace
         if trace is not None:
@@ -266,6 +269,20 @@ class ViPyloQwenTrainer(SentenceTransformerTrainer):
 
             self.data_collator = RowIdCollator(self.data_collator)
             self.add_callback(trace)
+        if row_guard is not None:
+            self.data_collator = row_guard.collator(self.data_collator)
+
+    def add_model_card_callback(self, default_args_dict) -> None:
+        from vipyloqwen_tools.train.bad_rows import model_card_without_unreadable_rows
+
+        with model_card_without_unreadable_rows(self.model, self.loss):
+            super().add_model_card_callback(default_args_dict)
+
+    def _build_dataloader(self, dataset, batch_size, dataset_kind):
+        loader = super()._build_dataloader(dataset, batch_size, dataset_kind)
+        if dataset_kind != "train" or self.row_guard is None:
+            return loader
+        return self.row_guard.wrap_loader(loader, list(dataset.keys()))
 
     def get_multi_dataset_batch_sampler(self, dataset, batch_samplers, generator=None, seed=0):
         # The same sampler on every process; accelerate's BatchSamplerShard then hands batch i of each group of
@@ -430,6 +447,7 @@ def training_arguments(config: TrainConfig, precision: str) -> SentenceTransform
     ``ddp_find_unused_parameters``: text-only tasks leave the vision tower without gradients.
     """
     eval_on = bool(config.eval_file and config.eval_steps)
+    init_process_group(config.ddp_timeout)  # on CPU (gloo) too: transformers passes the timeout on GPUs only
     return SentenceTransformerTrainingArguments(
         output_dir=str(config.output_dir),
         use_cpu=not torch.cuda.is_available(),
@@ -487,7 +505,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         trace = TrainingTrace(config.trace_dir, args.process_index, args.world_size, watch_dir=output_dir)
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-    datasets = distributed.prepare_data_once(config, args, prepare_data)
+    datasets, report = distributed.prepare_data_once(config, args, prepare_data)
+    row_guard = BadRowGuard(report, config.train_file, output_dir / REJECTS_FILE, skip=config.skip_bad_rows)
     distributed.check_task_grouping(datasets, config.per_device_train_batch_size, args.world_size)
     args.prompts = training_prompts(datasets.keys(), config.prefix_documents)
     if trace is not None:
@@ -525,6 +544,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         loss=router.task_losses(datasets.keys()),
         evaluator=evaluator,
         trace=trace,
+        row_guard=row_guard,
     )
     distributed.check_launch(trainer)
     resume_from = None
@@ -536,6 +556,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     trainer.train(resume_from_checkpoint=resume_from)
 
     result: dict[str, Any] = {"global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
+    trainer.accelerator.wait_for_everyone()  # every rank's batch-time rejects are recorded
+    result["rows"] = row_guard.log_totals() if is_main else row_guard.totals()
     if evaluator is not None:
         from sentence_transformers.util.distributed import distributed_evaluation
 

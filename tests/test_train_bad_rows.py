@@ -1,0 +1,114 @@
+"""Broken data at batch time: an image truncated or deleted after the data was validated and cached.
+
+Each test builds the validate-once cache first (as ``train_st.py validate --cache-dir`` or an earlier run would),
+then breaks an image for real, then trains the tiny model: the run never crashes in the dataloader or in the
+trainer's set-up (the broken row is among the first rows of its task, which Sentence-Transformers' model card reads
+when the trainer is created). With --skip-bad-rows the row is dropped from its batch, written to the rejects file
+and counted; without it the run stops with an error naming the file, the line and the image, and a resume does not
+crash-loop: the cache learned the row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vipyloqwen_tools.data import DataError, prepare_task_datasets
+from vipyloqwen_tools.data.learned import recall
+from vipyloqwen_tools.train.run import TrainConfig, train
+
+PER_TASK, BATCH = 8, 8
+BROKEN = 2  # the ocr row whose image breaks (its index in the ocr dataset)
+
+
+def write_data(root: Path) -> tuple[Path, int]:
+    """instr / text_pair / ocr rows, 8 each, interleaved; returns the file and the line of ocr row BROKEN."""
+    from conftest import make_image
+
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(PER_TASK):
+        lines.append({"task": "instr", "query": f"Tìm câu số {i}", "positive": f"câu {i}"})
+        lines.append({"task": "text_pair", "query": f"con mèo {i}", "positive": f"a cat {i}", "score": 0.9})
+        make_image(56, 56, seed=i).save(root / "img" / f"ocr{i}.png")
+        lines.append({"task": "ocr", "query": {"text": "Chữ gì?", "images": [f"img/ocr{i}.png"]}, "positive": f"{i}"})
+    train_file = root / "train.jsonl"
+    train_file.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    return train_file, 3 * BROKEN + 3
+
+
+def config(root: Path, train_file: Path, **overrides) -> TrainConfig:
+    values = dict(
+        model="tiny", train_file=str(train_file), eval_file=None, output_dir=str(root / "out"), learning_rate=1e-3,
+        warmup_ratio=0.0, max_steps=6, per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
+        max_length=32, max_image_tokens=16, precision="fp32", logging_steps=1, eval_steps=None, save_steps=1,
+        save_total_limit=None, seed=3, data_num_proc=1,
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig.from_yaml(None, **values)
+
+
+def cache_then_break(root: Path, how: str) -> tuple[Path, int, Path]:
+    train_file, line = write_data(root)
+    _, report = prepare_task_datasets(train_file, root / "out" / ".data-cache", num_proc=1)
+    assert not report.bad  # validated and cached while the image was fine
+    image = root / "img" / f"ocr{BROKEN}.png"
+    if how == "truncate":
+        image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    else:
+        image.unlink()
+    return train_file, line, image
+
+
+def rejects(root: Path) -> list[dict]:
+    path = root / "out" / "rejects-train.jsonl"
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+
+
+def test_skip_bad_rows_drops_the_row_from_its_batch_and_counts_it(tmp_path: Path, caplog):
+    train_file, line, image = cache_then_break(tmp_path, "delete")
+    with caplog.at_level("INFO", logger="vipyloqwen.train"):
+        result = train(config(tmp_path, train_file, skip_bad_rows=True, save_steps=6, trace_dir=str(tmp_path / "trace")))
+    assert result["global_step"] == 6 and (tmp_path / "out" / "final" / "model.safetensors").is_file()
+    (reject,) = rejects(tmp_path)
+    assert reject["file"] == str(train_file) and reject["line"] == line and str(image) in reject["reason"]
+    assert reject["raw"] == train_file.read_text(encoding="utf-8").splitlines()[line - 1]
+    assert result["rows"] == {
+        "rows_in": 24, "trained": 23, "rejected": 1, "rejected_at_validation": 0, "rejected_at_batch_time": 1,
+    }  # fmt: skip
+    assert "rows in: 24 = 23 trained + 1 rejected (0 at validation, 1 unreadable at batch time)" in caplog.text
+    # The ocr batches trained 7 rows: every ocr row but the broken one (the training trace's row ids).
+    from vipyloqwen_tools.train.trace import read_trace
+
+    ocr = [b for r in read_trace(tmp_path / "trace")[0] if r["step"] != "end" for b in r["micro_batches"]]
+    ocr = [b["rows"] for b in ocr if b["dataset"] == "ocr"]
+    assert ocr and all(sorted(rows) == [i for i in range(PER_TASK) if i != BROKEN] for rows in ocr)
+
+
+def test_without_skip_the_run_stops_naming_the_line_and_a_resume_does_not_crash_loop(tmp_path: Path):
+    train_file, line = write_data(tmp_path)
+    train(config(tmp_path, train_file, max_steps=3, save_steps=3))  # one epoch (a batch of each task) while the data is fine
+    image = tmp_path / "img" / f"ocr{BROKEN}.png"
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # truncated after validation and caching
+    with pytest.raises(DataError) as stopped:
+        train(config(tmp_path, train_file, resume=True, save_steps=3))  # epoch 2 reaches the ocr batch
+    message = str(stopped.value)
+    assert f"{train_file}: line {line}: image {str(image)!r}" in message and "--skip-bad-rows" in message
+    assert "stops before the next optimizer step" in message
+    out = tmp_path / "out"
+    steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert 3 <= steps[-1] < 6  # stopped mid-epoch: the steps before it are checkpointed
+    (entry,) = [p for p in (out / ".data-cache").iterdir() if p.is_dir()]
+    assert [r["line"] for r in recall(entry)] == [line]  # the cache learned the row
+    # Resume without the flag: refused at the start, before the model is loaded, naming the line.
+    with pytest.raises(DataError, match=rf"1 bad line\(s\)[^$]*--skip-bad-rows[^$]*line {line}: unreadable when its"):
+        train(config(tmp_path, train_file, resume=True))
+    # Resume with it: continues from the last checkpoint to the end; the row is a reject, counted once.
+    result = train(config(tmp_path, train_file, resume=True, skip_bad_rows=True, save_steps=3))
+    assert result["global_step"] == 6
+    assert [(r["file"], r["line"]) for r in rejects(tmp_path)] == [(str(train_file), line)]
+    assert result["rows"] == {
+        "rows_in": 24, "trained": 23, "rejected": 1, "rejected_at_validation": 1, "rejected_at_batch_time": 0,
+    }  # fmt: skip

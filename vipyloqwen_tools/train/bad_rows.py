@@ -1,0 +1,233 @@
+"""Rows whose images cannot be read when their batch is built: dropped and recorded, or a clear stop; never a crash.
+
+Validation opened every image once, but a 15-day run builds its batches long after: an image deleted, truncated or
+changed since then is found only when its batch is built. :class:`BadRowGuard` catches that per row:
+
+- the training dataset is wrapped (:class:`GuardedRows`): a row whose image fails to open comes back as a
+  :class:`BadRow` marker (dataset, row, image, reason) instead of an exception in the dataloader;
+- the collator (:class:`GuardedCollator`) finds the row's JSONL line (:func:`~vipyloqwen_tools.data.arrow.row_source`)
+  and makes the validate-once cache entry learn it (:func:`~vipyloqwen_tools.data.learned.remember`), then:
+  with ``--skip-bad-rows`` drops it from the batch, appends it to the rejects file (file, line, reason, raw line)
+  and counts it; without it raises :class:`~vipyloqwen_tools.data.DataError` naming the file, the line and the
+  image and suggesting ``--skip-bad-rows``: the run stops before the optimizer step of that batch. A resumed run
+  loads the entry with the row among its bad lines, so it is refused at its start (without the flag) or drops the
+  row (with it): no crash loop.
+- :meth:`BadRowGuard.totals` gives the end-of-run account: rows in = trained + rejected (at validation + at batch
+  time), logged by the training run.
+
+Sentence-Transformers' model card reads the first 100 rows of every dataset when the trainer is created (dataset
+statistics); :func:`model_card_without_unreadable_rows` keeps an unreadable image there from stopping the run
+before step 1 (the row is handled when its batch is built, as any other).
+
+Example::
+
+    >>> guard = BadRowGuard(report, train_file, rejects, skip=True)
+    >>> loader = guard.wrap_loader(loader)      # in the trainer's dataloader
+    >>> collator = guard.collator(collator)
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import fcntl
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
+
+from vipyloqwen_tools.data import DataError, ValidationReport
+from vipyloqwen_tools.data.arrow import ImageReadError, read_line_at, row_source
+from vipyloqwen_tools.data.learned import recall, remember
+
+logger = logging.getLogger("vipyloqwen.train")
+MIN_ROWS = 2  # in-batch negatives: a batch needs two rows
+
+
+@dataclass
+class BadRow:
+    """A row of the training data whose image could not be read while its batch was built."""
+
+    dataset: str
+    index: int
+    image: str
+    reason: str
+
+
+class GuardedRows(Dataset):
+    """The trainer's ``ConcatDataset`` of the per-task datasets; a row with an unreadable image -> :class:`BadRow`."""
+
+    def __init__(self, inner, names: list[str]) -> None:
+        self.inner, self.names = inner, list(names)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.inner[index]
+        except ImageReadError as error:
+            which = bisect.bisect_right(self.inner.cumulative_sizes, index)
+            local = index - (self.inner.cumulative_sizes[which - 1] if which else 0)
+            return BadRow(self.names[which], local, error.path, error.reason)
+
+    def stored_row(self, dataset: str, index: int) -> dict[str, Any]:
+        """The row as stored (image paths, not images)."""
+        return self.inner.datasets[self.names.index(dataset)].with_format(None)[index]
+
+
+class GuardedCollator:
+    """Wraps the trainer's collator: takes :class:`BadRow` markers out of the batch (see the module docstring)."""
+
+    def __init__(self, inner, guard: BadRowGuard) -> None:
+        self.inner, self.guard = inner, guard
+
+    def __getattr__(self, name: str):
+        if name in ("inner", "guard"):  # during unpickling
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __call__(self, features: list[Any]) -> dict[str, Any]:
+        bad = [row for row in features if isinstance(row, BadRow)]
+        if not bad:
+            return self.inner(features)
+        good = [row for row in features if not isinstance(row, BadRow)]
+        records = [self.guard.learn(row) for row in bad]
+        if not self.guard.skip:
+            raise DataError(self.guard.stop_message(records))
+        if len(good) < MIN_ROWS:
+            raise DataError(
+                f"a batch of dataset {bad[0].dataset!r} keeps {len(good)} readable row(s) of {len(features)}: "
+                "too few to train on (in-batch negatives need 2); is an image folder missing? Unreadable: "
+                + "; ".join(f"line {r['line']}: {r['images_failed']}" for r in records)
+            )
+        return self.inner(good)
+
+
+class BadRowGuard:
+    """What the run needs to handle unreadable rows: the report (its cache entry), the train file, the rejects file."""
+
+    def __init__(self, report: ValidationReport, train_file: str | Path, rejects: str | Path, skip: bool) -> None:
+        self.report = report
+        self.train_file = str(Path(train_file).resolve())
+        self.rejects = Path(rejects)
+        self.skip = skip
+        self.entry = Path(report.cache_entry) if report.cache_entry else None
+        self.known_at_start = {record["line"] for record in recall(self.entry)} if self.entry else set()
+        self.rows: GuardedRows | None = None
+
+    # ---------------------------------------------------------------- wiring
+    def wrap_loader(self, loader: DataLoader, names: list[str]) -> DataLoader:
+        """The same DataLoader (sampler, collator, workers) over :class:`GuardedRows` of its dataset."""
+        self.rows = GuardedRows(loader.dataset, names)
+        options = dict(
+            batch_sampler=loader.batch_sampler,
+            collate_fn=loader.collate_fn,
+            num_workers=loader.num_workers,
+            pin_memory=loader.pin_memory,
+            persistent_workers=loader.persistent_workers,
+            timeout=loader.timeout,
+            worker_init_fn=loader.worker_init_fn,
+        )
+        if loader.num_workers:
+            options["prefetch_factor"] = loader.prefetch_factor
+        return DataLoader(self.rows, **options)
+
+    def collator(self, inner) -> GuardedCollator:
+        return GuardedCollator(inner, self)
+
+    # ---------------------------------------------------------------- one bad row
+    def learn(self, row: BadRow) -> dict[str, Any]:
+        """Find the row's line, make the cache entry learn it, and (with --skip-bad-rows) write it to the rejects."""
+        line, offset = row_source(self.entry / "arrow", row.dataset, row.index)
+        stored = self.rows.stored_row(row.dataset, row.index)
+        sides = [stored.get(side) or {} for side in ("anchor", "positive", "negative")]
+        images = [image for side in sides for image in side.get("images") or []]
+        record = {
+            "line": line,
+            "dataset": row.dataset,
+            "index": row.index,
+            "task": row.dataset.split("+")[0],
+            "images": images,
+            "images_failed": f"image {row.image!r}: {row.reason}",
+            "reason": f"unreadable when its batch was built: image {row.image!r}: {row.reason}",
+            "raw": read_line_at(self.train_file, offset),
+        }
+        new = remember(self.entry, record)
+        if new and self.skip:
+            with self.rejects.open("a", encoding="utf-8") as handle:  # one line per write, locked: ranks append
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                entry = {"file": self.train_file, "line": line, "reason": record["reason"], "raw": record["raw"]}
+                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            logger.warning(
+                "%s: line %d dropped from its batch: %s; written to %s", self.train_file, line, record["reason"],
+                self.rejects,
+            )  # fmt: skip
+        return record
+
+    def stop_message(self, records: list[dict[str, Any]]) -> str:
+        lines = "\n".join(f"  {self.train_file}: line {r['line']}: {r['images_failed']}" for r in records)
+        return (
+            f"{len(records)} row(s) of the batch being built cannot be read (the data changed after it was "
+            f"validated); the run stops before the next optimizer step:\n{lines}\n"
+            f"The data cache learned the row(s) ({self.entry}). Restore the image(s) and --resume, or --resume with "
+            "--skip-bad-rows to drop such rows (written to the rejects file, counted); steps since the last "
+            "checkpoint are trained again."
+        )
+
+    # ---------------------------------------------------------------- end of run
+    def totals(self) -> dict[str, int]:
+        """``{"rows_in", "trained", "rejected", "rejected_at_validation", "rejected_at_batch_time"}`` of this run.
+
+        Rows in = good + bad lines of the file; rejected at validation = the report's bad lines (rows learned by an
+        earlier run included); at batch time = rows this run found unreadable (read back from the cache entry, so
+        the rows every rank and dataloader worker found are counted once)."""
+        new = {record["line"] for record in recall(self.entry)} - self.known_at_start if self.entry else set()
+        late_now = new - {bad.line for bad in self.report.bad}
+        at_validation = len(self.report.bad)
+        rows_in = self.report.total
+        rejected = at_validation + len(late_now)
+        return {
+            "rows_in": rows_in,
+            "trained": rows_in - rejected,
+            "rejected": rejected,
+            "rejected_at_validation": at_validation,
+            "rejected_at_batch_time": len(late_now),
+        }
+
+    def log_totals(self) -> dict[str, int]:
+        totals = self.totals()
+        logger.info(
+            "rows in: %d = %d trained + %d rejected (%d at validation, %d unreadable at batch time)%s",
+            totals["rows_in"],
+            totals["trained"],
+            totals["rejected"],
+            totals["rejected_at_validation"],
+            totals["rejected_at_batch_time"],
+            f"; rejects in {self.rejects}" if totals["rejected"] and self.skip else "",
+        )
+        return totals
+
+
+@contextlib.contextmanager
+def model_card_without_unreadable_rows(model, loss):
+    """Around Sentence-Transformers' model-card set-up (``add_model_card_callback``): an unreadable image among the
+    rows it reads for its dataset statistics leaves those statistics out instead of stopping the run before step 1.
+    (The callback is registered before it reads; the losses, set after the statistics, are set here.)
+    """
+    try:
+        yield
+    except ImageReadError as error:
+        from sentence_transformers.base.model_card import get_losses
+
+        model.model_card_data.set_losses(get_losses(loss))
+        logger.warning(
+            "model card: dataset statistics left out (%s); the row is handled when its batch is built", error
+        )
+
+
+__all__ = ["BadRow", "BadRowGuard", "GuardedCollator", "GuardedRows", "model_card_without_unreadable_rows"]
