@@ -70,7 +70,7 @@ def rejects(root: Path) -> list[dict]:
 def test_skip_bad_rows_drops_the_row_from_its_batch_and_counts_it(tmp_path: Path, caplog):
     train_file, line, image = cache_then_break(tmp_path, "delete")
     with caplog.at_level("INFO", logger="vipyloqwen.train"):
-        result = train(config(tmp_path, train_file, skip_bad_rows=True, save_steps=6, trace_dir=str(tmp_path / "trace")))
+        result = train(config(tmp_path, train_file, skip_bad_rows=True, save_steps=6, trace_dir=str(tmp_path / "tr")))
     assert result["global_step"] == 6 and (tmp_path / "out" / "final" / "model.safetensors").is_file()
     (reject,) = rejects(tmp_path)
     assert reject["file"] == str(train_file) and reject["line"] == line and str(image) in reject["reason"]
@@ -82,14 +82,14 @@ def test_skip_bad_rows_drops_the_row_from_its_batch_and_counts_it(tmp_path: Path
     # The ocr batches trained 7 rows: every ocr row but the broken one (the training trace's row ids).
     from vipyloqwen_tools.train.trace import read_trace
 
-    ocr = [b for r in read_trace(tmp_path / "trace")[0] if r["step"] != "end" for b in r["micro_batches"]]
+    ocr = [b for r in read_trace(tmp_path / "tr")[0] if r["step"] != "end" for b in r["micro_batches"]]
     ocr = [b["rows"] for b in ocr if b["dataset"] == "ocr"]
     assert ocr and all(sorted(rows) == [i for i in range(PER_TASK) if i != BROKEN] for rows in ocr)
 
 
 def test_without_skip_the_run_stops_naming_the_line_and_a_resume_does_not_crash_loop(tmp_path: Path):
     train_file, line = write_data(tmp_path)
-    train(config(tmp_path, train_file, max_steps=3, save_steps=3))  # one epoch (a batch of each task) while the data is fine
+    train(config(tmp_path, train_file, max_steps=3, save_steps=3))  # one epoch (a batch per task), data fine
     image = tmp_path / "img" / f"ocr{BROKEN}.png"
     image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # truncated after validation and caching
     with pytest.raises(DataError) as stopped:
