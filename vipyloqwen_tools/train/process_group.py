@@ -8,8 +8,10 @@ then finds it initialised and uses it. On a timeout every waiting rank raises (g
 recv``; NCCL's watchdog aborts the process) and the launcher ends the launch.
 
 Waits that are not a stuck rank must not hit a short timeout: the other ranks wait for the main process while it
-validates the data the first time (minutes on millions of rows). :func:`patient_group` is a second (gloo) group for
-such waits, with a timeout of :data:`PATIENT_TIMEOUT_S`.
+validates the data the first time (minutes on millions of rows), and while it builds or loads the model first
+(:func:`main_process_first`). :func:`patient_group` is a second (gloo) group for such waits, with a timeout of
+:data:`PATIENT_TIMEOUT_S`. Waits inside training are collectives of the default group: ``--ddp-timeout`` must exceed
+the longest legitimate one (the main process saving a checkpoint while the others wait in the next all-reduce).
 
 Example::
 
@@ -20,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -73,4 +76,21 @@ def patient_group():
     return _PATIENT[0]
 
 
-__all__ = ["PATIENT_TIMEOUT_S", "group_timeout", "init_process_group", "patient_group"]
+@contextlib.contextmanager
+def main_process_first(args):
+    """transformers' ``args.main_process_first(local=False)``, waiting in :func:`patient_group` (a model build or
+    load on the main process is no stuck rank)."""
+    if args.world_size == 1:
+        yield
+        return
+    import torch.distributed as dist
+
+    group = patient_group()
+    if args.process_index != 0:
+        dist.barrier(group=group)
+    yield
+    if args.process_index == 0:
+        dist.barrier(group=group)
+
+
+__all__ = ["PATIENT_TIMEOUT_S", "group_timeout", "init_process_group", "main_process_first", "patient_group"]

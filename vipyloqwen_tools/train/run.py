@@ -38,7 +38,7 @@ from vipyloqwen_tools.train.bad_rows import BadRowGuard
 from vipyloqwen_tools.train.evaluation import ViPyloQwenEvaluator
 from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 from vipyloqwen_tools.train.prepare import REJECTS_FILE, prepare_data, training_prompts
-from vipyloqwen_tools.train.process_group import init_process_group
+from vipyloqwen_tools.train.process_group import init_process_group, main_process_first
 
 logger = logging.getLogger("vipyloqwen.train")
 
@@ -513,7 +513,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         from vipyloqwen_tools.train.trace import add_row_ids
 
         datasets = add_row_ids(datasets)
-    with args.main_process_first(local=False, desc="model build"):  # the tiny model is built once, then loaded
+    with main_process_first(args):  # the tiny model is built once, then loaded (no --ddp-timeout on this wait)
         model = load_model(config, precision)
     if config.gradient_checkpointing:
         model[0].model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
