@@ -14,7 +14,8 @@ Task -> terms (``configuration_vipyloqwen.TASKS[task].loss`` names the recipe):
 Symmetric InfoNCE (temperature ``T``) is the mean of two cross-entropies: anchor -> all positives (+ all
 explicit negatives) and positive -> all anchors, the logits being cosines divided by ``T``. With
 ``gather_across_devices`` the candidates of every process are gathered first (ST's
-``all_gather_with_grad``), so each process's anchors see the whole global batch.
+``all_gather_with_grad``; padded when the processes hold different row counts after a row was dropped at batch
+time, :mod:`~vipyloqwen_tools.train.gather`), so each process's anchors see the whole global batch.
 
 Every term is multiplied by its weight (default 1) and returned in a dict keyed ``"<task>/<term>"``; the
 trainer sums them and logs each. With ``matryoshka_dims`` the terms are computed at every dimension
@@ -41,10 +42,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from sentence_transformers.base.losses.gradcache import CachedLossMixin
-from sentence_transformers.util import all_gather, all_gather_with_grad, get_rank
 from torch import Tensor, nn
 
 from configuration_vipyloqwen import TASKS
+from vipyloqwen_tools.train.gather import gather_rows, rows_before
 
 # Term names per loss recipe (the registry's TaskSpec.loss).
 RECIPE_TERMS: dict[str, tuple[str, ...]] = {
@@ -154,7 +155,7 @@ class ViPyloQwenRouterLoss(nn.Module):
     def _gather(self, tensor: Tensor, with_grad: bool = True) -> Tensor:
         if not self.gather_across_devices:
             return tensor
-        return all_gather_with_grad(tensor) if with_grad else all_gather(tensor)
+        return gather_rows(tensor, with_grad)  # the ranks may hold different counts (a row dropped at batch time)
 
     def symmetric_infonce(self, anchors: Tensor, positives: Tensor, negatives: Tensor | None, rows: Tensor) -> Tensor:
         """Mean of anchor->documents and positive->anchors cross-entropies over the local ``rows`` (bool mask).
@@ -164,7 +165,7 @@ class ViPyloQwenRouterLoss(nn.Module):
         average (what DDP optimises) is the global masked mean.
         """
         batch = anchors.size(0)
-        offset = get_rank() * batch if self.gather_across_devices else 0
+        offset = rows_before(batch, anchors.device) if self.gather_across_devices else 0
         all_anchors = self._gather(anchors)
         all_positives = self._gather(positives)
         documents = [all_positives]
@@ -199,7 +200,7 @@ class ViPyloQwenRouterLoss(nn.Module):
             negative_cos = F.cosine_similarity(anchors, negatives, dim=-1)
         else:
             batch = anchors.size(0)
-            offset = get_rank() * batch if self.gather_across_devices else 0
+            offset = rows_before(batch, anchors.device) if self.gather_across_devices else 0
             similarities = _cos_matrix(anchors, self._gather(positives))
             own = torch.arange(batch, device=anchors.device)
             similarities = similarities.index_put(
