@@ -16,7 +16,7 @@ def shares_of(path: Path, ranges, chunk: int):
     size = path.stat().st_size
     shares = []
     for start, end in ranges:
-        hasher = RangeHasher(start, end, size, chunk)
+        hasher = RangeHasher(path, start, end, size, chunk)
         for _, data in iter_raw_lines(path, start, end):
             hasher.update(data)
         shares.append(hasher.result())

@@ -41,45 +41,52 @@ class RangeHashes:
 
 
 class RangeHasher:
-    """Feed the bytes of ``[start, end)`` of a file of ``size`` bytes in order; :meth:`result` gives its share.
+    """Feed the bytes of ``[start, end)`` of the file at ``path`` (``size`` bytes) in order; :meth:`result` gives its
+    share. Chunks wholly inside the range are hashed as the bytes stream by; the bytes of the (at most two) chunks
+    shared with a neighbour are read back from the file at the end (at most 2 chunks: no second pass).
 
     Example::
 
-        >>> hasher = RangeHasher(start, end, size)
+        >>> hasher = RangeHasher(path, start, end, size)
         >>> for _, data in iter_raw_lines(path, start, end):
         ...     hasher.update(data)
         >>> share = hasher.result()
     """
 
-    def __init__(self, start: int, end: int, size: int, chunk: int = CHUNK_BYTES) -> None:
-        self.position, self.end, self.size, self.chunk = start, end, size, chunk
-        self.current = bytearray()  # bytes of the current chunk seen so far (at most one chunk)
-        self.current_start = start
+    def __init__(self, path: str | os.PathLike, start: int, end: int, size: int, chunk: int = CHUNK_BYTES) -> None:
+        self.path, self.position, self.end, self.size, self.chunk = path, start, end, size, chunk
         self.out = RangeHashes()
+        self._open(start)
+
+    def _open(self, at: int) -> None:
+        self.current_start = at
+        self.boundary = min((at // self.chunk + 1) * self.chunk, self.size)
+        self.digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
 
     def update(self, data: bytes) -> None:
+        if self.position + len(data) < self.boundary:  # the common case: a line inside the current chunk
+            self.digest.update(data)
+            self.position += len(data)
+            return
         view = memoryview(data)
         while len(view):
-            boundary = (self.position // self.chunk + 1) * self.chunk
-            take = min(len(view), boundary - self.position)
-            self.current += view[:take]
+            take = min(len(view), self.boundary - self.position)
+            self.digest.update(view[:take])
             self.position += take
             view = view[take:]
-            if self.position == boundary or self.position == self.size:
+            if self.position == self.boundary:
                 self._close_chunk()
 
     def _close_chunk(self) -> None:
-        if not self.current:
+        if self.position == self.current_start:
             return
-        index, offset = divmod(self.current_start, self.chunk)
-        length = len(self.current)
-        complete = offset == 0 and (length == self.chunk or self.current_start + length == self.size)
-        if complete:
-            self.out.digests[index] = _chunk_digest(self.current)
-        else:
-            self.out.pieces.append((self.current_start, bytes(self.current)))
-        self.current = bytearray()
-        self.current_start = self.position
+        if self.current_start % self.chunk == 0 and self.position == self.boundary:
+            self.out.digests[self.current_start // self.chunk] = self.digest.digest()
+        else:  # shared with the neighbouring range: its raw bytes, read back (at most one chunk)
+            with open(self.path, "rb") as handle:
+                handle.seek(self.current_start)
+                self.out.pieces.append((self.current_start, handle.read(self.position - self.current_start)))
+        self._open(self.position)
 
     def result(self) -> RangeHashes:
         if self.position != self.end:

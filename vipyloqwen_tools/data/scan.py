@@ -102,7 +102,7 @@ def scan_range(job: RangeJob) -> RangeResult:
         writer = RangeWriter(folder)
     hashes = {kind: bytearray() for kind in DUP_KINDS}
     numbers = {kind: array("I") for kind in DUP_KINDS}
-    hasher = RangeHasher(job.start, job.end, job.size)
+    hasher = RangeHasher(job.path, job.start, job.end, job.size)
     for number, data in iter_raw_lines(job.path, job.start, job.end):
         offset = job.start + result.bytes_read
         result.lines += 1
