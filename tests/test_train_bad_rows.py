@@ -79,6 +79,8 @@ def test_skip_bad_rows_drops_the_row_from_its_batch_and_counts_it(tmp_path: Path
         "rows_in": 24, "trained": 23, "rejected": 1, "rejected_at_validation": 0, "rejected_at_batch_time": 1,
     }  # fmt: skip
     assert "rows in: 24 = 23 trained + 1 rejected (0 at validation, 1 unreadable at batch time)" in caplog.text
+    # The row is among the first 100 of its task: the model card's set-up read it and went on (it used to die there).
+    assert "model card: dataset statistics left out" in caplog.text
     # The ocr batches trained 7 rows: every ocr row but the broken one (the training trace's row ids).
     from vipyloqwen_tools.train.trace import read_trace
 
