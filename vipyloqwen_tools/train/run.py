@@ -480,7 +480,8 @@ def training_arguments(config: TrainConfig, precision: str) -> SentenceTransform
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Run one training job; returns ``{"final_dir", "plot", "metrics", "log_history", "global_step"}``.
+    """Run one training job; returns ``{"final_dir", "plot", "metrics", "log_history", "global_step", "rows"}``
+    (``rows``: rows in = trained + rejected, :meth:`~vipyloqwen_tools.train.bad_rows.BadRowGuard.totals`).
 
     Under ``torchrun`` / ``accelerate launch`` every process calls this: the main process prepares the data first
     (the others reuse its Arrow cache), the batches of a step differ per process (all of one task), gradients are
