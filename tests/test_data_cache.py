@@ -52,10 +52,9 @@ def write_large(path: Path, megabytes: int = 17) -> tuple[Path, int]:
     """A JSONL file over 16 MB (text_pair rows of about 4 KB, score 0.3), written in well under a second; returns
     it and the number of its middle line."""
     filler = "chữ " * 1000
-    line = json.dumps({"task": "text_pair", "query": "câu", "positive": filler, "score": 0.3}, ensure_ascii=False)
-    count = megabytes * 1024 * 1024 // len(line.encode()) + 1
-    path.write_text("".join(line.replace("câu", f"câu {i:06d}") + "\n" for i in range(count)), encoding="utf-8")
-    return path, count // 2
+    row = {"task": "text_pair", "query": "câu", "positive": filler, "score": 0.3}
+    count = megabytes * 1024 * 1024 // len(filler.encode()) + 1
+    return write_jsonl(path, ({**row, "query": f"câu {i:06d}"} for i in range(count))), count // 2
 
 
 def test_one_byte_changed_in_a_large_file_with_size_and_mtime_restored_invalidates_it(tmp_path: Path, caplog):

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import make_image, tiny_run_config, write_jsonl
 
 from vipyloqwen_tools.data import DataError, prepare_task_datasets
 from vipyloqwen_tools.data.learned import recall
@@ -25,8 +26,6 @@ BROKEN = 2  # the ocr row whose image breaks (its index in the ocr dataset)
 
 def write_data(root: Path) -> tuple[Path, int]:
     """instr / text_pair / ocr rows, 8 each, interleaved; returns the file and the line of ocr row BROKEN."""
-    from conftest import make_image
-
     (root / "img").mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(PER_TASK):
@@ -34,20 +33,15 @@ def write_data(root: Path) -> tuple[Path, int]:
         lines.append({"task": "text_pair", "query": f"con mèo {i}", "positive": f"a cat {i}", "score": 0.9})
         make_image(56, 56, seed=i).save(root / "img" / f"ocr{i}.png")
         lines.append({"task": "ocr", "query": {"text": "Chữ gì?", "images": [f"img/ocr{i}.png"]}, "positive": f"{i}"})
-    train_file = root / "train.jsonl"
-    train_file.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
-    return train_file, 3 * BROKEN + 3
+    return write_jsonl(root / "train.jsonl", lines), 3 * BROKEN + 3
 
 
 def config(root: Path, train_file: Path, **overrides) -> TrainConfig:
-    values = dict(
-        model="tiny", train_file=str(train_file), eval_file=None, output_dir=str(root / "out"), learning_rate=1e-3,
-        warmup_ratio=0.0, max_steps=6, per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
-        max_length=32, max_image_tokens=16, precision="fp32", logging_steps=1, eval_steps=None, save_steps=1,
+    settings = dict(
+        max_steps=6, per_device_train_batch_size=BATCH, max_length=32, max_image_tokens=16, save_steps=1,
         save_total_limit=None, seed=3, data_num_proc=1,
     )  # fmt: skip
-    values.update(overrides)
-    return TrainConfig.from_yaml(None, **values)
+    return tiny_run_config(root / "out", train_file, **{**settings, **overrides})
 
 
 def cache_then_break(root: Path, how: str) -> tuple[Path, int, Path]:

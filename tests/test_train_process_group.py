@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
-from conftest import free_port
+from conftest import free_port, write_tiny_run_yaml
 from test_train_distributed import _env, write_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,13 +34,8 @@ def worker_of_rank(launcher: subprocess.Popen, rank: int) -> psutil.Process | No
 def test_a_stopped_rank_ends_the_launch_with_a_timeout_error(tmp_path: Path):
     train, _ = write_data(tmp_path)
     out = tmp_path / "out"
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f"model: tiny\ntrain_file: {train}\neval_file: null\noutput_dir: {out}\nmax_steps: 400\n"
-        "per_device_train_batch_size: 4\ngradient_accumulation_steps: 1\nmax_length: 32\nprecision: fp32\n"
-        "logging_steps: 1\neval_steps: null\nsave_steps: 1000\ndata_num_proc: 1\n",
-        encoding="utf-8",
-    )
+    settings = {"max_steps": 400, "per_device_train_batch_size": 4, "max_length": 32, "save_steps": 1000}
+    config = write_tiny_run_yaml(tmp_path / "config.yaml", out, train, None, data_num_proc=1, **settings)
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
         str(ROOT / "train_st.py"), "--config", str(config), "--ddp-timeout", str(TIMEOUT_S),
