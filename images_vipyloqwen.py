@@ -38,7 +38,7 @@ error names the item, the size and the limit. Both are module attributes (raise 
 Example::
 
     >>> from PIL import Image
-    >>> prepare_image(Image.new("RGBA", (10, 40)), where="item 0, image 0").size
+    >>> prepare_image(Image.new("RGBA", (10, 40)), where="item 1, image 1").size
     (28, 112)
 """
 

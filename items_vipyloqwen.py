@@ -20,14 +20,15 @@ the same for every caller:
   ``<|im_end|>`` (the tokenizer's eos): deterministic, the same for ``""``, ``"   "``, ``"\\n"``; a bare
   ``"<ocr>"`` is that with the ocr prefix.
   An item with no text at all (``None``) and no image is an error.
-- **Errors** name the item: ``item 3 (text 'Biển số xe...')`` by its position in the caller's input
+- **Errors** name the item, counting from 1 (as people do): ``item 3 (text 'Biển số xe...')`` by its position
+  in the caller's input
   (``AutoModel.encode``), ``batch item 1 (text '...')`` by its position in the batch handed to the
   processor (Sentence-Transformers sorts its input by length before batching, so the position is within
   that sorted batch; the text start / image path / image size in the message identify the item).
 
 Example::
 
-    >>> split_item([{"role": "system", "content": "<ocr>"}, {"role": "user", "content": "<ocr> <ocr> a"}], "item 0")
+    >>> split_item([{"role": "system", "content": "<ocr>"}, {"role": "user", "content": "<ocr> <ocr> a"}], "item 1")
     ParsedItem(task='ocr', text='<ocr> a', images=[], has_text=True)
 """
 
@@ -253,7 +254,7 @@ def build_messages(
     messages = []
     for index, (item_text, item_images) in enumerate(zip(texts, per_item_images, strict=True)):
         if item_text is not None and not isinstance(item_text, str):
-            raise TypeError(f"item {index}: text must be a string or None, got {type(item_text).__name__}")
+            raise TypeError(f"item {index + 1}: text must be a string or None, got {type(item_text).__name__}")
         if item_images is None:
             item_images = []
         elif not isinstance(item_images, (list, tuple)):

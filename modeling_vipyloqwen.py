@@ -143,12 +143,12 @@ class ViPyloQwenModel(Qwen2VLModel):
         # Tokenise in chunks and keep only the counts: memory stays flat on long streams.
         for start in range(0, len(messages), 512):
             chunk = messages[start : start + 512]
-            wheres = [label(f"item {start + offset}", conv) for offset, conv in enumerate(chunk)]
+            wheres = [label(f"item {start + offset + 1}", conv) for offset, conv in enumerate(chunk)]
             parsed = [split_item(conv, where) for conv, where in zip(chunk, wheres, strict=True)]
             text_ids = processor.plain_token_ids([item.text if item.text.strip() else "" for item in parsed])
             for item, where, ids in zip(parsed, wheres, text_ids, strict=True):
                 image_tokens = 0
-                for j, image in enumerate(item.images):
+                for j, image in enumerate(item.images, start=1):
                     known = image_size(image)
                     if known is not None:
                         check_size(known, f"{where}, image {j}")

@@ -190,16 +190,18 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
 
         Args:
             conversation: the item's messages.
-            index: the item's position, for error messages (``item {index} (...)``).
+            index: the item's 0-based position; errors name it 1-based (``item {index + 1} (...)``).
             max_image_tokens: per-image budget for the early shrink (default: the processor's).
-            where: the item's name in error messages, instead of ``item {index} (text / image)``.
+            where: the item's name in error messages, instead of ``item {index + 1} (text / image)``.
         """
         if isinstance(conversation, CanonicalItem):
             return conversation
-        where = where or label(f"item {index}", conversation)
+        where = where or label(f"item {index + 1}", conversation)
         parsed = split_item(conversation, where)
         max_pixels = (max_image_tokens or self.max_image_tokens) * PATCH * PATCH
-        images = [prepare_image(image, f"{where}, image {j}", max_pixels) for j, image in enumerate(parsed.images)]
+        images = [
+            prepare_image(image, f"{where}, image {j}", max_pixels) for j, image in enumerate(parsed.images, start=1)
+        ]
         return CanonicalItem(parsed.task, parsed.text, images, where)
 
     def plain_token_ids(self, texts: Sequence[str]) -> list[list[int]]:
@@ -234,7 +236,7 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         ``min_image_tokens`` (in ``images_kwargs`` or top level) set the per-image budget for this call.
         With ``tokenize=False`` the rendered string is returned (for display: the text is shown as typed).
 
-        Errors name the item as ``batch item {position} (text / image)``: the position in ``conversation``.
+        Errors name the item as ``batch item {position} (text / image)``: its 1-based position in ``conversation``.
         """
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
         conversations = list(conversation) if batched else [conversation]
@@ -243,7 +245,7 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         options = self._call_options(processor_kwargs, kwargs)
         max_image_tokens = options["max_image_tokens"]
         items = [
-            self.canonicalize(conv, index, max_image_tokens, label(f"batch item {index}", conv))
+            self.canonicalize(conv, index, max_image_tokens, label(f"batch item {index + 1}", conv))
             for index, conv in enumerate(conversations)
         ]
         if not tokenize:

@@ -99,10 +99,10 @@ def test_build_counts_and_rejects_with_line_numbers(built, corpus):
     ]
     assert "duplicate id 'doc3' (first at line 4)" in rejects[0]["error"]
     assert "nothere.png" in rejects[1]["error"] and "not found" in rejects[1]["error"]
-    assert rejects[2]["error"].startswith("line 18, image 0: cannot read image")
+    assert rejects[2]["error"].startswith("line 18, image 1: cannot read image")
     assert "'id' must be a non-empty string" in rejects[3]["error"]
     assert "not valid JSON" in rejects[4]["error"]
-    assert rejects[5]["error"].startswith("line 21, image 0: aspect ratio 202 exceeds 200")
+    assert rejects[5]["error"].startswith("line 21, image 1: aspect ratio 202 exceeds 200")
     table = _table(db)
     assert sorted(table["ids"]) == sorted(item["id"] for item in corpus["good"])
     manifest = json.loads((db / "vipyloqwen-index.json").read_text(encoding="utf-8"))
@@ -309,3 +309,21 @@ def test_cli_rejects_bad_arguments(tmp_path, tiny_checkpoint):
     with pytest.raises(ValueError, match="batch_size"):
         build(str(tiny_checkpoint), items, tmp_path / "db", batch_size=0)
     shutil.rmtree(tmp_path / "db", ignore_errors=True)
+
+
+def test_empty_and_whitespace_texts_are_items_as_in_encode(tiny_checkpoint, auto_model, st_model, tmp_path):
+    """"", "   " and a bare "<ocr>" are valid items in encode, Sentence-Transformers (the clients' path) and the
+    indexer, with the same vectors; an item with no text key and no image is rejected everywhere."""
+    texts = ["", "   ", "<ocr>", "\n"]
+    items = _write_items(tmp_path, [{"id": f"e{i}", "text": text} for i, text in enumerate(texts)], ['{"id": "none"}'])
+    stats = build(str(tiny_checkpoint), items, tmp_path / "db", num_workers=0)
+    assert (stats.new, stats.rejected) == (4, 1)
+    reject = json.loads((tmp_path / "db" / "rejects.jsonl").read_text(encoding="utf-8"))
+    assert reject["line"] == 5 and "has neither text nor images" in reject["error"]
+    stored = _table(tmp_path / "db")
+    encoded = auto_model.encode(text=texts, num_workers=0)
+    assert np.allclose(stored["vectors"], encoded.numpy(), atol=TOL)
+    assert torch.allclose(st_model.encode(texts, convert_to_tensor=True), encoded, atol=TOL)
+    assert torch.equal(encoded[0], encoded[1]) and not torch.allclose(encoded[0], encoded[2])
+    with pytest.raises(ValueError, match=r"item 1 \(text ''\): has neither text nor image"):
+        auto_model.encode(text=[None])

@@ -69,7 +69,7 @@ def test_encode_error_with_workers_names_the_item(auto_model, tmp_path):
     texts, images = _mixed_items(tmp_path)
     images[4] = [str(tmp_path / "missing.png")]
     for workers in (0, 2):
-        with pytest.raises(ValueError, match=r"item 4 \(.*missing.png.\), image 0: image file not found"):
+        with pytest.raises(ValueError, match=r"item 5 \(.*missing.png.\), image 1: image file not found"):
             auto_model.encode(text=texts, images=images, batch_size=2, num_workers=workers)
 
 

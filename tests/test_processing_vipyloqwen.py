@@ -99,22 +99,22 @@ def test_image_budget_default_per_call_and_at_load(processor, tiny_checkpoint):
     [
         ({"text": [], "images": None}, ValueError, "Empty input"),
         ({"text": ["a", "b"], "images": [None]}, ValueError, "same length: 2 texts vs 1"),
-        ({"text": ["ok", None], "images": [None, None]}, ValueError, r"item 1 \(text ''\): has neither text nor image"),
+        ({"text": ["ok", None], "images": [None, None]}, ValueError, r"item 2 \(text ''\): has neither text nor image"),
         (
             {"text": ["ok"], "images": [42]},
             TypeError,
-            r"item 0 \(text 'ok'; image int\), image 0: expected a PIL.Image",
+            r"item 1 \(text 'ok'; image int\), image 1: expected a PIL.Image",
         ),
         (
             {"text": ["ok"], "images": ["/nonexistent/x.png"]},
             ValueError,
-            r"item 0 \(text 'ok'; image '/nonexistent/x.png'\), image 0: image file not found",
+            r"item 1 \(text 'ok'; image '/nonexistent/x.png'\), image 1: image file not found",
         ),
         ({"text": ["ok"], "task": "ocrr"}, ValueError, "Unknown task 'ocrr'. Valid tasks: text_pair"),
-        ({"text": ["<ocr> a"], "task": "instr"}, ValueError, r"item 0 \(text '<ocr> a'\): conflicting tasks"),
-        ({"text": [1], "images": None}, TypeError, "item 0: text must be a string"),
+        ({"text": ["<ocr> a"], "task": "instr"}, ValueError, r"item 1 \(text '<ocr> a'\): conflicting tasks"),
+        ({"text": [1], "images": None}, TypeError, "item 1: text must be a string"),
         ({"text": 5}, TypeError, "text must be a string, a list of strings .* got int"),
-        ({"text": ["ok", "bad \ud800 text"]}, ValueError, r"item 1 \(text 'bad .*lone surrogate '\\ud800'"),
+        ({"text": ["ok", "bad \ud800 text"]}, ValueError, r"item 2 \(text 'bad .*lone surrogate '\\ud800'"),
     ],
 )
 def test_bad_input_names_the_item(processor, kwargs, error, match):
@@ -129,13 +129,13 @@ def test_too_many_images_and_corrupt_file(processor, tmp_path):
     messages = processor.build_messages(text=["a", "b"], images=[None, images])
     with pytest.raises(
         ValueError,
-        match=rf"batch item 1 \(text 'b'; image PIL RGB 120x90 \+ 5 more\): 6 images, at most {MAX_IMAGES_PER_ITEM}",
+        match=rf"batch item 2 \(text 'b'; image PIL RGB 120x90 \+ 5 more\): 6 images, at most {MAX_IMAGES_PER_ITEM}",
     ):
         render(processor, messages)
     corrupt = tmp_path / "broken.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(
-        ValueError, match=r"batch item 0 \(text 'a'; image '.*broken.png'\), image 0: cannot read image"
+        ValueError, match=r"batch item 1 \(text 'a'; image '.*broken.png'\), image 1: cannot read image"
     ):
         render(processor, processor.build_messages(text=["a"], images=[corrupt]))
 

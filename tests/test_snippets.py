@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import traceback
@@ -93,13 +94,33 @@ def test_every_block_says_what_it_is():
     assert not problems, "\n".join(problems)
 
 
+@pytest.fixture(scope="module")
+def my_index(tmp_path_factory, tiny_checkpoint: Path) -> Path:
+    """The ``my-index`` db the README's search snippets open, as its build command would make it (built once)."""
+    from vipyloqwen_tools.index.build import build
+
+    folder = tmp_path_factory.mktemp("my-index")
+    rows = [
+        {"id": "c1", "text": "Điều khoản bảo mật: bên B giữ bí mật thông tin khách hàng.", "source": "contracts"},
+        {"id": "c2", "text": "Điều khoản thanh toán trong 30 ngày.", "source": "contracts"},
+        {"id": "p1", "text": "Chính sách đổi trả hàng.", "source": "policies"},
+        {"id": "car", "text": "Xe hơi thể thao màu đỏ", "images": ["car.jpg"], "source": "photos"},
+    ]
+    make_image(120, 90, seed=7).save(folder / "car.jpg")
+    items = folder / "items.jsonl"
+    items.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    build(str(tiny_checkpoint), items, folder / "my-index", log=lambda message: None)
+    return folder / "my-index"
+
+
 @pytest.fixture
-def scratch(tmp_path: Path, tiny_checkpoint: Path) -> Path:
-    """A folder that sees the repository's files (links) and the venv, where a block may write freely."""
+def scratch(tmp_path: Path, tiny_checkpoint: Path, my_index: Path) -> Path:
+    """A folder that sees the repository's files (links), the venv and ``my-index``, where a block may write."""
     for entry in ROOT.iterdir():
         if entry.name not in NOT_LINKED:
             (tmp_path / entry.name).symlink_to(entry)
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    shutil.copytree(my_index, tmp_path / "my-index")  # a copy: a block may add to it
     return tmp_path
 
 
@@ -111,25 +132,7 @@ def _prepare(block: Block, scratch: Path, checkpoint: Path) -> str:
         if not target.exists() and not Path(name).is_absolute():
             target.parent.mkdir(parents=True, exist_ok=True)
             make_image(96 + 8 * seed, 72 + 4 * seed, seed=seed).save(target)
-    if re.search(r"""["']my-index["']""", code) and not (scratch / "my-index").exists():
-        _build_my_index(scratch, checkpoint)
     return code
-
-
-def _build_my_index(scratch: Path, checkpoint: Path) -> None:
-    """The ``my-index`` db that the README's search snippets open (as its build command would make it)."""
-    from vipyloqwen_tools.index.build import build
-
-    rows = [
-        {"id": "c1", "text": "Điều khoản bảo mật: bên B giữ bí mật thông tin khách hàng.", "source": "contracts"},
-        {"id": "c2", "text": "Điều khoản thanh toán trong 30 ngày.", "source": "contracts"},
-        {"id": "p1", "text": "Chính sách đổi trả hàng.", "source": "policies"},
-        {"id": "car", "text": "Xe hơi thể thao màu đỏ", "images": ["car.jpg"], "source": "photos"},
-    ]
-    make_image(120, 90, seed=7).save(scratch / "car.jpg") if not (scratch / "car.jpg").exists() else None
-    items = scratch / "my-index-items.jsonl"
-    items.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    build(str(checkpoint), items, scratch / "my-index", log=lambda message: None)
 
 
 @pytest.mark.parametrize("block", _params("python"))

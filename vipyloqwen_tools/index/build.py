@@ -142,7 +142,7 @@ def _item_error(processor: Any, item: IndexItem) -> str | None:
     where = f"line {item.line}"
     try:
         split_item(_message(processor, item), where)
-        for number, path in enumerate(item.images):
+        for number, path in enumerate(item.images, start=1):
             size = image_size(path)
             if size is not None:
                 check_size(size, f"{where}, image {number}")

@@ -8,8 +8,10 @@ Schema::
     task      optional  a registry key or its prefix token (default: --task, else none)
     ...       any other key is metadata: stored with the item (a JSON column) and returned by search
 
-An item needs a text or at least one image. A line that breaks the schema, an image file that does not exist
-and a repeated id are *rejects*: reported with their line number, never embedded, and the build goes on.
+An item needs a text or at least one image. As in ``encode``, an empty or whitespace text (``""``, ``"   "``)
+and a bare prefix (``"<ocr>"``) are valid: they embed as the task prefix and the end-of-text token.
+A line that breaks the schema, an image file that does not exist and a repeated id are *rejects*: reported
+with their line number, never embedded, and the build goes on.
 
 Example::
 
@@ -68,13 +70,14 @@ def parse_item(raw: str, line: int, root: Path, default_task: str | None = None)
     if len(images) > MAX_IMAGES_PER_ITEM:
         raise ValueError(f"{len(images)} images, at most {MAX_IMAGES_PER_ITEM} per item")
     resolved = []
-    for number, image in enumerate(images):
+    for number, image in enumerate(images, start=1):
         path = Path(image) if os.path.isabs(image) else root / image
         if not path.is_file():
             raise ValueError(f"image {number} not found: {image!r} (looked for {path})")
         resolved.append(str(path))
-    if (text is None or not text.strip()) and not resolved:
-        raise ValueError("has neither text nor images")
+    # As in encode: "", "   " and a bare "<ocr>" are valid items (RAG splitters produce them); no text at all is not.
+    if text is None and not resolved:
+        raise ValueError("has neither text nor images (give 'text', even \"\", or 'images')")
     task = row.get("task", default_task)
     if task is not None:
         if not isinstance(task, str):
