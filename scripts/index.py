@@ -22,6 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefetch_vipyloqwen import WORKER_TYPES  # noqa: E402
+from vipyloqwen_tools.build.user_errors import ModelSourceError, report  # noqa: E402
 from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, StoreError  # noqa: E402
 
 
@@ -119,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run_build(args) if args.command == "build" else run_search(args)
-    except (StoreError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (StoreError, ModelSourceError, FileNotFoundError) as error:
+        return report(error)  # one line, from the first process only under torchrun
 
 
 if __name__ == "__main__":

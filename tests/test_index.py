@@ -327,3 +327,41 @@ def test_empty_and_whitespace_texts_are_items_as_in_encode(tiny_checkpoint, auto
     assert torch.equal(encoded[0], encoded[1]) and not torch.allclose(encoded[0], encoded[2])
     with pytest.raises(ValueError, match=r"item 1 \(text ''\): has neither text nor image"):
         auto_model.encode(text=[None])
+
+
+def test_wrong_model_path_is_one_line_naming_it_and_the_fix(tiny_checkpoint, tmp_path, capsys):
+    items = _write_items(tmp_path, [{"id": "a", "text": "x"}])
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (tmp_path / "nothere", "no such folder"),  # an absolute path: never a Hub id
+        ("build/nothere", "not a Hub model in the local cache"),  # could be a Hub id: the offline cache says no
+        (tmp_path / "empty", "not a checkpoint (no config.json"),
+        (items, "a file, not a checkpoint folder"),
+    ]
+    for model, says in cases:
+        assert cli.main(["build", "--model", str(model), "--items", str(items), "--db", str(tmp_path / "db")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: --model {model}: ") and says in err, err
+        assert "build_model.py" in err or "config.json" in err  # the fix
+    assert not (tmp_path / "db").exists()
+    # the real process: one line on stderr, no traceback
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "index.py"), "search", "--model", "./nothere", "--db", str(tmp_path),
+         "--text", "x"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_db_whose_model_folder_moved_says_so_and_takes_model(tiny_checkpoint, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    build(str(model), _write_items(tmp_path, [{"id": "a", "text": "hợp đồng"}]), tmp_path / "db", num_workers=0)
+    model.rename(tmp_path / "moved")
+    capsys.readouterr()  # the build's progress bars
+    assert cli.main(["search", "--db", str(tmp_path / "db"), "--text", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the model of {tmp_path / 'db'} (its manifest) {model}: no such folder" in err
+    assert "give its new place: --model" in err
+    assert cli.main(["search", "--db", str(tmp_path / "db"), "--model", str(tmp_path / "moved"), "--text", "x"]) == 0

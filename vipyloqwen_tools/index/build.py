@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source
 from vipyloqwen_tools.index.items import IndexItem, read_items
 from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, PROBE_TEXT, Store, rows
 
@@ -56,7 +57,12 @@ def load_model(model: str, device: str | None = None):
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return AutoModel.from_pretrained(model, trust_remote_code=True, dtype=dtype).to(device).eval()
+    try:
+        loaded = AutoModel.from_pretrained(model, trust_remote_code=True, dtype=dtype)
+    except OSError as error:  # transformers' answer for a repo that is not there / a folder without weights
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelSourceError(f"--model {model}: cannot load it as a checkpoint: {first}") from error
+    return loaded.to(device).eval()
 
 
 def probe_vector(model: Any) -> list[float]:
@@ -192,7 +198,7 @@ def build(
         if dist.world > 1 and device is None and torch.cuda.is_available():
             device = f"cuda:{dist.local_rank}"
         if isinstance(model, (str, os.PathLike)):
-            model = os.fspath(model)
+            model = check_model_source(model)
             embedder = load_model(model, device)
         else:
             embedder, model = model, str(model.config._name_or_path or type(model).__name__)

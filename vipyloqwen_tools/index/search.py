@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source
 from vipyloqwen_tools.index.build import load_model, probe_vector
 from vipyloqwen_tools.index.store import Store
 
@@ -60,7 +61,15 @@ class Index:
         self.store = Store.open(db)
         name = model if isinstance(model, (str, os.PathLike)) else None
         if model is None or name is not None:
-            name = os.fspath(name) if name is not None else self.store.manifest["model"]
+            if name is not None:
+                name = check_model_source(name, "model")
+            else:
+                name = self.store.manifest["model"]
+                try:
+                    check_model_source(name, f"the model of {db} (its manifest)")
+                except ModelSourceError as error:
+                    fix = "if it moved, give its new place: --model / Index(db, model=...)"
+                    raise ModelSourceError(f"{error}; {fix}") from None
             model = load_model(name, device)
         else:
             name = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
