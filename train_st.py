@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source, report  # noqa: E402
 from vipyloqwen_tools.data import DataError, validate_file, write_rejects  # noqa: E402
 from vipyloqwen_tools.plan.planner import MemoryPlanError  # noqa: E402
 from vipyloqwen_tools.train.run import TrainConfig, train  # noqa: E402
@@ -98,6 +99,19 @@ def plan_main(argv: list[str]) -> int:
     return plan_command(argv, build_parser())
 
 
+def check_inputs(config: TrainConfig, config_path: Path | None) -> None:
+    """The model and the data files, checked before any process group, dataset or model is set up: a wrong path
+    fails in one line naming the setting and the fix (every process checks; one prints)."""
+    where = f" or in {config_path}" if config_path else ""
+    if config.model != "tiny":
+        check_model_source(config.model, f"model (--model{where})")
+    for name in ("train_file", "eval_file"):
+        path = getattr(config, name)
+        if path and not Path(path).is_file():
+            flag = "--" + name.replace("_", "-")
+            raise FileNotFoundError(f"{name} {path}: no such file; set {flag}{where}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "validate":
@@ -108,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     config_path = args.pop("config")
     try:
         config = TrainConfig.from_yaml(config_path, **args)
+        check_inputs(config, config_path)
         result = train(config)
-    except (DataError, MemoryPlanError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (DataError, MemoryPlanError, ModelSourceError, FileNotFoundError) as error:
+        return report(error)  # one line, from the first process only under torchrun / accelerate launch
     if "final_dir" in result:
         print(f"final checkpoint: {result['final_dir']}")
         print(f"curves: {result['plot']}")

@@ -119,15 +119,25 @@ def content_hash(folder: str | Path) -> str:
     return digest.hexdigest()[:40]
 
 
+def check_model_argument(spec: str) -> None:
+    """ModelLoadError in one line, naming ``spec`` and the fix, unless it is a checkpoint folder or a Hub id
+    that can be had (offline: in the cache); cheap (nothing is hashed or downloaded)."""
+    from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source
+
+    try:
+        check_model_source(spec, "--model")
+    except ModelSourceError as err:
+        raise ModelLoadError(str(err)) from None
+
+
 def resolve_model_source(spec: str, revision: str | None = None) -> ModelSource:
     """A local folder (content-hashed) or a Hub id (downloaded, or taken from the cache offline).
 
     Raises ModelLoadError when it is neither an existing folder nor an available Hub repo.
     """
+    check_model_argument(spec)
     path = Path(spec).expanduser()
     if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"model path {spec!r} is a file; give the checkpoint folder")
         return ModelSource(spec=spec, path=path.resolve(), hub_id=None, revision=revision or content_hash(path))
     if spec.count("/") != 1 or spec.startswith((".", "/")):
         raise ModelLoadError(f"model {spec!r} is not an existing folder nor a Hub id of the form org/name")
@@ -138,7 +148,8 @@ def resolve_model_source(spec: str, revision: str | None = None) -> ModelSource:
     except Exception as err:  # noqa: BLE001 - many hub/network error types; all mean "cannot get it"
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         hint = " (offline: it must already be in the Hugging Face cache)" if offline else ""
-        raise ModelLoadError(f"could not get model {spec!r} from the Hub{hint}: {type(err).__name__}: {err}") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""  # one line: the cause, not its story
+        raise ModelLoadError(f"could not get model {spec!r} from the Hub{hint}: {type(err).__name__}: {first}") from err
     return ModelSource(spec=spec, path=Path(local), hub_id=spec, revision=Path(local).name)
 
 
@@ -542,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.batch_size < 1:
             raise EvalError("--batch-size must be >= 1")
+        check_model_argument(args.model)  # before the tasks load: a wrong path fails at once
         custom = load_custom_tasks(args.custom_tasks)
         tasks = resolve_tasks(args.benchmark, args.tasks, args.task_types, args.languages, custom)
         from eval import vn_mmeb

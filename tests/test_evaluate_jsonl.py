@@ -79,6 +79,15 @@ def test_cli_reports_bad_line_and_exits_2(tmp_path, capsys):
     assert f"{path}:2: malformed JSON" in capsys.readouterr().err
 
 
+def test_wrong_model_path_is_one_line_naming_it(tmp_path, capsys):
+    path = _write(tmp_path / "eval.jsonl", [GOOD])
+    (tmp_path / "empty").mkdir()
+    for model, says in ((tmp_path / "nothere", "no such folder"), (tmp_path / "empty", "not a checkpoint")):
+        assert ej.main(["--model", str(model), "--data", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --model {model}: {says}") and err.count("\n") == 1, err
+
+
 def test_end_to_end_equals_independent_computation(tiny_checkpoint, st_model, tmp_path):
     for i in range(3):
         make_image(56, 56, seed=i + 3).save(tmp_path / f"p{i}.png")

@@ -254,7 +254,18 @@ def test_model_that_fails_to_load_gives_clear_error(local_tasks, tmp_path, capsy
     assert "could not load model" in err and str(broken) in err
     assert run_mteb.main(["--model", "erax-ai/no-such-model-here", *argv]) == 2
     err = capsys.readouterr().err
-    assert "could not get model 'erax-ai/no-such-model-here'" in err and "offline" in err
+    assert "--model erax-ai/no-such-model-here: no such folder, and not a Hub model in the local cache" in err
+
+
+@pytest.mark.parametrize("kind", ["missing", "relative", "empty folder", "file"])
+def test_wrong_model_path_is_one_line_before_any_task_loads(tmp_path, capsys, kind):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.bin").write_bytes(b"x")
+    model = {"missing": str(tmp_path / "nothere"), "relative": "./nothere", "empty folder": str(tmp_path / "empty"),
+             "file": str(tmp_path / "file.bin")}[kind]  # fmt: skip
+    assert run_mteb.main(["--model", model, "--tasks", "NoSuchTaskEither"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --model {model}: ") and err.count("\n") == 1, err
 
 
 def test_missing_dataset_offline_fails_fast_naming_the_task(

@@ -209,3 +209,40 @@ def test_two_gloo_processes_gather_infonce_candidates(tmp_path):
         assert mean == pytest.approx(full[term].item(), rel=1e-9)
         local = router.compute_loss_from_embeddings(task, [data["q"][:4], data["p"][:4]], data["scores"][:4])
         assert ranks[0][task]["terms"][term] != pytest.approx(local[term].item(), rel=1e-6)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_wrong_model_or_missing_file_is_one_line_naming_the_setting(tmp_path, capsys):
+    import train_st
+
+    base = ["--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--output-dir", str(tmp_path / "out")]
+    (tmp_path / "empty").mkdir()
+    for extra, says in (
+        (["--model", str(tmp_path / "nothere")], f"model (--model or in {REPO / 'configs' / 'tiny-cpu.yaml'}) "),
+        (["--model", str(tmp_path / "empty")], "not a checkpoint (no config.json"),
+        (["--train-file", str(tmp_path / "missing.jsonl")], f"train_file {tmp_path / 'missing.jsonl'}: no such file"),
+        (["--eval-file", str(tmp_path / "missing.jsonl")], "eval_file"),
+    ):
+        assert train_st.main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_train_file_under_two_processes_is_said_once(tmp_path):
+    """torchrun, 2 processes: every process stops with exit 2, one prints the cause, none prints a traceback."""
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), str(REPO / "train_st.py"),
+               "--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--train-file", str(tmp_path / "missing.jsonl"),
+               "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert output.count(f"error: train_file {tmp_path / 'missing.jsonl'}: no such file") == 1, output
+    assert 'train_st.py", line' not in output and "FileNotFoundError" not in output, output
