@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: Hub modules + vipyloqwen_tools
 
+from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source  # noqa: E402
 from vipyloqwen_tools.release.assemble import (  # noqa: E402
     ReleaseError,
     assemble,
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_model_source(args.checkpoint, "--checkpoint", local=True)  # before the token check and the assembly
     check_repo_id(args.repo_id)
     if args.tag and args.create_pr:
         raise ReleaseError("--tag with --create-pr: tag the merged commit instead")
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except ReleaseError as exc:
+    except (ReleaseError, ModelSourceError) as exc:
         print(f"release error: {exc}", file=sys.stderr)
         return 2
 

@@ -307,3 +307,18 @@ def test_sentence_transformers_push_to_hub_compared(dry_run, release_st, monkeyp
     for rel in release.folder_files(out):
         assert (pushed / rel).read_bytes() == (out / rel).read_bytes(), rel
     assert static_problems(pushed) == []
+
+
+def test_wrong_checkpoint_is_one_line_before_the_token_check(tmp_path, capsys, monkeypatch):
+    from scripts import release as cli
+
+    monkeypatch.setattr(cli, "preflight", lambda *a, **k: pytest.fail("the token was checked first"))
+    (tmp_path / "empty").mkdir()
+    for checkpoint, says in (
+        (tmp_path / "nothere", "no such folder; give a checkpoint folder written by scripts/build_model.py"),
+        (tmp_path / "empty", "not a checkpoint (no config.json in the folder)"),
+        ("erax-ai/viPyloQwen", "no such folder"),  # a Hub id is not a checkpoint to release
+    ):
+        assert cli.main(["--checkpoint", str(checkpoint), "--repo-id", "erax-ai/viPyloQwen"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"release error: --checkpoint {checkpoint}: {says}") and err.count("\n") == 1, err

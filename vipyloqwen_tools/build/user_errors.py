@@ -39,11 +39,17 @@ def _cached(repo_id: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
-def check_model_source(source: str | os.PathLike, what: str = "--model") -> str:
-    """``source`` as a string if it is a checkpoint folder (holds ``config.json``) or a Hub id that can be loaded
-    (offline: one in the local cache); else :class:`ModelSourceError` naming ``what``, ``source`` and the fix."""
+def check_model_source(source: str | os.PathLike, what: str = "--model", local: bool = False) -> str:
+    """``source`` as a string if it is a checkpoint folder (holds ``config.json``) or, unless ``local``, a Hub id
+    that can be loaded (offline: one in the local cache); else :class:`ModelSourceError` naming ``what``,
+    ``source`` and the fix."""
     text = os.fspath(source)
     path = Path(text).expanduser()
+    if local and not path.exists():
+        raise ModelSourceError(
+            f"{what} {text}: no such folder; give a checkpoint folder written by scripts/build_model.py or "
+            f"train_st.py (<output_dir>/final)"
+        )
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelSourceError(
