@@ -2,7 +2,7 @@
 throughput and peak memory with sdpa and flash-attention 2, and one training step at the recipe's settings with
 the memory planner's prediction beside the measured peak. Run through ``bench/gpu_check.sh`` (one command):
 
-    bash bench/gpu_check.sh                      # writes bench/results/gpu-check.json
+    bash bench/gpu_check.sh bench/results/gpu-check.json     # the report (default: a temp folder)
 
 Stages (each result lands in the JSON as soon as it is measured):
 
@@ -287,7 +287,7 @@ def train_section(st_model: Any, state: dict[str, Any], report: dict[str, Any], 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO / "bench/results/gpu-check.json")
+    parser.add_argument("--out", type=Path, required=True, help="the JSON report (bench/gpu_check.sh picks it)")
     parser.add_argument("--workdir", type=Path, help="where the 2B checkpoint is written (default: a temp dir)")
     parser.add_argument("--skip-train", action="store_true", help="encode checks only")
     args = parser.parse_args(argv)

@@ -3,7 +3,8 @@
 # items/s and peak memory for queries / passages / pages, one training step at the recipe's settings with the
 # memory planner's prediction beside the measured peak. One GPU, under 8 minutes. See bench/gpu_check.py.
 #
-#   bash bench/gpu_check.sh [OUT_JSON]          # default bench/results/gpu-check.json
+#   bash bench/gpu_check.sh [OUT_JSON]   # e.g. bench/results/gpu-check.json; default: a new temp folder (printed),
+#                                        # so that nothing is written into the repository unless asked
 #
 # GPU_CHECK_FLASH=0 skips the flash-attn install attempt; PYTHON picks the interpreter (default .venv/bin/python).
 # Without CUDA it stops after the CPU-side preparation with exit status 3 and says why.
@@ -11,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
-OUT=${1:-bench/results/gpu-check.json}
+OUT=${1:-$(mktemp -d -t gpu-check.XXXXXX)/gpu-check.json}
+echo "gpu_check: report: $OUT"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 has_cuda=$("$PYTHON" -c 'import torch; print(int(torch.cuda.is_available()))')

@@ -17,13 +17,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the script runs the real check (minutes)")
 def test_gpu_check_prepares_on_cpu_then_stops_at_the_cuda_check(tmp_path):
-    out = tmp_path / "gpu-check.json"
+    results = ROOT / "bench" / "results"
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in results.iterdir())
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_FLASH": "0", "HF_HUB_OFFLINE": "1"}
+    env["TMPDIR"] = str(tmp_path)
     done = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_check.sh"), str(out)],
+        ["bash", str(ROOT / "bench" / "gpu_check.sh")],  # no OUT_JSON: the report goes to a temp folder
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 3, done.stdout + done.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in results.iterdir()) == before  # nothing written there
+    out = Path(done.stdout.split("gpu_check: report: ", 1)[1].split()[0])
+    assert out.is_file() and ROOT not in out.parents
     assert "CUDA is not available" in done.stderr and "the CPU preparation passed" in done.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["benchmark"] == "gpu-check" and "CUDA is not available" in report["error"]
