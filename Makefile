@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py --out build/tiny
 	$(PY) scripts/train_demo.py --out runs/train-demo
 
 train-demo: install

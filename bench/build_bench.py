@@ -2,7 +2,7 @@
 
 1. Writes a stand-in of Qwen/Qwen2-VL-2B-Instruct (``vipyloqwen_tools/build/fake_base.py``: the real config.json and
    preprocessor_config.json, the 729 tensors in the published legacy names, random bf16 weights, two shards
-   split at 4 GB, the real tokenizer) into ``--workdir`` (default ``build/bench-base``, git-ignored).
+   split at 4 GB, the real tokenizer) into ``--workdir`` (default: a folder under the temp dir).
 2. Runs ``scripts/build_model.py --base <stand-in> --out <workdir>/out`` in a child process that reports its own
    peak RSS (``VmHWM`` of ``/proc/self/status``: the high-water mark of every page the process had resident: torch,
    tokenizer, buffers) and wall time. Not ``getrusage(RUSAGE_SELF).ru_maxrss``: on Linux a child's ru_maxrss
@@ -10,7 +10,7 @@
 3. Checks the output: every base tensor's bytes equal the output's (task rows of the embedding excepted), same
    shard per tensor, dtype, the config's dtype; optionally (``--load``) loads it with
    ``AutoModel.from_pretrained(..., trust_remote_code=True)`` in a second child (peak RSS recorded too).
-4. Writes JSON to ``--out`` (default ``bench/results/build-2b.json``) and deletes the multi-GB files unless
+4. Writes JSON to ``--out`` (required, e.g. ``bench/results/build-2b.json``) and deletes the multi-GB files unless
    ``--keep``.
 
 The limit it checks: peak RSS <= 1.3 x the fp32 size of the model (parameters x 4 bytes).
@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -125,8 +126,8 @@ def _same_bytes(a, b, chunk: int = 64 << 20) -> bool:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "build" / "bench-base")
-    parser.add_argument("--out", type=Path, default=None, help="JSON result (default bench/results/build-2b.json)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vipyloqwen-build-bench")
+    parser.add_argument("--out", type=Path, required=True, help="JSON result, e.g. bench/results/build-2b.json")
     parser.add_argument("--shallow", action="store_true", help="the shallow CI config instead of the real 2B")
     parser.add_argument("--load", action="store_true", help="also load the output with AutoModel (child process)")
     parser.add_argument("--keep", action="store_true", help="keep the stand-in and the output")
@@ -135,8 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vipyloqwen_tools.build.architectures import QWEN2_VL_2B_CONFIG
     from vipyloqwen_tools.build.fake_base import REAL_SHARD_BYTES, shallow_config, write_fake_base
 
-    name = "build-shallow" if args.shallow else "build-2b"
-    out_json = args.out or REPO_ROOT / "bench" / "results" / f"{name}.json"
+    out_json = args.out
     base, out = args.workdir / "base", args.workdir / "out"
     shutil.rmtree(args.workdir, ignore_errors=True)
     config = shallow_config() if args.shallow else QWEN2_VL_2B_CONFIG

@@ -16,7 +16,8 @@ Each result records the 1-minute load average before and after (the machine may 
 ``bench/results/data-bench.json``; ``--table`` prints the markdown table of docs/training.md with the
 extrapolation to 11M rows at 2, 16 and 32 cores.
 
-    flock /tmp/bench.lock python bench/data_bench.py --rows 100000,1000000 --workers 1,2
+    flock /tmp/bench.lock python bench/data_bench.py --rows 100000,1000000 --workers 1,2 \
+        --out bench/results/data-bench.json
     python bench/data_bench.py --table bench/results/data-bench.json
 """
 
@@ -30,6 +31,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -333,13 +335,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated row counts")
     parser.add_argument("--workers", default=f"1,{os.cpu_count()}", help="comma-separated worker counts")
     parser.add_argument("--images", type=int, default=300, help="image files in the pool")
-    parser.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "data-bench", help="generated files")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "data-bench.json")
+    parser.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "vipyloqwen-data-bench", help="generated files"
+    )
+    parser.add_argument("--out", type=Path, help="the results JSON, e.g. bench/results/data-bench.json (to run)")
     parser.add_argument("--table", type=Path, default=None, help="print the markdown table of a results JSON")
     args = parser.parse_args(argv)
     if args.table is not None:
         print(table(json.loads(args.table.read_text(encoding="utf-8"))))
         return None
+    if args.out is None:
+        parser.error("give --out FILE for the results (nothing is written into the repository unless asked)")
     rows = [int(x) for x in args.rows.split(",")]
     workers = [int(x) for x in args.workers.split(",")]
     results = bench(rows, workers, args.work, args.images, args.out)

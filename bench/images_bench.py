@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--side", type=int, default=20_000, help="page side in pixels (default 20000)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--out", type=Path, default=Path("bench/results/images-huge.json"))
+    parser.add_argument("--out", type=Path, required=True, help="the results JSON, e.g. bench/results/images-huge.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         results = [run_case(name, args.side, Path(tmp)) for name in args.cases]

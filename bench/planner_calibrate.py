@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--workdir", type=Path, default=Path("/tmp/vipyloqwen-calibrate"))
     everything = sub.add_parser("run", help="fit points + validation points; writes the results JSON")
     everything.add_argument("--workdir", type=Path, default=Path("/tmp/vipyloqwen-calibrate"))
-    everything.add_argument("--out", type=Path, default=REPO / "bench/results/planner-calibration.json")
+    everything.add_argument("--out", type=Path, required=True, help="e.g. bench/results/planner-calibration.json")
     everything.add_argument("--only", help="comma-separated point names (default: all)")
     table = sub.add_parser("table", help="markdown table of predicted vs measured from the results JSON")
     table.add_argument("--results", type=Path, default=REPO / "bench/results/planner-calibration.json")

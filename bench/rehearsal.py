@@ -25,6 +25,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--max-image-tokens", type=int, default=1024)
     parser.add_argument("--train-file", type=Path, default=REPO_ROOT / "data" / "sample" / "train.jsonl")
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "build" / "rehearsal")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "rehearsal-2b-width.json")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vipyloqwen-rehearsal")
+    parser.add_argument("--out", type=Path, required=True, help="e.g. bench/results/rehearsal-2b-width.json")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="the tiny model at 16 image tokens (checks the harness)")
     parser.add_argument(

@@ -335,13 +335,18 @@ def render(results: list[dict[str, Any]]) -> str:
 SECTIONS = {"encode": encode_section, "index": index_section, "train": train_section}
 
 
-def write(markdown: str, out: Path, block: str = "performance") -> None:
-    """Put ``markdown`` between the ``block`` markers of ``out``."""
+def write(markdown: str, out: Path, block: str = "performance", check: bool = False) -> bool:
+    """Put ``markdown`` between the ``block`` markers of ``out``; with ``check``, write nothing and return
+    whether the file already holds it."""
     try:
-        text = replace_block(out.read_text(encoding="utf-8"), block, markdown)
+        old = out.read_text(encoding="utf-8")
+        text = replace_block(old, block, markdown)
     except (OSError, ValueError) as error:
         raise SystemExit(f"{out}: {error}") from None
+    if check:
+        return text == old
     out.write_text(text, encoding="utf-8")
+    return True
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -355,6 +360,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help=f"the PNG (default {DEFAULT_PLOT})")
     parser.add_argument("--no-summary", action="store_true", help="write the full tables only")
     parser.add_argument("--stdout", action="store_true", help="print the markdown instead of writing it")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when --out or the README summary is stale"
+    )
     args = parser.parse_args(argv)
     results = []
     for path in args.results:
@@ -366,6 +374,20 @@ def main(argv: list[str] | None = None) -> str:
     markdown = render(results)
     if args.stdout:
         sys.stdout.write(markdown)
+        return markdown
+    if args.check:  # the markdown only: the PNG's bytes depend on the matplotlib build
+        from bench.report_summary import summary
+
+        stale = [] if write(markdown, args.out, check=True) else [str(args.out)]
+        if not args.no_summary:
+            relative = Path(os.path.relpath(args.plot, args.readme.parent)).as_posix()
+            doc = Path(os.path.relpath(args.out, args.readme.parent)).as_posix()
+            if not write(summary(results, relative, doc), args.readme, "performance-summary", check=True):
+                stale.append(f"{args.readme} (performance-summary)")
+        if stale:
+            print(f"stale: {', '.join(stale)}; run python bench/report.py with the same results", file=sys.stderr)
+            raise SystemExit(1)
+        print("up to date: the performance tables and the summary")
         return markdown
     write(markdown, args.out)
     print(f"wrote the performance tables into {args.out}")

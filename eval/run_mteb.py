@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -540,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", action="append", default=[], help="override a mapping entry: KEY=TASK")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", help="torch device (default: sentence-transformers' choice)")
-    parser.add_argument("--output", default="runs/mteb", help="output folder (results/ + summary)")
+    parser.add_argument("--output", help="output folder (results/ + summary; default: a new temp folder)")
     parser.add_argument("--overwrite", action="store_true", help="re-run tasks that already have results")
     parser.add_argument("--no-progress", action="store_true", help="no per-batch progress bars")
     return parser
@@ -589,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    output = Path(args.output)
+    output = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="vipyloqwen-mteb-"))
     outcomes = run(encoder, tasks, output, args.batch_size, args.overwrite, show_progress=not args.no_progress)
     text = write_summary(output, meta, outcomes, skipped, prompts)
     print(f"\nresults: {output / 'results' / meta.model_name_as_path() / str(meta.revision)}\n")

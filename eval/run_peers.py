@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmark", default=BENCHMARK_NAME)
     parser.add_argument("--peers", nargs="*", default=list(DEFAULT_PEERS), help="mteb model names (none: only --ours)")
     parser.add_argument("--ours", help="our checkpoint (folder or Hub id), run through eval/run_mteb.py")
-    parser.add_argument("--output", default="runs/vn_mmeb", help="the one results folder (results/ + compare.md)")
+    parser.add_argument("--output", help="the one results folder (results/ + compare.md; default: a new temp folder)")
     parser.add_argument("--data-root", help="local dataset copies in their published layouts (see run_mteb.py)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--overwrite", action="store_true")
@@ -184,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     statuses = [check_peer(name) for name in args.peers]
     print(dry_run_table(statuses))
-    output = Path(args.output)
+    output = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="vipyloqwen-peers-"))
+    print(f"results folder: {output}")
     if args.dry_run:
         output.mkdir(parents=True, exist_ok=True)
         (output / "peers_dry_run.json").write_text(

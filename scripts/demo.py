@@ -1,6 +1,6 @@
 """Main job, offline: build the tiny viPyloQwen checkpoint and run the product end to end.
 
-    python scripts/demo.py [--out build/tiny]
+    python scripts/demo.py [--out build/tiny]      # default: a new temp folder (make demo passes build/tiny)
 
 1. builds a tiny random Qwen2-VL checkpoint with the real Qwen2 vocabulary (scripts/build_model.py --tiny);
 2. loads it the three ways users do (SentenceTransformer, AutoModel, AutoProcessor; trust_remote_code=True);
@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -54,8 +55,10 @@ def picture(kind: str, seed: int) -> Image.Image:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("build/tiny"), help="checkpoint folder (default build/tiny)")
+    parser.add_argument("--out", type=Path, help="checkpoint folder (default: a new temp folder)")
     args = parser.parse_args(argv)
+    if args.out is None:  # nothing is written into the repository unless asked
+        args.out = Path(tempfile.mkdtemp(prefix="vipyloqwen-demo-")) / "tiny"
 
     from scripts.build_model import main as build
 

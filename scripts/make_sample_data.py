@@ -1,6 +1,7 @@
 """Write the bundled sample dataset: data/sample/{train,eval}.jsonl + data/sample/img/*.png (deterministic).
 
     python scripts/make_sample_data.py [--out data/sample] [--seed 0]
+    python scripts/make_sample_data.py --check     # exit 1 when data/sample differs from a fresh run
 
 All five tasks, Vietnamese first with some English and Chinese. Images are real-size (500-1024 image tokens
 at the default 1024-token budget; scripts/sample_images.py draws them, text in Be Vietnam Pro):
@@ -28,14 +29,19 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 from PIL import Image
 
 try:
     from scripts import sample_images as draw
+    from scripts.regenerate import check_folder
 except ImportError:  # run as python scripts/make_sample_data.py
     import sample_images as draw
+    from regenerate import check_folder
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 COLORS = [  # (vi, en, zh, rgb)
     ("đỏ", "red", "红", (220, 30, 30)),
@@ -304,16 +310,12 @@ def make_rows(writer: Writer, rng: random.Random, split: str, sizes: dict[str, i
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "data" / "sample")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    out: Path = args.out
+def write(out: Path, seed: int = 0) -> None:
+    """Write the sample dataset into ``out`` (its old images are removed first)."""
     if (out / "img").is_dir():
         for old in (out / "img").glob("*.png"):
             old.unlink()
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
     writer = Writer(out)
     pools = make_pools(writer, rng)
     splits = {
@@ -330,5 +332,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{writer.count} images; {total / 1024:.0f} KiB in {out}")
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=SAMPLE, help=f"folder to (re)write (default {SAMPLE})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out is stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        return check_folder(lambda folder: write(folder, args.seed), args.out, "python scripts/make_sample_data.py")
+    write(args.out, args.seed)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,6 +2,7 @@
 (see the adapters in eval/vn_mmeb/), with small images rendered here carrying Vietnamese text.
 
     python scripts/make_vn_mmeb_fixtures.py [--out tests/fixtures/vn_mmeb]
+    python scripts/make_vn_mmeb_fixtures.py --check   # exit 1 when the fixtures differ from a fresh run
 
 Deterministic: the same files on every run (fixed seeds, no timestamps in the zip archives).
 """
@@ -12,6 +13,7 @@ import argparse
 import io
 import json
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -19,7 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
+try:
+    from scripts.regenerate import check_folder
+except ImportError:  # run as python scripts/make_vn_mmeb_fixtures.py
+    from regenerate import check_folder
+
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "vn_mmeb"
 FONT_CANDIDATES = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     str(ROOT / "data" / "fonts" / "BeVietnamPro-Regular.ttf"),
@@ -295,10 +303,8 @@ def mtvqa(out: Path) -> None:
     pq.write_table(table.slice(3), root / "test-00001-of-00002.parquet")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "tests" / "fixtures" / "vn_mmeb"))
-    out = Path(parser.parse_args().out)
+def write(out: Path) -> None:
+    """Write every stand-in into ``out`` (its dataset folders are replaced)."""
     for sub in ("floschne", "mteb", "KTVIC", "uitnlp", "nhonhoccode", "minhquan6203", "duytranus", "ByteDance"):
         shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -308,5 +314,16 @@ def main() -> None:
     print(f"wrote {out} ({total / 1024:.0f} KiB)")
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=FIXTURES, help=f"folder to (re)write (default {FIXTURES})")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out is stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        return check_folder(write, args.out, "python scripts/make_vn_mmeb_fixtures.py")
+    write(args.out)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

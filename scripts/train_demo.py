@@ -15,6 +15,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,13 +45,16 @@ def compare(before: dict[str, float], after: dict[str, float], min_gain: float) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "train-demo")
+    parser.add_argument("--out", type=Path, help="run folder (default: a new temp folder; make demo: runs/train-demo)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "tiny-cpu.yaml")
     parser.add_argument(
         "--max-steps", type=int, default=None, help="cap the training steps (default: the config's epochs)"
     )
     parser.add_argument("--min-gain", type=float, default=0.05, help="required improvement per metric")
     args = parser.parse_args(argv)
+    # nothing is written into the repository unless asked; paths given are read before the chdir
+    args.out = (args.out or Path(tempfile.mkdtemp(prefix="vipyloqwen-train-demo-"))).resolve()
+    args.config = args.config.resolve()
     os.chdir(ROOT)
     started = time.perf_counter()
     config = TrainConfig.from_yaml(args.config, output_dir=str(args.out), max_steps=args.max_steps, resume=False)

@@ -91,6 +91,11 @@ def test_report_writes_between_markers(encode_results, tmp_path):
     assert plot.read_bytes().startswith(b"\x89PNG")
     summary = card.read_text(encoding="utf-8")
     assert "](docs/performance.png)" in summary and "old" not in summary and "| pages | AutoModel.encode |" in summary
+    assert report.main([*argv, "--check"]) == markdown  # up to date: exit 0, nothing written
+    target.write_text(text.replace("| mixed |", "| stale |"), encoding="utf-8")
+    with pytest.raises(SystemExit) as stale:
+        report.main([*argv, "--check"])
+    assert stale.value.code == 1 and "| stale |" in target.read_text(encoding="utf-8")
 
 
 def test_images_bench_reports_every_case(tmp_path):

@@ -18,13 +18,31 @@ def rows(split: str) -> list[dict]:
     return [json.loads(line) for line in (SAMPLE / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
-def test_committed_sample_equals_a_fresh_generation(tmp_path):
-    make_sample_data.main(["--out", str(tmp_path)])
-    ours = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    committed = sorted(p.relative_to(SAMPLE).as_posix() for p in SAMPLE.rglob("*") if p.is_file())
-    assert ours == committed
-    for name in ours:
-        assert (tmp_path / name).read_bytes() == (SAMPLE / name).read_bytes(), name
+def test_committed_sample_equals_a_fresh_generation(capsys):
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in SAMPLE.rglob("*"))
+    assert make_sample_data.main(["--check"]) == 0, capsys.readouterr().err  # byte for byte, every file
+    assert f"{SAMPLE} is up to date" in capsys.readouterr().out
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in SAMPLE.rglob("*")) == before  # --check wrote nothing
+
+
+def test_check_names_stale_missing_and_extra_files(tmp_path, capsys):
+    from scripts.regenerate import check_folder
+
+    def generate(folder: Path) -> None:
+        (folder / "img").mkdir(parents=True)
+        (folder / "a.jsonl").write_text("1\n")
+        (folder / "img" / "x.png").write_bytes(b"png")
+
+    target = tmp_path / "sample"
+    generate(target)
+    assert check_folder(generate, target, "the tool") == 0
+    (target / "a.jsonl").write_text("2\n")
+    (target / "img" / "x.png").unlink()
+    (target / "old.txt").write_text("left over")
+    assert check_folder(generate, target, "the tool") == 1
+    err = capsys.readouterr().err
+    assert f"{target} is stale (3 file(s)); run the tool" in err
+    assert "a.jsonl: differs" in err and "img/x.png: missing" in err and "old.txt: not generated any more" in err
 
 
 def test_every_image_reaches_500_to_1024_tokens_at_the_default_budget(processor):
