@@ -145,6 +145,18 @@ def test_verify_reports_card_link_out_of_the_repo(dry_run, tmp_path):
     assert any("links ../outside.md: a released card may only link files inside the repo" in p for p in problems)
 
 
+def test_card_naming_repo_tools_must_link_the_source_repository_on_its_first_screen(dry_run, tmp_path):
+    """The shipped card is complete on its own: it names scripts/, train_st.py, eval/ ... and says where they are."""
+    card = (dry_run[0] / "README.md").read_text(encoding="utf-8")
+    assert f"]({release.SOURCE_REPOSITORY})" in card and not release._source_link_problems(card.split("\n---\n", 1)[1])
+    copy = broken_copy(dry_run[0], tmp_path)
+    moved = card.replace(f"]({release.SOURCE_REPOSITORY})", "](#citation)")  # the link gone from the first screen
+    (copy / "README.md").write_text(moved, encoding="utf-8")
+    problems = [p for p in release.static_problems(copy) if "source repository" in p]
+    assert len(problems) == 1 and "scripts/" in problems[0] and "train_st.py" in problems[0], problems
+    assert release._source_link_problems("\nNothing but the model.\n") == []  # a card naming no tool needs no link
+
+
 def test_assemble_refuses_card_linking_a_missing_file(tiny_checkpoint, tmp_path):
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     for rel in release.card_files(text):  # linked files resolve beside the README given

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
-from vipyloqwen_tools.release.assemble import DEFAULT_REPO_ID
+from vipyloqwen_tools.release.assemble import CARD_SCREEN_LINES, DEFAULT_REPO_ID, SOURCE_REPOSITORY
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -34,7 +34,7 @@ DATA = ("text", "bibtex", "yaml", "json", "jsonl", "toml")  # shown, not run: a 
 NOT_RUN = re.compile(r"^<!--\s*not run:(.*?)-->\s*$")
 FENCE = re.compile(r"^(\s*)```(.*)$")
 IMAGE_NAME = re.compile(r"(?<![\w/:.-])((?:[\w-]+/)*[\w-]+\.(?:png|jpe?g|webp|gif|bmp|tiff?))\b", re.I)
-SCREEN_LINES = 40  # the README's "first screen": this many lines after the YAML front matter
+SCREEN_LINES = CARD_SCREEN_LINES  # the README's "first screen": lines after the YAML front matter
 # Repository entries a scratch folder does not link: what a block writes there stays in the scratch folder.
 NOT_LINKED = {".git", ".venv", "build", "runs", "my-index"}
 
@@ -194,7 +194,7 @@ def test_readme_front_screen_has_install_quick_start_commands_and_offline_path()
         said = re.search(rf"^{command}\s+#(.+)$", screen, re.M)
         assert said, f"{where}: no `{command}` line with what it does"
         assert re.search(r"\d+ min", said.group(1)) and "2 " in said.group(1), f"{where}: `{command}`: how long"
-    assert "https://github.com/EraX-AI/viPyloQwen" in screen, f"{where}: no link to the source repository"
+    assert f"]({SOURCE_REPOSITORY})" in screen, f"{where}: no link to the source repository"
     assert "scripts/build_model.py --tiny" in screen and "tests/test_snippets.py" in screen, (
         f"{where}: how to run the snippets offline on the tiny model"
     )

@@ -53,6 +53,11 @@ from vipyloqwen_tools.build.checkpoint_files import (
 from vipyloqwen_tools.release.readme import replace_block, tasks_table
 
 DEFAULT_REPO_ID = "erax-ai/viPyloQwen"
+# The source repository: the tools the card names (scripts/, train_st.py, eval/, ...) live there, not on the Hub.
+SOURCE_REPOSITORY = "https://github.com/EraX-AI/viPyloQwen"
+# Paths the card may name that a Hub download does not hold; naming any needs the source link on the first screen.
+SOURCE_ONLY = ("scripts/", "train_st.py", "vipyloqwen_tools", "eval/", "bench/", "tests/", "Makefile", "make demo")
+CARD_SCREEN_LINES = 40  # the card's first screen: this many lines after the YAML front matter
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 CORE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "processor_config.json", "chat_template.jinja")
@@ -325,6 +330,19 @@ def _json_problems(rel: str, data: Any, local_dirs: Iterable[str]) -> list[str]:
     return problems
 
 
+def _source_link_problems(body: str) -> list[str]:
+    """A card that names tools a Hub download lacks must link the source repository on its first screen (a Hub
+    reader then knows where they are and that they need a clone)."""
+    named = sorted({name for name in SOURCE_ONLY if name in body})
+    screen = "\n".join(body.lstrip("\n").splitlines()[:CARD_SCREEN_LINES])
+    if named and f"]({SOURCE_REPOSITORY})" not in screen:
+        return [
+            f"README.md: names {', '.join(named)} (not in the Hub repo) but its first {CARD_SCREEN_LINES} lines do "
+            f"not link the source repository {SOURCE_REPOSITORY}"
+        ]
+    return []
+
+
 def _card_problems(card: str) -> list[str]:
     """Front matter keys, trust_remote_code=True in every loading call of the Python snippets, tasks table."""
     problems = []
@@ -351,6 +369,7 @@ def _card_problems(card: str) -> list[str]:
         card_files(card)
     except ReleaseError as exc:
         problems.append(str(exc))
+    problems += _source_link_problems(body)
     try:
         if replace_block(body, "tasks", tasks_table()) != body:
             problems.append("README.md: tasks table differs from the task registry")
