@@ -204,12 +204,19 @@ def test_unmarked_failing_block_is_reported_with_its_file_and_line(tmp_path, tin
     """The failure a newly added broken block gets: the file and line of its fence."""
     page = ROOT / "docs" / "_snippet_probe.md"  # parsed from a temporary file, never written into the repo
     text = "# probe\n\n```python\nprint(img)\n```\n\n<!-- not run: needs a GPU -->\n```bash\nnvidia-smi\n```\n"
+    text += "\n```bash\necho about to fail\nfalse\n```\n"
     source = tmp_path / "probe.md"
     source.write_text(text, encoding="utf-8")
     blocks = code_blocks(source)
     blocks = [Block(page, b.line, b.language, b.code, b.not_run) for b in blocks]
-    assert [(b.line, b.language, b.not_run) for b in blocks] == [(3, "python", None), (8, "bash", "needs a GPU")]
+    assert [(b.line, b.language, b.not_run) for b in blocks] == [
+        (3, "python", None),
+        (8, "bash", "needs a GPU"),
+        (12, "bash", None),
+    ]
     with pytest.raises(pytest.fail.Exception, match=r"docs/_snippet_probe.md:3: this python block fails.*NameError"):
         test_python_block(blocks[0], tmp_path, tiny_checkpoint, monkeypatch)
     with pytest.raises(pytest.skip.Exception, match=r"docs/_snippet_probe.md:8: not run: needs a GPU"):
         test_bash_block(blocks[1], tmp_path, tiny_checkpoint)
+    with pytest.raises(AssertionError, match=r"docs/_snippet_probe.md:12: this bash block fails as written.*exit 1"):
+        test_bash_block(blocks[2], tmp_path, tiny_checkpoint)
