@@ -129,9 +129,10 @@ def _prepare(block: Block, scratch: Path, checkpoint: Path) -> str:
     code = block.code.replace(DEFAULT_REPO_ID, str(checkpoint))
     for seed, name in enumerate(dict.fromkeys(IMAGE_NAME.findall(code))):
         target = scratch / name
-        if not target.exists() and not Path(name).is_absolute():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            make_image(96 + 8 * seed, 72 + 4 * seed, seed=seed).save(target)
+        if target.exists() or Path(name).is_absolute() or ROOT in target.resolve().parents:
+            continue  # there already, not ours to make, or inside the repository (through a link): never written
+        target.parent.mkdir(parents=True, exist_ok=True)
+        make_image(96 + 8 * seed, 72 + 4 * seed, seed=seed).save(target)
     return code
 
 
