@@ -315,7 +315,8 @@ def test_empty_and_whitespace_texts_are_items_as_in_encode(tiny_checkpoint, auto
     """"", "   " and a bare "<ocr>" are valid items in encode, Sentence-Transformers (the clients' path) and the
     indexer, with the same vectors; an item with no text key and no image is rejected everywhere."""
     texts = ["", "   ", "<ocr>", "\n"]
-    items = _write_items(tmp_path, [{"id": f"e{i}", "text": text} for i, text in enumerate(texts)], ['{"id": "none"}'])
+    rows_ = [*({"id": f"e{i}", "text": text} for i, text in enumerate(texts)), '{"id": "none"}']
+    items = write_jsonl(tmp_path / "items.jsonl", rows_)
     stats = build(str(tiny_checkpoint), items, tmp_path / "db", num_workers=0)
     assert (stats.new, stats.rejected) == (4, 1)
     reject = json.loads((tmp_path / "db" / "rejects.jsonl").read_text(encoding="utf-8"))
@@ -330,7 +331,7 @@ def test_empty_and_whitespace_texts_are_items_as_in_encode(tiny_checkpoint, auto
 
 
 def test_wrong_model_path_is_one_line_naming_it_and_the_fix(tiny_checkpoint, tmp_path, capsys):
-    items = _write_items(tmp_path, [{"id": "a", "text": "x"}])
+    items = write_jsonl(tmp_path / "items.jsonl", [{"id": "a", "text": "x"}])
     (tmp_path / "empty").mkdir()
     cases = [
         (tmp_path / "nothere", "no such folder"),  # an absolute path: never a Hub id
@@ -357,7 +358,7 @@ def test_wrong_model_path_is_one_line_naming_it_and_the_fix(tiny_checkpoint, tmp
 def test_db_whose_model_folder_moved_says_so_and_takes_model(tiny_checkpoint, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(tiny_checkpoint, model)
-    build(str(model), _write_items(tmp_path, [{"id": "a", "text": "hợp đồng"}]), tmp_path / "db", num_workers=0)
+    build(str(model), write_jsonl(tmp_path / "items.jsonl", [{"id": "a", "text": "hợp đồng"}]), tmp_path / "db")
     model.rename(tmp_path / "moved")
     capsys.readouterr()  # the build's progress bars
     assert cli.main(["search", "--db", str(tmp_path / "db"), "--text", "x"]) == 2
