@@ -114,15 +114,33 @@ def my_index(tmp_path_factory, tiny_checkpoint: Path) -> Path:
     return folder / "my-index"
 
 
+def _tracked_files() -> dict[str, tuple[int, int]]:
+    """(mtime, size) of every file git tracks (empty outside a git checkout)."""
+    done = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, timeout=60)
+    names = done.stdout.decode("utf-8", "replace").split("\0") if done.returncode == 0 else []
+    stats = {}
+    for name in filter(None, names):
+        path = ROOT / name
+        if path.is_file():
+            stat = path.stat()
+            stats[name] = (stat.st_mtime_ns, stat.st_size)
+    return stats
+
+
 @pytest.fixture
-def scratch(tmp_path: Path, tiny_checkpoint: Path, my_index: Path) -> Path:
-    """A folder that sees the repository's files (links), the venv and ``my-index``, where a block may write."""
+def scratch(tmp_path: Path, tiny_checkpoint: Path, my_index: Path):
+    """A folder that sees the repository's files (links), the venv and ``my-index``, where a block may write; a
+    block that writes into the repository itself (through a link) fails, naming the files."""
     for entry in ROOT.iterdir():
         if entry.name not in NOT_LINKED:
             (tmp_path / entry.name).symlink_to(entry)
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     shutil.copytree(my_index, tmp_path / "my-index")  # a copy: a block may add to it
-    return tmp_path
+    before = _tracked_files()
+    yield tmp_path
+    after = _tracked_files()
+    touched = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not touched, f"the block wrote into the repository (scripts write there only when asked): {touched[:10]}"
 
 
 def _prepare(block: Block, scratch: Path, checkpoint: Path) -> str:
