@@ -161,6 +161,10 @@ class ViPyloQwenConfig(Qwen2VLConfig):
     Args:
         embed_dim: width of the output embeddings (default 1024). A linear projection maps the text
             hidden size to it; no projection when it equals the hidden size.
+        matryoshka_dimensions: the smaller widths the model was trained at (Matryoshka: the first ``d`` features,
+            re-normalised, are a ``d``-wide embedding), e.g. ``[768, 512, 256]``; ``None`` (default): the model was
+            not trained for truncation. Training writes it (``matryoshka_dims``); vLLM's ``dimensions`` request
+            field accepts only these widths (docs/serving.md).
         **kwargs: everything :class:`~transformers.Qwen2VLConfig` takes (``text_config``,
             ``vision_config``, token ids, ...).
 
@@ -180,11 +184,25 @@ class ViPyloQwenConfig(Qwen2VLConfig):
     # silently building the stock class.
     model_type = "vipyloqwen"
     embed_dim: int = DEFAULT_EMBED_DIM
+    matryoshka_dimensions: list[int] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if not isinstance(self.embed_dim, int) or isinstance(self.embed_dim, bool) or self.embed_dim <= 0:
             raise ValueError(f"embed_dim must be a positive integer, got {self.embed_dim!r}")
+        dims = self.matryoshka_dimensions
+        if dims is not None:
+            if (
+                not isinstance(dims, (list, tuple))
+                or not dims
+                or any(not isinstance(d, int) or isinstance(d, bool) or not 0 < d <= self.embed_dim for d in dims)
+                or len(set(dims)) != len(dims)
+            ):
+                raise ValueError(
+                    f"matryoshka_dimensions must be a non-empty list of distinct integers in 1..embed_dim "
+                    f"({self.embed_dim}), got {dims!r}"
+                )
+            self.matryoshka_dimensions = list(dims)
 
 
 # --- MTEB prompt mapping (used by eval/run_mteb.py) -------------------------------------------------

@@ -516,6 +516,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         datasets = add_row_ids(datasets)
     with main_process_first(args):  # the tiny model is built once, then loaded (no --ddp-timeout on this wait)
         model = load_model(config, precision)
+    if config.matryoshka_dims:
+        # The checkpoint declares the widths it was trained at: vLLM's `dimensions` accepts only these (serving/).
+        model[0].model.config.matryoshka_dimensions = list(config.matryoshka_dims)
     if config.gradient_checkpointing:
         model[0].model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model[0].model.config.use_cache = False
