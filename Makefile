@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,train,eval,index,clients]"
 	touch $@
 
-.PHONY: install demo train-demo test lint
+.PHONY: install demo train-demo test lint serve-install serve test-serve
 install: $(VENV)/.installed
 
 demo: install
@@ -31,3 +31,19 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# vLLM serving (docs/serving.md): vLLM gets its own venv, .venv-serve (its transformers pin differs from ours).
+SERVE_VENV := .venv-serve
+PORT ?= 8000
+
+serve-install:
+	PYTHON=$(PYTHON) bash serving/install.sh
+
+serve:
+	@test -n "$(MODEL)" || { echo "give the checkpoint: make serve MODEL=<folder or Hub id> PORT=<port>"; exit 2; }
+	@test -x $(SERVE_VENV)/bin/vipyloqwen-serve || { echo "no $(SERVE_VENV): run make serve-install first"; exit 2; }
+	$(SERVE_VENV)/bin/vipyloqwen-serve $(MODEL) --port $(PORT)
+
+# The server parity test alone (skipped in `make test` when .venv-serve is missing).
+test-serve: install
+	$(PY) -m pytest -q tests/test_serving_vllm.py

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check of the full-size 2B (random weights): bf16 encode parity vs fp32 with sdpa and flash-attention 2,
 # items/s and peak memory for queries / passages / pages, one training step at the recipe's settings with the
-# memory planner's prediction beside the measured peak. One GPU, under 8 minutes. See bench/gpu_check.py.
+# memory planner's prediction beside the measured peak. One GPU, under 8 minutes (plus the vLLM serving check at
+# the end: up to 15 more, bench/serve_bench.py). See bench/gpu_check.py.
 #
 #   bash bench/gpu_check.sh [OUT_JSON]   # e.g. bench/results/gpu-check.json; default: a new temp folder (printed),
 #                                        # so that nothing is written into the repository unless asked
@@ -63,5 +64,16 @@ Path(out).write_text(json.dumps(report, indent=1) + "\n")
 print(json.dumps({k: v for k, v in report["fsdp_smoke"].items() if k != "log_tail"}))
 PY
     [ "$fsdp_rc" = 0 ] || status=1
+fi
+# vLLM serving at the real 2B size in bf16: the vLLM server vs AutoModel.encode on the GPU, items/s and parity
+# (bench/serve_bench.py, into OUT with -serve.json). Needs .venv-serve (`make serve-install`: the official CUDA
+# wheel, so the machine needs PyPI); GPU_CHECK_SERVE=0 skips it.
+if [ "${GPU_CHECK_SERVE:-1}" = 1 ]; then
+    if [ ! -x .venv-serve/bin/vipyloqwen-serve ] && ! timeout 900 bash serving/install.sh >/tmp/gpu_check_serve.log 2>&1; then
+        echo "gpu_check: make serve-install failed (see /tmp/gpu_check_serve.log): vLLM serving check skipped"
+    elif ! timeout 900 "$PYTHON" bench/serve_bench.py --model 2b --dtype bfloat16 --device cuda \
+            --sizes queries=256,passages=128,pages=64 --out "${OUT%.json}-serve.json"; then
+        status=1
+    fi
 fi
 exit "$status"
