@@ -8,12 +8,12 @@
 #   without torchaudio/torchcodec (audio/video are not served). pip's config files are ignored for that step: a
 #   find-links folder holding a local `torch+cpu` wheel would win over PyPI's and break torchvision (PIP_INDEX_URL /
 #   PIP_EXTRA_INDEX_URL from the environment still apply).
-# Supported vLLM: VLLM_VERSION below, the release serving/vipyloqwen_vllm/__init__.py accepts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV_SERVE:-.venv-serve}
-VLLM_VERSION=0.32.0
+# The release the plugin supports (serving/vipyloqwen_vllm/__init__.py: SUPPORTED_VLLM, the newest of them).
+VLLM_VERSION=$(PYTHONPATH=serving "$PYTHON" -c 'import vipyloqwen_vllm as p; print(p.SUPPORTED_VLLM[-1])')
 TORCH_VERSION=2.13.0
 TORCHVISION_VERSION=0.28.0
 

@@ -74,6 +74,17 @@ def test_config_round_trip_and_validation():
             ViPyloQwenConfig(embed_dim=bad)
 
 
+def test_matryoshka_dimensions_round_trip_and_validation(tmp_path):
+    assert ViPyloQwenConfig(embed_dim=48).matryoshka_dimensions is None
+    config = ViPyloQwenConfig(embed_dim=48, matryoshka_dimensions=[48, 32, 16])
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["matryoshka_dimensions"] == [48, 32, 16]
+    assert ViPyloQwenConfig.from_pretrained(tmp_path).matryoshka_dimensions == [48, 32, 16]
+    for bad in ([], [64], [0], [16, 16], [8.0], "32"):
+        with pytest.raises(ValueError, match=r"matryoshka_dimensions must be .* in 1..embed_dim \(48\)"):
+            ViPyloQwenConfig(embed_dim=48, matryoshka_dimensions=bad)
+
+
 def test_mteb_prompt_table_in_the_docs_is_generated_from_registry():
     doc = (ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- mteb-prompts:start -->\n(.*?)<!-- mteb-prompts:end -->", doc, re.S)
