@@ -42,7 +42,7 @@ from vipyloqwen_tools.build.tokenizer import build_qwen2_vl_tokenizer
 def tiny_config(embed_dim: int = 32, vocab_size: int = 151_936) -> ViPyloQwenConfig:
     """A ~10M-parameter Qwen2-VL with the real vocabulary size (text 64 x 2 layers, vision 32 x 2).
 
-    The text attention has 2 heads of width 32 (GQA: 1 key/value head): vLLM's CPU attention takes head widths
+    The text attention has 2 heads of width 32 (and 2 key/value heads): vLLM's CPU attention takes head widths
     from 32 up, so every tiny test model is also a vLLM serving test model (``serving/``).
     """
     text = {
@@ -51,7 +51,7 @@ def tiny_config(embed_dim: int = 32, vocab_size: int = 151_936) -> ViPyloQwenCon
         "intermediate_size": 128,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
-        "num_key_value_heads": 1,
+        "num_key_value_heads": 2,
         "max_position_embeddings": 32768,
         "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [4, 6, 6]},
         "bos_token_id": 151643,
