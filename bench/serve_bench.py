@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as dt
 import io
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -48,7 +46,8 @@ for path in (REPO_ROOT, REPO_ROOT / "serving"):
 
 from vipyloqwen_vllm.client import post_embeddings, running_server  # noqa: E402
 
-from bench.common import Workload, machine_info, make_workloads, model_facts, prepare_checkpoint  # noqa: E402
+from bench import harness  # noqa: E402
+from bench.common import Workload, make_workloads, model_facts, prepare_checkpoint  # noqa: E402
 
 DEFAULT_SIZES = "queries=64,passages=32,pages=16"
 DOC = REPO_ROOT / "docs" / "serving.md"
@@ -133,7 +132,9 @@ def parse_sizes(text: str) -> dict[str, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.bench_parser(
+        __doc__, "python bench/serve_bench.py --model tiny --out bench/results/serve-tiny.json"
+    )
     parser.add_argument(
         "--model",
         default="tiny",
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return render(args.render, args.doc)
     from transformers import AutoModel
 
-    machine = machine_info()
+    header = harness.results_header("serve")
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     dtype = getattr(torch, args.dtype)
     checkpoint = full_size_checkpoint(workdir, dtype) if args.model == "2b" else prepare_checkpoint(args.model, workdir)
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 lambda w=w: run_server(url, bodies[w.name], len(w.items), dim, args.concurrency), args.repeats
             )
             results[w.name]["server_s"] = times
-            results[w.name]["server_items_per_s"] = len(w.items) / statistics.median(times)
+            results[w.name]["server_items_per_s"] = len(w.items) / harness.median(times)
             print(f"server {w.name}: {results[w.name]['server_items_per_s']:.2f} items/s", flush=True)
     auto = load()
     for w in workloads:
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         times, vectors = timed(encode, args.repeats)
         result = results[w.name]
         result["auto_s"] = times
-        result["auto_items_per_s"] = len(w.items) / statistics.median(times)
+        result["auto_items_per_s"] = len(w.items) / harness.median(times)
         result["server_vs_auto"] = result["server_items_per_s"] / result["auto_items_per_s"]
         cosine = (
             (served[w.name] * vectors).sum(-1)
@@ -224,9 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     report = {
-        "benchmark": "serve",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {**machine, "torch_threads_auto": torch.get_num_threads()},
+        **header,
+        "machine": {**header["machine"], "torch_threads_auto": torch.get_num_threads()},
         "model": facts,
         "auto_device": args.device,
         "settings": {
@@ -241,8 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workloads": results,
         "command": " ".join(["python", "bench/serve_bench.py", *(sys.argv[1:] if argv is None else argv)]),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    harness.write_json(args.out, report, indent=1)
     print(format_table(report))
     return report
 
