@@ -209,3 +209,52 @@ def test_launcher_flags_come_from_the_checkpoint(tiny_checkpoint):
     budget, _ = parse_args([str(tiny_checkpoint), "--max-image-tokens", "16"])
     assert '"max_image_tokens": 16' in vllm_command(budget, [], cuda=True)[command.index("--mm-processor-kwargs") + 1]
     assert "--enforce-eager" not in vllm_command(budget, [], cuda=True)
+
+
+def test_middleware_answers_400_or_hands_on_the_rewritten_body(reader):
+    import asyncio
+    import json
+
+    from vipyloqwen_vllm.middleware import ViPyloQwenRequests
+
+    seen = []
+
+    async def app(scope, receive, send):  # stands for vLLM's app: records what it was handed
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message["body"], message.get("more_body", False)
+        seen.append((scope["path"], dict(scope["headers"]), body))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    middleware = ViPyloQwenRequests(app)
+    middleware._reader = reader
+
+    def call(path: str, body: bytes) -> list[dict]:
+        scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-length", b"1")]}
+        chunks = [{"type": "http.request", "body": body[:5], "more_body": True},
+                  {"type": "http.request", "body": body[5:], "more_body": False}]  # fmt: skip
+        sent = []
+
+        async def receive():
+            return chunks.pop(0)
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(middleware(scope, receive, send))
+        return sent
+
+    sent = call("/v1/embeddings", json.dumps({"input": ["<ocrr> x"]}).encode())
+    assert sent[0]["status"] == 400 and not seen
+    error = json.loads(sent[1]["body"])["error"]
+    assert error["code"] == 400 and error["type"] == "BadRequestError" and "item 1 of 1" in error["message"]
+
+    call("/v1/embeddings", json.dumps({"input": ["<ocr> Biển số"], "model": "m"}).encode())
+    path, headers, body = seen.pop()
+    assert json.loads(body) == reader.read({"input": ["<ocr> Biển số"], "model": "m"})
+    assert headers[b"content-length"] == str(len(body)).encode()
+
+    call("/v1/chat/completions", b'{"messages": []}')  # other routes: untouched
+    assert seen.pop()[2] == b'{"messages": []}'

@@ -9,10 +9,9 @@ image budget of ``--mm-processor-kwargs``, ``--allowed-local-media-path``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-
-from starlette.concurrency import run_in_threadpool
 
 from .requests import ItemReader, RequestError
 
@@ -74,7 +73,7 @@ class ViPyloQwenRequests:
         if body is not None:
             try:
                 reader = self.reader(scope)
-                body = await run_in_threadpool(reader.read, body)
+                body = await asyncio.to_thread(reader.read, body)  # images are opened off the event loop
             except RequestError as error:
                 return await self._error(send, str(error), error.param)
             raw = json.dumps(body).encode("utf-8")
