@@ -13,6 +13,10 @@ Every setting of :class:`vipyloqwen_tools.train.run.TrainConfig` is a YAML key a
 underscores); flags override the YAML. Output: ``<output_dir>/final`` (Hub-layout checkpoint: loads with
 SentenceTransformer / AutoModel and trust_remote_code=True), ``training_curves.png``, ``log_history.json``,
 ``checkpoint-<step>/`` folders, and ``rejects-train.jsonl`` with --skip-bad-rows.
+
+Exit status: 0 trained and exported; 2 refused before the first step (bad data, memory plan, a --resume with changed
+settings or without a complete checkpoint); 3 stopped by a fault (diverged, a checkpoint that could not be written,
+e.g. a full disk): the last complete checkpoint is kept, see docs/training.md "Faults".
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from vipyloqwen_tools.build.finite import NonFiniteWeightsError  # noqa: E402
 from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source, report  # noqa: E402
 from vipyloqwen_tools.data import DataError, validate_file, write_rejects  # noqa: E402
 from vipyloqwen_tools.plan.planner import MemoryPlanError  # noqa: E402
+from vipyloqwen_tools.train.checkpoints import CheckpointSaveError, NoCompleteCheckpointError  # noqa: E402
+from vipyloqwen_tools.train.guard import NonFiniteTrainingError  # noqa: E402
+from vipyloqwen_tools.train.resume_check import ResumeMismatchError  # noqa: E402
 from vipyloqwen_tools.train.run import TrainConfig, train  # noqa: E402
 
 
@@ -124,8 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig.from_yaml(config_path, **args)
         check_inputs(config, config_path)
         result = train(config)
-    except (DataError, MemoryPlanError, ModelSourceError, FileNotFoundError) as error:
-        return report(error)  # one line, from the first process only under torchrun / accelerate launch
+    except (
+        DataError,
+        MemoryPlanError,
+        ModelSourceError,
+        FileNotFoundError,
+        NoCompleteCheckpointError,
+        ResumeMismatchError,
+    ) as error:
+        return report(error)  # refused before the first step; one line, from the first process only under torchrun
+    except (NonFiniteTrainingError, NonFiniteWeightsError, CheckpointSaveError) as error:
+        return report(error, 3)  # stopped by a fault during training; the last complete checkpoint is kept
     if "final_dir" in result:
         print(f"final checkpoint: {result['final_dir']}")
         print(f"curves: {result['plot']}")

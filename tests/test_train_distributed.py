@@ -98,13 +98,19 @@ def test_only_rank_zero_writes(two_process_run):
     rank0 = {entry for record in trace[0] for entry in record["writes"]}
     rank1 = {entry for record in trace[1] for entry in record["writes"]}
     # Rank 1 opened no file for writing and renamed / removed nothing; it only made exist_ok folders: the data
-    # cache it reads, and checkpoint-N for its own rng_state_1.pth (written by torch.save, outside the hook).
+    # cache it reads, and the staged .saving/checkpoint-N for its own rng_state_1.pth (written by torch.save,
+    # outside the hook).
     for entry in rank1:
         event, path = entry.split(" ", 1)
-        assert event == "mkdir" and (path.startswith(".data-cache") or path.startswith("checkpoint-")), entry
+        assert event == "mkdir" and (path.startswith(".data-cache") or path.startswith(".saving/checkpoint-")), entry
     # The hook saw rank 0 write the data cache, the tiny model, checkpoints, the export and the logs.
-    for expected in ("final/config.json", "checkpoint-3/trainer_state.json", "train_config.json", "log_history.json"):
+    for expected in (
+        "final/config.json", ".saving/checkpoint-3/trainer_state.json", "train_config.json", "log_history.json",
+    ):  # fmt: skip
         assert f"open {expected}" in rank0, sorted(rank0)
+    # Checkpoints are staged and renamed into place once complete (every rank's part written first).
+    marker = ".saving/checkpoint-3/checkpoint_complete.json"
+    assert {f"replace {marker}", "replace .saving/checkpoint-3", "replace checkpoint-3"} <= rank0, sorted(rank0)
     assert any(e.startswith("open .data-cache/") and e.endswith("report.json") for e in rank0)
     assert any(e.startswith("open .init-tiny-") for e in rank0)
     listing = sorted(p.name for p in out.iterdir())

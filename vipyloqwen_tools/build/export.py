@@ -100,9 +100,14 @@ def save_checkpoint(
     """Write a Hub-layout checkpoint: config + safetensors + code + tokenizer/processor + ST files + card.
 
     ``state_dict``: the weights to write instead of the module's own (the gathered full state dict of an FSDP2-sharded
-    model; see ``vipyloqwen_tools.train.distributed.full_state_dict``).
+    model; see ``vipyloqwen_tools.train.distributed.full_state_dict``). Raises
+    :class:`~vipyloqwen_tools.build.finite.NonFiniteWeightsError` (and writes nothing) if a weight holds NaN / inf.
     """
+    from vipyloqwen_tools.build.finite import check_finite
+
     out = Path(out)
+    # Before anything is written: a diverged model (NaN / inf weights) is refused, never exported.
+    check_finite((state_dict if state_dict is not None else model.state_dict()).items(), str(out))
     out.mkdir(parents=True, exist_ok=True)
     if state_dict is not None:
         # Save the given weights through a plain meta-device instance: a sharded module's class is FSDP<Name> under

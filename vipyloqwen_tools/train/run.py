@@ -35,7 +35,9 @@ from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
 from configuration_vipyloqwen import TASKS
 from vipyloqwen_tools.plan.planner import check_training_memory
 from vipyloqwen_tools.train.bad_rows import BadRowGuard
+from vipyloqwen_tools.train.checkpoints import AtomicCheckpointsMixin
 from vipyloqwen_tools.train.evaluation import ViPyloQwenEvaluator
+from vipyloqwen_tools.train.guard import NonFiniteGuardMixin
 from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 from vipyloqwen_tools.train.prepare import REJECTS_FILE, prepare_data, training_prompts
 from vipyloqwen_tools.train.process_group import init_process_group, main_process_first
@@ -105,6 +107,12 @@ class TrainConfig:
     # memory plan (vipyloqwen_tools/plan/planner.py): device memory per process when not on CUDA; override a refusal
     device_memory_gb: float | None = None
     ignore_memory_plan: bool = False
+    # faults (docs/training.md "Faults"): the non-finite guard (train/guard.py) and the run-defining settings a
+    # --resume may change knowingly (comma-separated names; train/resume_check.py)
+    nonfinite_policy: str = "skip"  # skip | stop
+    max_nonfinite_steps: int = 3
+    nonfinite_window: int = 100
+    accept_changes: str | None = None
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -144,11 +152,19 @@ class TrainConfig:
             "logging_steps",
             "save_steps",
             "ddp_timeout",
+            "max_nonfinite_steps",
+            "nonfinite_window",
         ):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.per_device_train_batch_size < 2:
             raise ValueError("per_device_train_batch_size must be >= 2 (in-batch negatives)")
+        from vipyloqwen_tools.train.guard import POLICIES
+        from vipyloqwen_tools.train.resume_check import parse_accept
+
+        if self.nonfinite_policy not in POLICIES:
+            raise ValueError(f"nonfinite_policy must be one of {', '.join(POLICIES)}, got {self.nonfinite_policy!r}")
+        parse_accept(self.accept_changes)
 
 
 # ---------------------------------------------------------------------------------------- environment
@@ -254,20 +270,23 @@ class TaskGroupedBatchSampler(MultiDatasetDefaultBatchSampler):
         return total
 
 
-class ViPyloQwenTrainer(SentenceTransformerTrainer):
-    """SentenceTransformerTrainer with task-grouped batches and per-term averages over the steps that had the term.
+class ViPyloQwenTrainer(NonFiniteGuardMixin, AtomicCheckpointsMixin, SentenceTransformerTrainer):
+    """SentenceTransformerTrainer with task-grouped batches and per-term averages over the steps that had the term
+    (the stock trainer divides every term by all logged steps, which dilutes a task seen in one step of four), the
+    non-finite guard (:mod:`.guard`) and atomic checkpoints (:mod:`.checkpoints`).
 
-    (The stock trainer divides every term by all logged steps, which dilutes a task seen in one step of four.)
+    Batches carry their row ids (:func:`.trace.add_row_ids` on the datasets) when the datasets have them: the guard
+    names the rows of a non-finite step, the trace those of every step.
     """
 
     def __init__(self, *args, trace=None, row_guard=None, **kwargs) -> None:
         self.row_guard = row_guard  # train/bad_rows.py: rows whose images fail to open at batch time
         super().__init__(*args, **kwargs)
         self.trace = trace
-        if trace is not None:
-            from vipyloqwen_tools.train.trace import RowIdCollator
+        from vipyloqwen_tools.train.trace import RowIdCollator
 
-            self.data_collator = RowIdCollator(self.data_collator)
+        self.data_collator = RowIdCollator(self.data_collator)
+        if trace is not None:
             self.add_callback(trace)
         if row_guard is not None:
             self.data_collator = row_guard.collator(self.data_collator)
@@ -292,18 +311,16 @@ class ViPyloQwenTrainer(SentenceTransformerTrainer):
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.trace is None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         from vipyloqwen_tools.train.trace import ROW_COLUMN
 
         rows = inputs.pop(ROW_COLUMN, None)
         name = inputs.get("dataset_name")
-        self._traced_terms = {}
+        self._last_terms, self._last_rows = {}, rows
         out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self.model.training:
+        if self.trace is not None and self.model.training:
             loss_fn = self.loss[name] if isinstance(self.loss, dict) else self.loss
             router = getattr(loss_fn, "router", None)
-            self.trace.note_batch(name, rows, self._traced_terms, getattr(router, "last_candidates", None))
+            self.trace.note_batch(name, rows, self._last_terms, getattr(router, "last_candidates", None))
         return out
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
@@ -369,15 +386,13 @@ class ViPyloQwenTrainer(SentenceTransformerTrainer):
     def track_loss_components(self, loss: dict[str, torch.Tensor]) -> None:
         if not self.model.training:
             return
-        if self.trace is not None:
-            self._traced_terms = dict(loss)
+        self._last_terms = dict(loss)  # for the guard and the trace
         sums = self.__dict__.setdefault("_term_sums", {})
         counts = self.__dict__.setdefault("_term_counts", {})
         for key, value in loss.items():
-            value = value.detach().float()
-            if torch.isfinite(value):
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
+            # A non-finite term is logged as such (NaN / inf), never dropped or shown as 0.
+            sums[key] = sums.get(key, 0.0) + value.detach().float()
+            counts[key] = counts.get(key, 0) + 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         sums = self.__dict__.get("_term_sums") or {}
@@ -474,23 +489,27 @@ def training_arguments(config: TrainConfig, precision: str) -> SentenceTransform
         dataloader_num_workers=config.dataloader_num_workers,
         dataloader_drop_last=True,
         remove_unused_columns=False,
+        logging_nan_inf_filter=False,  # a NaN / inf loss is logged as it is (the guard skips that step)
         report_to="none",
         disable_tqdm=True,
     )
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
+def train(config: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     """Run one training job; returns ``{"final_dir", "plot", "metrics", "log_history", "global_step", "rows"}``
     (``rows``: rows in = trained + rejected, :meth:`~vipyloqwen_tools.train.bad_rows.BadRowGuard.totals`).
+
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects for the trainer. Faults (docs/training.md "Faults"):
+    a diverging run raises :class:`~vipyloqwen_tools.train.guard.NonFiniteTrainingError`, a failed checkpoint save
+    :class:`~vipyloqwen_tools.train.checkpoints.CheckpointSaveError`, a ``--resume`` with changed run-defining settings
+    :class:`~vipyloqwen_tools.train.resume_check.ResumeMismatchError`.
 
     Under ``torchrun`` / ``accelerate launch`` every process calls this: the main process prepares the data first
     (the others reuse its Arrow cache), the batches of a step differ per process (all of one task), gradients are
     synchronised (DDP) or sharded (FSDP2), and only the main process writes files (``final/``, checkpoints, curves,
     logs, rejects; each process adds its own ``rng_state_<rank>.pth`` to a checkpoint, as transformers does).
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from vipyloqwen_tools.train import distributed
+    from vipyloqwen_tools.train import distributed, resume_check
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     output_dir = Path(config.output_dir)
@@ -510,10 +529,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     row_guard = BadRowGuard(report, config.train_file, output_dir / REJECTS_FILE, skip=config.skip_bad_rows)
     distributed.check_task_grouping(datasets, config.per_device_train_batch_size, args.world_size)
     args.prompts = training_prompts(datasets.keys(), config.prefix_documents)
-    if trace is not None:
-        from vipyloqwen_tools.train.trace import add_row_ids
+    settings = resume_check.run_settings(config, datasets, args.world_size, precision)
+    from vipyloqwen_tools.train.trace import add_row_ids
 
-        datasets = add_row_ids(datasets)
+    datasets = add_row_ids(datasets)  # the guard (and the trace) name the rows of a batch
     with main_process_first(args):  # the tiny model is built once, then loaded (no --ddp-timeout on this wait)
         model = load_model(config, precision)
     if config.matryoshka_dims:
@@ -549,14 +568,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         evaluator=evaluator,
         trace=trace,
         row_guard=row_guard,
+        callbacks=callbacks,
     )
+    trainer.configure_guard(config.nonfinite_policy, config.max_nonfinite_steps, config.nonfinite_window)
     distributed.check_launch(trainer)
-    resume_from = None
-    if config.resume:
-        resume_from = get_last_checkpoint(str(output_dir))
-        if resume_from is None:
-            raise FileNotFoundError(f"--resume: no checkpoint-* folder in {output_dir}")
-        logger.info("resuming from %s", resume_from)
+    # --resume: the newest complete checkpoint, refused if run-defining settings changed (not accepted)
+    resume_from = resume_check.prepare_resume(trainer, config, settings) if config.resume else None
+    trainer.run_settings = settings
     trainer.train(resume_from_checkpoint=resume_from)
 
     result: dict[str, Any] = {"global_step": trainer.state.global_step, "log_history": trainer.state.log_history}
@@ -591,13 +609,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             json.dump(trainer.state.log_history, handle, indent=1)
         with open(output_dir / "train_config.json", "w", encoding="utf-8") as handle:
             json.dump(
-                {
-                    **dataclasses.asdict(config),
-                    "attention": getattr(model, "vipyloqwen_attention", None),
-                    "precision_used": precision,
-                    "world_size": args.world_size,
-                    "distributed_type": getattr(trainer.accelerator.distributed_type, "value", None),
-                },
+                resume_check.used_config(
+                    config, precision, getattr(model, "vipyloqwen_attention", None), trainer, settings
+                ),
                 handle,
                 indent=1,
             )

@@ -1,0 +1,137 @@
+"""Shared by the fault tests (guard, checkpoints, resume checks): small generated data, the run settings, one
+uninterrupted reference run per session, and helpers to run ``train_st.py`` in a subprocess.
+
+The reference run: 6 steps on the tiny model (batch 4, 3 tasks x 16 rows, text + small images), checkpoints at
+steps 3 and 6. A resumed run that ends with the same weights continued exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+COLOURS = ["đỏ", "xanh", "vàng", "tím", "hồng", "đen", "trắng", "nâu"]
+ANIMALS = ["mèo", "chó", "bò", "vịt", "gà", "cá", "ngựa", "dê"]
+_CACHE: dict[str, Any] = {}
+
+
+def write_data(root: Path, per_task: int = 16, name: str = "train.jsonl") -> tuple[Path, Path]:
+    """instr and text_pair (text) and ocr (one 56x56 image) rows, ``per_task`` each, and an eval file of 12 rows."""
+    from conftest import make_image
+
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(per_task):
+        colour, animal = COLOURS[i % 8], ANIMALS[(i * 3 + i // 8) % 8]
+        lines.append({"task": "instr", "query": f"Tìm câu về con {animal} màu {colour} số {i}", "positive": animal})
+        lines.append(
+            {"task": "text_pair", "query": f"con {animal} {colour} {i}", "positive": f"a {colour} {animal} {i}",
+             "score": 0.5 + i / (2 * per_task)}
+        )  # fmt: skip
+        make_image(56, 56, seed=i).save(root / "img" / f"ocr{i}.png")
+        lines.append({"task": "ocr", "query": {"text": "Chữ gì?", "images": [f"img/ocr{i}.png"]}, "positive": colour})
+    train = root / name
+    train.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    evals = root / "eval.jsonl"
+    evals.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines[:12]), encoding="utf-8")
+    return train, evals
+
+
+def settings(out: Path, train: Path, evals: Path, **overrides: Any) -> dict[str, Any]:
+    values = dict(
+        model="tiny",
+        train_file=str(train),
+        eval_file=str(evals),
+        output_dir=str(out),
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        num_train_epochs=1,
+        max_steps=6,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        max_length=32,
+        max_image_tokens=16,
+        precision="fp32",
+        logging_steps=1,
+        eval_steps=None,
+        save_steps=3,
+        save_total_limit=None,
+        eval_batch_size=16,
+        seed=7,
+    )
+    values.update(overrides)
+    return values
+
+
+def config(out: Path, data: tuple[Path, Path], **overrides: Any):
+    from vipyloqwen_tools.train.run import TrainConfig
+
+    return TrainConfig.from_yaml(None, **settings(out, *data, **overrides))
+
+
+def write_yaml(path: Path, values: dict[str, Any]) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    out["TOKENIZERS_PARALLELISM"] = "false"
+    return out
+
+
+def train_command(config_path: Path, *flags: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train_st.py"), "--config", str(config_path), *flags]
+
+
+def reference(tmp_path_factory) -> tuple[Path, tuple[Path, Path], Path]:
+    """``(root, (train, eval), out)`` of the uninterrupted reference run (built once per session)."""
+    if "reference" not in _CACHE:
+        from vipyloqwen_tools.train.run import train
+
+        root = tmp_path_factory.mktemp("fault-runs")
+        data = write_data(root)
+        out = root / "reference"
+        train(config(out, data))
+        _CACHE["reference"] = (root, data, out)
+    return _CACHE["reference"]
+
+
+def copy_run(source: Path, target: Path, keep_steps: tuple[int, ...]) -> Path:
+    """A copy of a run folder holding only the checkpoints of ``keep_steps`` (no export, no logs): where a run
+    stopped after its last kept checkpoint."""
+    keep = {f"checkpoint-{step}" for step in keep_steps}
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        if Path(folder) != source:
+            return []
+        return [n for n in names if (n.startswith("checkpoint-") and n not in keep) or n in ("final", "eval")]
+
+    shutil.copytree(source, target, ignore=ignore)
+    return target
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def assert_same_weights(a: Path, b: Path, exact: bool) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        if exact:
+            assert torch.equal(wa[key], wb[key]), key
+        else:
+            torch.testing.assert_close(wb[key], wa[key], atol=1e-5, rtol=1e-4)

@@ -1,0 +1,341 @@
+"""Atomic training checkpoints, and ``--resume`` from the newest complete one.
+
+A checkpoint is written into ``<output_dir>/.saving/checkpoint-<step>/`` by the trainer's own save (weights,
+optimizer, scheduler, the RNG state of every rank, trainer state with the data position) plus ``run_settings.json``
+(the settings that define the run, see :mod:`.resume_check`). When every rank has written its part,
+the main process checks that nothing is missing, flushes the files to disk, writes the completion marker
+``checkpoint_complete.json`` (every file with its size, the step, the data position, the world size) and renames the
+folder to ``<output_dir>/checkpoint-<step>/``. A process killed during the save leaves only the ``.saving`` folder;
+a full disk gives :class:`CheckpointSaveError` saying so (path, free bytes) and the unfinished folder is removed.
+Either way the previous complete checkpoint stays where it was.
+
+:func:`find_resume_checkpoint` takes the newest ``checkpoint-<step>`` folder whose marker and files check out and
+says why it skipped each newer one (an unfinished save, a missing or empty file, no marker).
+
+Example::
+
+    >>> pick = find_resume_checkpoint("runs/tiny")
+    >>> pick.path, pick.skipped
+    (PosixPath('runs/tiny/checkpoint-5'), [(PosixPath('runs/tiny/.saving/checkpoint-10'), 'an unfinished save ...')])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger("vipyloqwen.train")
+
+MARKER = "checkpoint_complete.json"
+STAGING = ".saving"
+RUN_SETTINGS = "run_settings.json"
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+# A checkpoint folder holds one of each group (transformers / sentence-transformers / accelerate FSDP names).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model_fsdp_0")
+OPTIMIZER_FILES = ("optimizer.pt", "optimizer.bin", "optimizer_0")
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+PROBE_BYTES = 1 << 20
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (``errno`` ENOSPC when the disk is full); the last complete one stays."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class NoCompleteCheckpointError(FileNotFoundError):
+    """``--resume`` found no complete checkpoint."""
+
+
+# ---------------------------------------------------------------------------------------- checking a folder
+def checkpoint_step(folder: Path) -> int | None:
+    match = CHECKPOINT_NAME.match(folder.name)
+    return int(match.group(1)) if match else None
+
+
+def missing_parts(folder: Path, world_size: int) -> list[str]:
+    """What a complete checkpoint of a ``world_size``-process run needs and ``folder`` lacks (or has empty)."""
+
+    def present(name: str) -> bool:
+        path = folder / name
+        return path.is_dir() and any(path.iterdir()) or path.is_file() and path.stat().st_size > 0
+
+    missing = []
+    if not any(present(name) for name in WEIGHT_FILES):
+        missing.append("weights (" + " / ".join(WEIGHT_FILES) + ")")
+    if not any(present(name) for name in OPTIMIZER_FILES):
+        missing.append("optimizer state (" + " / ".join(OPTIMIZER_FILES) + ")")
+    rng = ["rng_state.pth"] if world_size == 1 else [f"rng_state_{rank}.pth" for rank in range(world_size)]
+    missing += [name for name in ("scheduler.pt", "trainer_state.json", RUN_SETTINGS, *rng) if not present(name)]
+    return missing
+
+
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` is not a complete checkpoint (``None`` if it is): no marker, or a file the marker lists is
+    missing or has another size."""
+    folder = Path(folder)
+    marker = folder / MARKER
+    if not marker.is_file():
+        found = [
+            name for name in ("trainer_state.json", "model.safetensors", "optimizer.pt") if (folder / name).exists()
+        ]
+        empty = sorted(p.name for p in folder.iterdir() if p.is_file() and p.stat().st_size == 0)
+        details = [f"no {name}" for name in ("trainer_state.json",) if name not in found]
+        details += [f"{name} is empty (0 bytes)" for name in empty]
+        return f"no completion marker ({MARKER}): its save did not finish" + (
+            f" ({'; '.join(details)})" if details else ""
+        )
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        files = dict(record["files"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"unreadable completion marker {MARKER}: {error}"
+    for relative, size in sorted(files.items()):
+        path = folder / relative
+        if not path.is_file():
+            return f"{relative} is missing (the completion marker lists it with {size} bytes)"
+        actual = path.stat().st_size
+        if actual != size:
+            return f"{relative} has {actual} bytes, the completion marker recorded {size}"
+    return None
+
+
+@dataclasses.dataclass
+class ResumePick:
+    """The checkpoint ``--resume`` continues from and the newer folders it skipped, each with the reason."""
+
+    path: Path | None
+    skipped: list[tuple[Path, str]]
+
+    def report(self) -> list[str]:
+        """Log lines: each skipped folder with its reason (not a complete checkpoint), then the one resumed."""
+        lines = [f"skipping {folder}: {reason}" for folder, reason in self.skipped]
+        if self.path is not None:
+            lines.append(f"resuming from {self.path}")
+        return lines
+
+
+def find_resume_checkpoint(output_dir: str | os.PathLike) -> ResumePick:
+    """The newest complete ``checkpoint-<step>`` in ``output_dir`` and every newer folder that was skipped."""
+    output_dir = Path(output_dir)
+    candidates = []
+    for root, unfinished in ((output_dir, False), (output_dir / STAGING, True)):
+        if root.is_dir():
+            for folder in root.iterdir():
+                if folder.is_dir() and (step := checkpoint_step(folder)) is not None:
+                    candidates.append((step, not unfinished, folder))
+    skipped = []
+    for _step, final, folder in sorted(candidates, key=lambda c: (c[0], c[1]), reverse=True):
+        if not final:
+            skipped.append((folder, "an unfinished save (the run stopped while writing it); never renamed into place"))
+            continue
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return ResumePick(folder, skipped)
+        skipped.append((folder, problem))
+    return ResumePick(None, skipped)
+
+
+def newest_complete(output_dir: str | os.PathLike) -> Path | None:
+    return find_resume_checkpoint(output_dir).path
+
+
+# ---------------------------------------------------------------------------------------- writing
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_marker(folder: Path, step: int, world_size: int, data_position: dict[str, Any]) -> dict[str, Any]:
+    """Flush every file of ``folder`` to disk, then write the completion marker (last, flushed too)."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        _fsync(path)
+        files[path.relative_to(folder).as_posix()] = path.stat().st_size
+    record = {
+        "step": step,
+        "world_size": world_size,
+        "data_position": data_position,
+        "files": files,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tmp = folder / (MARKER + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, folder / MARKER)
+    for directory in sorted({p.parent for p in folder.rglob("*")} | {folder}):
+        _fsync(directory)
+    return record
+
+
+def rotate(output_dir: Path, limit: int | None, keep: Path) -> None:
+    """Delete the oldest complete checkpoints beyond ``limit`` (folders that are not complete are left alone)."""
+    if not limit or limit <= 0:
+        return
+    complete = sorted(
+        (checkpoint_step(p), p)
+        for p in output_dir.iterdir()
+        if p.is_dir() and checkpoint_step(p) is not None and checkpoint_problem(p) is None
+    )
+    for _, folder in complete[: max(0, len(complete) - limit)]:
+        if folder != keep:
+            logger.info("deleting older checkpoint %s (save_total_limit=%d)", folder, limit)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def disk_full(error: BaseException | None, folder: Path) -> bool:
+    """Whether a save failed because the file system is full: an ENOSPC / EDQUOT anywhere in the error chain, or
+    (torch.save reports a short write as ``RuntimeError: ... iostream error`` without errno) a 1 MiB probe write
+    next to it failing the same way."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "errno", None) in DISK_FULL_ERRNOS or "No space left" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    probe = folder / ".space-probe"
+    try:
+        with open(probe, "wb") as handle:
+            handle.write(b"\0" * PROBE_BYTES)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as probe_error:
+        return probe_error.errno in DISK_FULL_ERRNOS
+    finally:
+        probe.unlink(missing_ok=True)
+    return False
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _size(folder: Path | None) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder is not None else 0
+
+
+def save_failure(error: BaseException | None, staging: Path, output_dir: Path, rank_failed: str) -> CheckpointSaveError:
+    """The error a failed save raises (after the unfinished folder is removed), naming what is kept."""
+    name = staging.name
+    full = error is not None and disk_full(error, staging.parent if staging.parent.is_dir() else output_dir)
+    free_then = shutil.disk_usage(output_dir).free
+    shutil.rmtree(staging, ignore_errors=True)  # frees the space the partial files took
+    _remove_if_empty(output_dir / STAGING)
+    last = newest_complete(output_dir)
+    keep = f"the last complete checkpoint is {last}" if last else "no complete checkpoint was written yet"
+    if full:
+        usage = shutil.disk_usage(output_dir)
+        needed = _size(last)
+        return CheckpointSaveError(
+            errno.ENOSPC,
+            f"disk full: saving {name} into {staging} failed ({type(error).__name__}: {error}); "
+            f"{free_then} bytes were free on the file system of {output_dir} (of {usage.total}), {usage.free} "
+            "after removing the unfinished save"
+            + (f"; a checkpoint takes {needed} bytes" if needed else "")
+            + f". {keep[0].upper()}{keep[1:]}; free space, then run again with --resume.",
+        )
+    cause = f"{type(error).__name__}: {error}" if error is not None else f"{rank_failed} failed to write its part"
+    return CheckpointSaveError(
+        errno.EIO, f"saving {name} into {staging} failed ({cause}). The unfinished save was removed; {keep}."
+    )
+
+
+def _any_rank(flag: bool, device) -> bool:
+    """True on every process if ``flag`` is true on any (also a barrier)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+class AtomicCheckpointsMixin:
+    """Trainer mixin: every checkpoint is staged, checked, marked complete and renamed into place (see the module
+    docstring); a non-finite model is refused before anything is written. Set ``run_settings`` (a dict) to have it
+    written into every checkpoint as ``run_settings.json``."""
+
+    run_settings: dict[str, Any] | None = None
+    _staging_save = False
+
+    def _get_output_dir(self, trial) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING) if self._staging_save else run_dir
+
+    def _save_checkpoint(self, model, trial) -> None:
+        from vipyloqwen_tools.train.guard import refuse_nonfinite_model
+
+        output_dir = Path(self._get_output_dir(trial))
+        step = self.state.global_step
+        name = f"checkpoint-{step}"
+        staging, final = output_dir / STAGING / name, output_dir / name
+        main = self.args.should_save
+        if main:  # only the current save is ever staged: leftovers of an earlier unfinished save go
+            shutil.rmtree(output_dir / STAGING, ignore_errors=True)
+            staging.mkdir(parents=True)
+        refuse_nonfinite_model(self, name, cleanup=staging if main else None)  # collective: also the barrier
+        error: BaseException | None = None
+        self._staging_save = True
+        try:
+            super()._save_checkpoint(model, trial)
+            if main:
+                settings = dict(self.run_settings or {})
+                (staging / RUN_SETTINGS).write_text(json.dumps(settings, indent=1, default=str), encoding="utf-8")
+        except Exception as caught:  # every rank must hear of it: agreed below
+            error = caught
+        finally:
+            self._staging_save = False
+        if _any_rank(error is not None, self.args.device):
+            failure = save_failure(error, staging, output_dir, "another process") if main else None
+            if main:
+                raise failure from error
+            raise CheckpointSaveError(errno.EIO, f"saving {name} failed on another process (see its error)") from error
+        if main:
+            missing = missing_parts(staging, self.args.world_size)
+            if missing:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise CheckpointSaveError(errno.EIO, f"saving {name}: the folder lacks {', '.join(missing)}")
+            position = {"global_step": step, "epoch": self.state.epoch}
+            write_marker(staging, step, self.args.world_size, position)
+            if final.exists():  # a torn folder of the same step (an older version's save): replaced
+                shutil.rmtree(final)
+            os.replace(staging, final)
+            _fsync(output_dir)
+            _remove_if_empty(output_dir / STAGING)
+            rotate(output_dir, self.args.save_total_limit, keep=final)
+            logger.info("checkpoint %s complete (%s)", final, MARKER)
+        _any_rank(False, self.args.device)  # the others wait until the checkpoint is in place
+
+
+__all__ = [
+    "AtomicCheckpointsMixin",
+    "CheckpointSaveError",
+    "MARKER",
+    "NoCompleteCheckpointError",
+    "RUN_SETTINGS",
+    "ResumePick",
+    "STAGING",
+    "checkpoint_problem",
+    "disk_full",
+    "find_resume_checkpoint",
+    "missing_parts",
+    "newest_complete",
+    "rotate",
+    "write_marker",
+]

@@ -1,0 +1,205 @@
+"""The non-finite guard: a NaN / inf loss or gradient norm never reaches the weights, and a diverging run stops.
+
+At every optimizer step, after the gradients are reduced and clipped and before the optimizer runs, the trainer
+checks the step's loss (every micro-batch, on every process) and the gradient norm. All processes agree on the
+decision (one all-reduce of a flag). A non-finite step is, by ``nonfinite_policy``:
+
+- ``skip`` (default): no optimizer update (the gradients are dropped, so AdamW leaves every weight and its moments
+  as they were; the learning-rate schedule moves on), logged as a warning and a ``log_history`` entry with the
+  step, the task, the row ids of the batch (positions in the task's dataset, per process) and the loss terms;
+  counted as ``skipped_steps`` in the next log line. When ``max_nonfinite_steps`` steps within the last
+  ``nonfinite_window`` steps were non-finite, the run stops with :class:`NonFiniteTrainingError`.
+- ``stop``: the first non-finite step stops the run.
+
+The error names the step, the task and the last complete checkpoint (kept: checkpoints and the export refuse
+non-finite weights, see :mod:`vipyloqwen_tools.build.finite`). ``train_st.py`` exits 3 with it.
+
+Example::
+
+    >>> train(TrainConfig.from_yaml("configs/tiny-cpu.yaml", learning_rate=1e3, max_steps=20))
+    NonFiniteTrainingError: step 5: non-finite loss (nan) ... stopped ...
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vipyloqwen_tools.build.finite import NonFiniteWeightsError, describe, nonfinite_tensors
+
+logger = logging.getLogger("vipyloqwen.train")
+POLICIES = ("skip", "stop")
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """The run met too many non-finite steps and stopped (its last complete checkpoint is kept)."""
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _any_rank(flag: bool, device) -> bool:
+    if not _distributed():
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value.item() if hasattr(value, "item") else value)
+
+
+def _describe_batch(batch: dict[str, Any]) -> str:
+    rank = f"rank {batch['rank']} " if "rank" in batch else ""
+    return f"{rank}rows {batch['rows']} loss {batch['loss']} terms {batch['terms']}"
+
+
+def refuse_nonfinite_model(trainer, target: str, cleanup: Path | None = None) -> None:
+    """Raise :class:`NonFiniteWeightsError` on every process if any process holds a non-finite weight (each checks
+    its own parameters: its shard under FSDP). ``cleanup``: a folder to remove first (the staged checkpoint)."""
+    import shutil
+
+    bad, checked = nonfinite_tensors(trainer.model.named_parameters())
+    if _any_rank(bool(bad), trainer.args.device):
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        from vipyloqwen_tools.train.checkpoints import newest_complete
+
+        last = newest_complete(trainer.args.output_dir)
+        raise NonFiniteWeightsError(
+            f"refusing to save {target} at step {trainer.state.global_step}: "
+            + (describe(bad, checked) if bad else "another process holds NaN/inf weights")
+            + f"; the last complete checkpoint is {last}"
+        )
+
+
+class NonFiniteGuardMixin:
+    """Trainer mixin implementing the guard of the module docstring. The trainer sets ``_last_terms`` (the loss
+    terms of the micro-batch) and ``_last_rows`` (its row ids) while computing the loss."""
+
+    nonfinite_policy = "skip"
+    max_nonfinite_steps = 3
+    nonfinite_window = 100
+
+    def configure_guard(self, policy: str, max_steps: int, window: int) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"nonfinite_policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        self.nonfinite_policy, self.max_nonfinite_steps, self.nonfinite_window = policy, int(max_steps), int(window)
+
+    def _guard_state(self) -> dict[str, Any]:
+        return self.__dict__.setdefault("_guard", {"batches": [], "recent": deque(), "total": 0, "since_log": 0})
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        task = inputs.get("dataset_name")
+        state = self._guard_state()
+        if not state["batches"] and hasattr(self, "_tr_loss"):  # the step's first micro-batch
+            state["tr_loss_before"] = self._tr_loss.detach().clone()
+            state.setdefault("last_logged", self._globalstep_last_logged)
+        self._last_terms, self._last_rows = {}, None
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Tensors as they are: read back once per optimizer step (one device sync), in full only for a bad step.
+        terms = {key: value.detach() for key, value in (self._last_terms or {}).items()}
+        self._guard_state()["batches"].append(
+            {"task": task, "rows": self._last_rows, "loss": loss.detach(), "terms": terms}
+        )
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        state = self._guard_state()
+        batches, state["batches"] = state["batches"], []
+        values = [torch.as_tensor(grad_norm if grad_norm is not None else 0.0, dtype=torch.float32).reshape(1).cpu()]
+        values += [torch.stack([b["loss"].float(), *(t.float() for t in b["terms"].values())]).cpu() for b in batches]
+        local_bad = not bool(torch.isfinite(torch.cat(values)).all())
+        if _any_rank(local_bad, self.args.device):
+            readable = [
+                {
+                    "task": b["task"],
+                    "rows": [int(r) for r in b["rows"].tolist()] if b["rows"] is not None else None,
+                    "loss": float(b["loss"]),
+                    "terms": {key: float(value) for key, value in b["terms"].items()},
+                }
+                for b in batches
+            ]
+            self._skip_step(model, readable, _number(grad_norm))
+        return grad_norm
+
+    def _skip_step(self, model, batches: list[dict[str, Any]], norm: float | None) -> None:
+        # No update: AdamW skips parameters without a gradient (weights, moments and its step count stay).
+        self.optimizer.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
+        step = self.state.global_step + 1
+        state = self._guard_state()
+        if "tr_loss_before" in state:  # a NaN in the trainer's running loss sum would stay there for good
+            self._tr_loss.copy_(state["tr_loss_before"])
+        state["total"] += 1
+        state["since_log"] += 1
+        recent = state["recent"]
+        recent.append(step)
+        while recent and recent[0] <= step - self.nonfinite_window:
+            recent.popleft()
+        record = {"task": batches[0]["task"] if batches else None, "grad_norm": norm, "batches": batches}
+        if _distributed():
+            everyone: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(everyone, batches)
+            record["batches"] = [dict(b, rank=rank) for rank, part in enumerate(everyone) for b in part]
+        self.state.log_history.append({"step": step, "skipped_step": record})
+        rows = "; ".join(_describe_batch(b) for b in record["batches"])
+        what = [f"gradient norm {norm}"] if norm is not None and not math.isfinite(norm) else []
+        what += [
+            ("rank {} ".format(b["rank"]) if "rank" in b else "") + f"loss {b['loss']}"
+            for b in record["batches"]
+            if not all(math.isfinite(v) for v in (b["loss"], *b["terms"].values()))
+        ]
+        summary = f"step {step}: non-finite {' and '.join(what)} in task {record['task']}: {rows}"
+        stop = self.nonfinite_policy == "stop" or len(recent) >= self.max_nonfinite_steps
+        if not stop:
+            if self.is_world_process_zero():
+                logger.warning(
+                    "%s; optimizer step skipped (%d non-finite step(s) in the last %d; the run stops at %d)",
+                    summary,
+                    len(recent),
+                    self.nonfinite_window,
+                    self.max_nonfinite_steps,
+                )
+            return
+        from vipyloqwen_tools.train.checkpoints import newest_complete
+
+        last = newest_complete(self.args.output_dir)
+        why = (
+            "nonfinite_policy is stop"
+            if self.nonfinite_policy == "stop"
+            else f"{len(recent)} non-finite steps ({', '.join(map(str, recent))}) within {self.nonfinite_window} "
+            f"steps reached max_nonfinite_steps={self.max_nonfinite_steps}"
+        )
+        keep = (
+            f"the last good checkpoint is {last}; resume from it with --resume (e.g. with a lower learning rate: "
+            "--learning-rate <lr> --accept-changes learning_rate)"
+            if last
+            else "no checkpoint was saved before it (nothing to resume from)"
+        )
+        raise NonFiniteTrainingError(f"training diverged at {summary}; stopped: {why}. Nothing was exported; {keep}.")
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """A log line over skipped steps: ``loss`` is the mean over the steps that trained (NaN if none did),
+        ``skipped_steps`` counts the others, and their loss terms show their NaN / inf values."""
+        state = self._guard_state()
+        if "loss" in logs:
+            steps = self.state.global_step - state.get("last_logged", self.state.global_step)
+            state["last_logged"] = self.state.global_step
+            if state["since_log"]:
+                trained = steps - state["since_log"]
+                loss = logs["loss"] * steps / trained if trained > 0 else float("nan")
+                logs = {**logs, "loss": loss, "skipped_steps": state["since_log"]}
+                state["since_log"] = 0
+        return super().log(logs, start_time)
+
+
+__all__ = ["NonFiniteGuardMixin", "NonFiniteTrainingError", "POLICIES", "refuse_nonfinite_model"]
