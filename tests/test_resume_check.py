@@ -22,7 +22,7 @@ def test_compare_and_accept_names():
     changes = compare(old, edited)
     assert [c.name for c in changes] == ["train_file", "learning_rate"]
     assert changes[1].line() == "learning_rate: 0.001 -> 0.01"
-    assert changes[0].line() == "train_file: /a.jsonl (sample_hash 'x', size 5) -> /a.jsonl (sample_hash 'y', size 5)"
+    assert changes[0].line() == "train_file: /a.jsonl (sample_hash x, size 5) -> /a.jsonl (sample_hash y, size 5)"
     assert parse_accept(" learning_rate,train_file ") == {"learning_rate", "train_file"}
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['max_steps'\]; valid: model, train_file"):
         parse_accept("max_steps")

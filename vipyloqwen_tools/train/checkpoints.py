@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from vipyloqwen_tools.build.finite import NonFiniteWeightsError, describe, nonfinite_tensors
+
 logger = logging.getLogger("vipyloqwen.train")
 
 MARKER = "checkpoint_complete.json"
@@ -257,13 +259,28 @@ def save_failure(error: BaseException | None, staging: Path, output_dir: Path, r
     )
 
 
-def _any_rank(flag: bool, device) -> bool:
+def any_rank(flag: bool, device) -> bool:
     """True on every process if ``flag`` is true on any (also a barrier)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return flag
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def refuse_nonfinite_model(trainer, target: str, cleanup: Path | None = None) -> None:
+    """Raise :class:`NonFiniteWeightsError` on every process if any process holds a non-finite weight (each checks
+    its own parameters: its shard under FSDP). ``cleanup``: a folder to remove first (the staged checkpoint)."""
+    bad, checked = nonfinite_tensors(trainer.model.named_parameters())
+    if any_rank(bool(bad), trainer.args.device):
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        last = newest_complete(trainer.args.output_dir)
+        raise NonFiniteWeightsError(
+            f"refusing to save {target} at step {trainer.state.global_step}: "
+            + (describe(bad, checked) if bad else "another process holds NaN/inf weights")
+            + f"; the last complete checkpoint is {last}"
+        )
 
 
 class AtomicCheckpointsMixin:
@@ -279,8 +296,6 @@ class AtomicCheckpointsMixin:
         return os.path.join(run_dir, STAGING) if self._staging_save else run_dir
 
     def _save_checkpoint(self, model, trial) -> None:
-        from vipyloqwen_tools.train.guard import refuse_nonfinite_model
-
         output_dir = Path(self._get_output_dir(trial))
         step = self.state.global_step
         name = f"checkpoint-{step}"
@@ -301,7 +316,7 @@ class AtomicCheckpointsMixin:
             error = caught
         finally:
             self._staging_save = False
-        if _any_rank(error is not None, self.args.device):
+        if any_rank(error is not None, self.args.device):
             failure = save_failure(error, staging, output_dir, "another process") if main else None
             if main:
                 raise failure from error
@@ -320,7 +335,7 @@ class AtomicCheckpointsMixin:
             _remove_if_empty(output_dir / STAGING)
             rotate(output_dir, self.args.save_total_limit, keep=final)
             logger.info("checkpoint %s complete (%s)", final, MARKER)
-        _any_rank(False, self.args.device)  # the others wait until the checkpoint is in place
+        any_rank(False, self.args.device)  # the others wait until the checkpoint is in place
 
 
 __all__ = [
@@ -331,10 +346,12 @@ __all__ = [
     "RUN_SETTINGS",
     "ResumePick",
     "STAGING",
+    "any_rank",
     "checkpoint_problem",
     "disk_full",
     "find_resume_checkpoint",
     "missing_parts",
+    "refuse_nonfinite_model",
     "newest_complete",
     "rotate",
     "write_marker",

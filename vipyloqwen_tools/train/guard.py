@@ -25,12 +25,11 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from vipyloqwen_tools.build.finite import NonFiniteWeightsError, describe, nonfinite_tensors
+from vipyloqwen_tools.train.checkpoints import any_rank, newest_complete
 
 logger = logging.getLogger("vipyloqwen.train")
 POLICIES = ("skip", "stop")
@@ -44,14 +43,6 @@ def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def _any_rank(flag: bool, device) -> bool:
-    if not _distributed():
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item() > 0)
-
-
 def _number(value: Any) -> float | None:
     return None if value is None else float(value.item() if hasattr(value, "item") else value)
 
@@ -59,25 +50,6 @@ def _number(value: Any) -> float | None:
 def _describe_batch(batch: dict[str, Any]) -> str:
     rank = f"rank {batch['rank']} " if "rank" in batch else ""
     return f"{rank}rows {batch['rows']} loss {batch['loss']} terms {batch['terms']}"
-
-
-def refuse_nonfinite_model(trainer, target: str, cleanup: Path | None = None) -> None:
-    """Raise :class:`NonFiniteWeightsError` on every process if any process holds a non-finite weight (each checks
-    its own parameters: its shard under FSDP). ``cleanup``: a folder to remove first (the staged checkpoint)."""
-    import shutil
-
-    bad, checked = nonfinite_tensors(trainer.model.named_parameters())
-    if _any_rank(bool(bad), trainer.args.device):
-        if cleanup is not None:
-            shutil.rmtree(cleanup, ignore_errors=True)
-        from vipyloqwen_tools.train.checkpoints import newest_complete
-
-        last = newest_complete(trainer.args.output_dir)
-        raise NonFiniteWeightsError(
-            f"refusing to save {target} at step {trainer.state.global_step}: "
-            + (describe(bad, checked) if bad else "another process holds NaN/inf weights")
-            + f"; the last complete checkpoint is {last}"
-        )
 
 
 class NonFiniteGuardMixin:
@@ -118,7 +90,7 @@ class NonFiniteGuardMixin:
         values = [torch.as_tensor(grad_norm if grad_norm is not None else 0.0, dtype=torch.float32).reshape(1).cpu()]
         values += [torch.stack([b["loss"].float(), *(t.float() for t in b["terms"].values())]).cpu() for b in batches]
         local_bad = not bool(torch.isfinite(torch.cat(values)).all())
-        if _any_rank(local_bad, self.args.device):
+        if any_rank(local_bad, self.args.device):
             readable = [
                 {
                     "task": b["task"],
@@ -170,8 +142,6 @@ class NonFiniteGuardMixin:
                     self.max_nonfinite_steps,
                 )
             return
-        from vipyloqwen_tools.train.checkpoints import newest_complete
-
         last = newest_complete(self.args.output_dir)
         why = (
             "nonfinite_policy is stop"
@@ -202,4 +172,4 @@ class NonFiniteGuardMixin:
         return super().log(logs, start_time)
 
 
-__all__ = ["NonFiniteGuardMixin", "NonFiniteTrainingError", "POLICIES", "refuse_nonfinite_model"]
+__all__ = ["NonFiniteGuardMixin", "NonFiniteTrainingError", "POLICIES"]
