@@ -270,7 +270,7 @@ def any_rank(flag: bool, device) -> bool:
 
 def refuse_nonfinite_model(trainer, target: str, cleanup: Path | None = None) -> None:
     """Raise :class:`NonFiniteWeightsError` on every process if any process holds a non-finite weight (each checks
-    its own parameters: its shard under FSDP). ``cleanup``: a folder to remove first (the staged checkpoint)."""
+    its own parameters: its shard under FSDP). ``cleanup``: a folder to remove first (the staging folder)."""
     bad, checked = nonfinite_tensors(trainer.model.named_parameters())
     if any_rank(bool(bad), trainer.args.device):
         if cleanup is not None:
@@ -304,7 +304,8 @@ class AtomicCheckpointsMixin:
         if main:  # only the current save is ever staged: leftovers of an earlier unfinished save go
             shutil.rmtree(output_dir / STAGING, ignore_errors=True)
             staging.mkdir(parents=True)
-        refuse_nonfinite_model(self, name, cleanup=staging if main else None)  # collective: also the barrier
+        # collective (every rank checks its parameters): also the barrier after the staging folder is made
+        refuse_nonfinite_model(self, name, cleanup=output_dir / STAGING if main else None)
         error: BaseException | None = None
         self._staging_save = True
         try:
