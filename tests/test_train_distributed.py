@@ -108,9 +108,10 @@ def test_only_rank_zero_writes(two_process_run):
         "final/config.json", ".saving/checkpoint-3/trainer_state.json", "train_config.json", "log_history.json",
     ):  # fmt: skip
         assert f"open {expected}" in rank0, sorted(rank0)
-    # Checkpoints are staged and renamed into place once complete (every rank's part written first).
+    # Checkpoints are staged and renamed into place once complete (every rank's part written first); os.replace
+    # raises the audit event os.rename.
     marker = ".saving/checkpoint-3/checkpoint_complete.json"
-    assert {f"replace {marker}", "replace .saving/checkpoint-3", "replace checkpoint-3"} <= rank0, sorted(rank0)
+    assert {f"rename {marker}", "rename .saving/checkpoint-3", "rename checkpoint-3"} <= rank0, sorted(rank0)
     assert any(e.startswith("open .data-cache/") and e.endswith("report.json") for e in rank0)
     assert any(e.startswith("open .init-tiny-") for e in rank0)
     listing = sorted(p.name for p in out.iterdir())
