@@ -107,7 +107,7 @@ def test_a_nonfinite_step_is_skipped_logged_and_training_goes_on(data, tmp_path)
     assert not all(math.isfinite(v) for v in batch["terms"].values())
     (logged,) = [e for e in history if e.get("step") == 2 and "loss" in e]
     assert logged["skipped_steps"] == 1
-    assert math.isnan(logged["loss"])  # no step of that log line trained: NaN, never a silent 0 ...
+    assert math.isnan(logged["loss"])  # the step's loss was not finite: NaN, never a silent 0 ...
     assert any(not math.isfinite(v) for k, v in logged.items() if k.startswith(f"{batch['task']}/"))  # ... its terms
     steps = [e for e in history if "loss" in e and e["step"] != 2]
     assert [e["step"] for e in steps] == [1, 3, 4]

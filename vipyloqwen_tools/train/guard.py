@@ -73,7 +73,6 @@ class NonFiniteGuardMixin:
         state = self._guard_state()
         if not state["batches"] and hasattr(self, "_tr_loss"):  # the step's first micro-batch
             state["tr_loss_before"] = self._tr_loss.detach().clone()
-            state.setdefault("last_logged", self._globalstep_last_logged)
         self._last_terms, self._last_rows = {}, None
         loss = super().training_step(model, inputs, num_items_in_batch)
         # Tensors as they are: read back once per optimizer step (one device sync), in full only for a bad step.
@@ -109,8 +108,11 @@ class NonFiniteGuardMixin:
         model.zero_grad(set_to_none=True)
         step = self.state.global_step + 1
         state = self._guard_state()
-        if "tr_loss_before" in state:  # a NaN in the trainer's running loss sum would stay there for good
+        if "tr_loss_before" in state and not torch.isfinite(self._tr_loss).all():
+            # A NaN in the trainer's running loss sum would stay in every later log line: taken out, and this log
+            # line's loss is reported as NaN instead (see log()).
             self._tr_loss.copy_(state["tr_loss_before"])
+            state["nonfinite_loss"] = True
         state["total"] += 1
         state["since_log"] += 1
         recent = state["recent"]
@@ -158,17 +160,14 @@ class NonFiniteGuardMixin:
         raise NonFiniteTrainingError(f"training diverged at {summary}; stopped: {why}. Nothing was exported; {keep}.")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """A log line over skipped steps: ``loss`` is the mean over the steps that trained (NaN if none did),
-        ``skipped_steps`` counts the others, and their loss terms show their NaN / inf values."""
+        """A log line over skipped steps has ``skipped_steps``; its ``loss`` is NaN if one of its steps had a
+        non-finite loss, and the loss terms of a skipped task show their NaN / inf values."""
         state = self._guard_state()
-        if "loss" in logs:
-            steps = self.state.global_step - state.get("last_logged", self.state.global_step)
-            state["last_logged"] = self.state.global_step
-            if state["since_log"]:
-                trained = steps - state["since_log"]
-                loss = logs["loss"] * steps / trained if trained > 0 else float("nan")
-                logs = {**logs, "loss": loss, "skipped_steps": state["since_log"]}
-                state["since_log"] = 0
+        if "loss" in logs and state["since_log"]:
+            logs = {**logs, "skipped_steps": state["since_log"]}
+            if state.pop("nonfinite_loss", False):
+                logs["loss"] = float("nan")
+            state["since_log"] = 0
         return super().log(logs, start_time)
 
 
