@@ -183,3 +183,23 @@ def test_full_disk_during_a_save_says_so_and_keeps_the_last_checkpoint(ref, tmp_
     subprocess.run(["mount", "-o", "remount,size=400m", str(small_disk)], check=True)  # space freed
     assert train_st.main(["--config", str(config_path), "--resume"]) == 0
     assert_same_weights(out / "final", run / "final", exact=True)
+
+
+def test_resume_from_a_chosen_checkpoint_replaces_the_newer_ones(ref, tmp_path, caplog):
+    """--resume-from checkpoint-3 with a complete checkpoint-6 beside it (the one to go on from after a divergence
+    is not always the newest): continues from step 3, exactly as the uninterrupted run."""
+    from vipyloqwen_tools.train.run import train
+
+    _, data, out = ref
+    run = copy_run(out, tmp_path / "run", keep_steps=(3, 6))
+    caplog.set_level("INFO", logger="vipyloqwen.train")
+    result = train(config(run, data, resume_from="checkpoint-3"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        f"--resume-from {run / 'checkpoint-3'}: newer checkpoints ['checkpoint-6'] are replaced as the run "
+        "reaches them" in messages
+    )
+    assert f"resuming from {run / 'checkpoint-3'}" in messages
+    assert [e["step"] for e in result["log_history"] if "loss" in e] == [1, 2, 3, 4, 5, 6]
+    assert_same_weights(out / "final", Path(result["final_dir"]), exact=True)
+    assert_same_weights(out / "checkpoint-6", run / "checkpoint-6", exact=True)

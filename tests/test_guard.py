@@ -53,9 +53,18 @@ def test_diverging_learning_rate_stops_with_the_last_good_checkpoint(data, tmp_p
     skipped = [r.getMessage() for r in caplog.records if "optimizer step skipped" in r.getMessage()]
     assert len(skipped) == 2  # the third non-finite step stops the run
     assert all("in task " in m and "rows [" in m and "terms {" in m for m in skipped)
+    first = int(skipped[0].split("step ", 1)[1].split(":")[0])
+    assert first < step and all(f"{n}" in message.split("non-finite steps (")[1].split(")")[0] for n in (first, step))
     complete = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if checkpoint_problem(p) is None)
-    assert complete and complete[-1] < step
-    assert f"the last good checkpoint is {out / f'checkpoint-{complete[-1]}'}" in message
+    good = max(number for number in complete if number < first)  # the last one saved before the divergence
+    assert (
+        f"the last good checkpoint is {out / f'checkpoint-{good}'} (step {good}, before the first non-finite "
+        f"step {first})" in message
+    )
+    later = [f"checkpoint-{number}" for number in complete if number >= first]
+    assert ("--resume-from checkpoint-" if later else "resume from it with --resume ") in message
+    if later:
+        assert f"saved after the first non-finite step, not advised: {', '.join(later)}" in message
     for number in complete:  # every checkpoint written is finite
         assert all(torch.isfinite(t).all() for t in weights(out / f"checkpoint-{number}").values())
     assert not (out / "final").exists() and not (out / STAGING).exists()

@@ -149,6 +149,15 @@ def find_resume_checkpoint(output_dir: str | os.PathLike) -> ResumePick:
     return ResumePick(None, skipped)
 
 
+def complete_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every complete checkpoint in ``output_dir``, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [(checkpoint_step(p), p) for p in output_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted((step, p) for step, p in found if checkpoint_problem(p) is None)
+
+
 def newest_complete(output_dir: str | os.PathLike) -> Path | None:
     return find_resume_checkpoint(output_dir).path
 
@@ -190,11 +199,7 @@ def rotate(output_dir: Path, limit: int | None, keep: Path) -> None:
     """Delete the oldest complete checkpoints beyond ``limit`` (folders that are not complete are left alone)."""
     if not limit or limit <= 0:
         return
-    complete = sorted(
-        (checkpoint_step(p), p)
-        for p in output_dir.iterdir()
-        if p.is_dir() and checkpoint_step(p) is not None and checkpoint_problem(p) is None
-    )
+    complete = complete_checkpoints(output_dir)
     for _, folder in complete[: max(0, len(complete) - limit)]:
         if folder != keep:
             logger.info("deleting older checkpoint %s (save_total_limit=%d)", folder, limit)
@@ -349,6 +354,7 @@ __all__ = [
     "STAGING",
     "any_rank",
     "checkpoint_problem",
+    "complete_checkpoints",
     "disk_full",
     "find_resume_checkpoint",
     "missing_parts",

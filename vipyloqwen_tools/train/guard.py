@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from vipyloqwen_tools.train.checkpoints import any_rank, newest_complete
+from vipyloqwen_tools.train.checkpoints import any_rank, complete_checkpoints
 
 logger = logging.getLogger("vipyloqwen.train")
 POLICIES = ("skip", "stop")
@@ -144,20 +144,33 @@ class NonFiniteGuardMixin:
                     self.max_nonfinite_steps,
                 )
             return
-        last = newest_complete(self.args.output_dir)
         why = (
             "nonfinite_policy is stop"
             if self.nonfinite_policy == "stop"
             else f"{len(recent)} non-finite steps ({', '.join(map(str, recent))}) within {self.nonfinite_window} "
             f"steps reached max_nonfinite_steps={self.max_nonfinite_steps}"
         )
-        keep = (
-            f"the last good checkpoint is {last}; resume from it with --resume (e.g. with a lower learning rate: "
-            "--learning-rate <lr> --accept-changes learning_rate)"
-            if last
-            else "no checkpoint was saved before it (nothing to resume from)"
-        )
+        keep = self._good_checkpoint_advice(first_bad=recent[0] if recent else step)
         raise NonFiniteTrainingError(f"training diverged at {summary}; stopped: {why}. Nothing was exported; {keep}.")
+
+    def _good_checkpoint_advice(self, first_bad: int) -> str:
+        """Which checkpoint to go on from: the newest complete one saved before the first non-finite step of the
+        window (one saved after it holds weights the diverging steps led to, though finite)."""
+        checkpoints = complete_checkpoints(self.args.output_dir)
+        before = [(number, path) for number, path in checkpoints if number < first_bad]
+        after = [path.name for number, path in checkpoints if number >= first_bad]
+        if not before:
+            return "no checkpoint was saved before the first non-finite step (nothing to resume from)"
+        number, path = before[-1]
+        flag = "--resume" if not after else f"--resume-from {path.name}"
+        advice = (
+            f"the last good checkpoint is {path} (step {number}, before the first non-finite step {first_bad}); "
+            f"resume from it with {flag} (e.g. with a lower learning rate: --learning-rate <lr> --accept-changes "
+            "learning_rate)"
+        )
+        if after:
+            advice += f"; saved after the first non-finite step, not advised: {', '.join(after)}"
+        return advice
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """A log line over skipped steps has ``skipped_steps``; its ``loss`` is NaN if one of its steps had a

@@ -186,7 +186,7 @@ def check_resume(checkpoint: Path, current: dict[str, Any], accept: set[str]) ->
         logger.warning("--resume: accepted change %s", change.line())
     safe_old, safe_new = recorded.get("other_settings", {}), current.get("other_settings", {})
     for name in sorted(set(safe_old) & set(safe_new)):
-        if safe_old[name] != safe_new[name] and name not in ("resume", "accept_changes"):
+        if safe_old[name] != safe_new[name] and name not in ("resume", "resume_from", "accept_changes"):
             logger.info("--resume: %s %r -> %r (allowed)", name, safe_old[name], safe_new[name])
     current["history"] = [
         *recorded.get("history", []),
@@ -203,9 +203,28 @@ def prepare_resume(trainer, config, settings: dict[str, Any]) -> str:
     """``--resume``: the newest complete checkpoint of ``config.output_dir`` (logging what it skipped and why), checked
     against this run's ``settings`` (refused unless accepted); the trainer gets :class:`ApplyResumeChanges`. Returns
     the checkpoint folder for ``trainer.train(resume_from_checkpoint=...)``."""
-    from vipyloqwen_tools.train.checkpoints import RUN_SETTINGS, NoCompleteCheckpointError, find_resume_checkpoint
+    from vipyloqwen_tools.train.checkpoints import (
+        RUN_SETTINGS,
+        NoCompleteCheckpointError,
+        ResumePick,
+        checkpoint_problem,
+        complete_checkpoints,
+        find_resume_checkpoint,
+    )
 
-    pick = find_resume_checkpoint(config.output_dir)
+    if config.resume_from:  # a chosen checkpoint (e.g. the last one before a divergence): it must be complete
+        chosen = Path(config.resume_from)
+        chosen = chosen if chosen.is_absolute() or chosen.exists() else Path(config.output_dir) / chosen
+        problem = checkpoint_problem(chosen) if chosen.is_dir() else "no such folder"
+        if problem:
+            raise NoCompleteCheckpointError(f"--resume-from {chosen}: not a complete checkpoint: {problem}")
+        at = int(json.loads((chosen / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+        newer = [path.name for step, path in complete_checkpoints(config.output_dir) if step > at]
+        if newer:
+            logger.warning("--resume-from %s: newer checkpoints %s are replaced as the run reaches them", chosen, newer)
+        pick = ResumePick(chosen, [])
+    else:
+        pick = find_resume_checkpoint(config.output_dir)
     for line in pick.report():
         (logger.warning if line.startswith("skipping") else logger.info)("%s", line)
     if pick.path is None:
@@ -229,7 +248,7 @@ def used_config(config, precision: str, attention: str | None, trainer, settings
         used["precision_requested"], used["precision"] = used["precision"], precision
     if not (config.eval_file and config.eval_steps):
         used["eval_steps"] = None
-    if not config.resume:
+    if not (config.resume or config.resume_from):
         used["accept_changes"] = None
     return {
         **used,

@@ -113,6 +113,7 @@ class TrainConfig:
     max_nonfinite_steps: int = 3
     nonfinite_window: int = 100
     accept_changes: str | None = None
+    resume_from: str | None = None  # a checkpoint folder (or its name in output_dir) instead of the newest one
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -573,7 +574,9 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     trainer.configure_guard(config.nonfinite_policy, config.max_nonfinite_steps, config.nonfinite_window)
     distributed.check_launch(trainer)
     # --resume: the newest complete checkpoint, refused if run-defining settings changed (not accepted)
-    resume_from = resume_check.prepare_resume(trainer, config, settings) if config.resume else None
+    resume_from = (
+        resume_check.prepare_resume(trainer, config, settings) if config.resume or config.resume_from else None
+    )
     trainer.run_settings = settings
     trainer.train(resume_from_checkpoint=resume_from)
 
