@@ -7,8 +7,6 @@ steps 3 and 6. A resumed run that ends with the same weights continued exactly.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -24,7 +22,7 @@ _CACHE: dict[str, Any] = {}
 
 def write_data(root: Path, per_task: int = 16, name: str = "train.jsonl") -> tuple[Path, Path]:
     """instr and text_pair (text) and ocr (one 56x56 image) rows, ``per_task`` each, and an eval file of 12 rows."""
-    from conftest import make_image
+    from conftest import make_image, write_jsonl
 
     (root / "img").mkdir(parents=True, exist_ok=True)
     lines = []
@@ -37,37 +35,18 @@ def write_data(root: Path, per_task: int = 16, name: str = "train.jsonl") -> tup
         )  # fmt: skip
         make_image(56, 56, seed=i).save(root / "img" / f"ocr{i}.png")
         lines.append({"task": "ocr", "query": {"text": "Chữ gì?", "images": [f"img/ocr{i}.png"]}, "positive": colour})
-    train = root / name
-    train.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
-    evals = root / "eval.jsonl"
-    evals.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines[:12]), encoding="utf-8")
-    return train, evals
+    return write_jsonl(root / name, lines), write_jsonl(root / "eval.jsonl", lines[:12])
 
 
 def settings(out: Path, train: Path, evals: Path, **overrides: Any) -> dict[str, Any]:
+    """The shared tiny run (conftest ``TINY_RUN``) at this file's size: 6 steps of batch 4, checkpoints at 3 and 6."""
+    from conftest import tiny_run_settings
+
     values = dict(
-        model="tiny",
-        train_file=str(train),
-        eval_file=str(evals),
-        output_dir=str(out),
-        learning_rate=1e-3,
-        warmup_ratio=0.0,
-        num_train_epochs=1,
-        max_steps=6,
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=1,
-        max_length=32,
-        max_image_tokens=16,
-        precision="fp32",
-        logging_steps=1,
-        eval_steps=None,
-        save_steps=3,
-        save_total_limit=None,
-        eval_batch_size=16,
-        seed=7,
-    )
-    values.update(overrides)
-    return values
+        num_train_epochs=1, max_steps=6, per_device_train_batch_size=4, max_length=32, max_image_tokens=16,
+        save_total_limit=None, eval_batch_size=16, seed=7,
+    )  # fmt: skip
+    return tiny_run_settings(out, train, evals, **{**values, **overrides})
 
 
 def config(out: Path, data: tuple[Path, Path], **overrides: Any):
@@ -84,10 +63,9 @@ def write_yaml(path: Path, values: dict[str, Any]) -> Path:
 
 
 def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    out["TOKENIZERS_PARALLELISM"] = "false"
-    return out
+    from conftest import child_env
+
+    return child_env(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
 
 
 def train_command(config_path: Path, *flags: str) -> list[str]:
