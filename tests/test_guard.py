@@ -140,3 +140,38 @@ def test_checkpoint_save_refuses_nonfinite_weights(data, tmp_path):
     with pytest.raises(NonFiniteWeightsError, match="refusing to save checkpoint-2 at step 2: 1 of .* NaN/inf"):
         train(config(out, data, max_steps=4, save_steps=2), callbacks=[NaNWeightAt(step=2)])
     assert not (out / "checkpoint-2").exists() and not (out / STAGING).exists()
+
+
+def test_two_processes_skip_the_same_steps_and_stop_together(data, tmp_path):
+    """torchrun, 2 gloo processes, a diverging learning rate: the trace shows both ranks taking every step with
+    equal parameters (a skipped step updates neither), and the run ends with the guard's error (exit 3)."""
+    import subprocess
+    import sys
+
+    from conftest import free_port
+    from fault_runs import ROOT, env
+
+    from vipyloqwen_tools.train.trace import read_trace
+
+    out, trace_dir = tmp_path / "run", tmp_path / "trace"
+    values = settings(out, *data, learning_rate=1e3, max_steps=12, save_steps=100, per_device_train_batch_size=2)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+        str(ROOT / "train_st.py"), "--config", str(write_yaml(tmp_path / "run.yaml", values)),
+        "--trace-dir", str(trace_dir),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=600)
+    assert "failed (exitcode: 3)" in done.stderr, done.stderr[-4000:]
+    message = done.stderr.split("error: training diverged at step ", 1)[1]
+    stop = int(message.split(":")[0])
+    trace = read_trace(trace_dir)
+    steps = [[r for r in trace[rank] if r["step"] != "end"] for rank in (0, 1)]
+    assert [r["step"] for r in steps[0]] == [r["step"] for r in steps[1]] == list(range(1, stop))
+    for zero, one in zip(*steps, strict=True):
+        assert one["param_norm"] == pytest.approx(zero["param_norm"], rel=1e-6)
+    skipped = [int(n) for n in message.split("non-finite steps (")[1].split(")")[0].split(", ")]
+    assert len(skipped) == 3 and skipped[-1] == stop and skipped[0] >= 2  # step 1 trains: finite weights to start
+    for step in skipped[:-1]:  # no update at a skipped step, on either rank
+        for rank in (0, 1):
+            assert steps[rank][step - 1]["param_sums"] == steps[rank][step - 2]["param_sums"], (rank, step)
+    assert not (out / "final").exists()
