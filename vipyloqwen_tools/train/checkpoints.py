@@ -42,7 +42,8 @@ MARKER = "checkpoint_complete.json"
 STAGING = ".saving"
 RUN_SETTINGS = "run_settings.json"
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
-# A checkpoint folder holds one of each group (transformers / sentence-transformers / accelerate FSDP names).
+# A checkpoint folder holds one of each group (transformers / sentence-transformers / accelerate FSDP names; DeepSpeed
+# keeps its optimizer state in a global_step<N>/ folder).
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model_fsdp_0")
 OPTIMIZER_FILES = ("optimizer.pt", "optimizer.bin", "optimizer_0")
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -76,7 +77,8 @@ def missing_parts(folder: Path, world_size: int) -> list[str]:
     missing = []
     if not any(present(name) for name in WEIGHT_FILES):
         missing.append("weights (" + " / ".join(WEIGHT_FILES) + ")")
-    if not any(present(name) for name in OPTIMIZER_FILES):
+    deepspeed = any(p.is_dir() and p.name.startswith("global_step") for p in folder.iterdir())  # its own layout
+    if not deepspeed and not any(present(name) for name in OPTIMIZER_FILES):
         missing.append("optimizer state (" + " / ".join(OPTIMIZER_FILES) + ")")
     rng = ["rng_state.pth"] if world_size == 1 else [f"rng_state_{rank}.pth" for rank in range(world_size)]
     missing += [name for name in ("scheduler.pt", "trainer_state.json", RUN_SETTINGS, *rng) if not present(name)]
