@@ -8,6 +8,7 @@
 - :mod:`.safetensors_stream`: reading and writing safetensors files tensor by tensor.
 - :mod:`.architectures`: the published Qwen2-VL-2B-Instruct config and its widths (one source for the planner,
   benches and fakes); :mod:`.fake_base`: a stand-in of the real base layout at reduced depth, for tests.
+- :mod:`.finite`: the check every save makes first (no NaN / inf weights are ever written).
 
 May import: the Hub files (``*_vipyloqwen.py``), transformers, torch. Nothing else of this package.
 """
