@@ -15,25 +15,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "serving"))
 
-from vipyloqwen_vllm import check_vllm_version, images_vipyloqwen  # noqa: E402
-from vipyloqwen_vllm.checkpoint import plain_tokenizer, read_checkpoint  # noqa: E402
-from vipyloqwen_vllm.requests import MAX_IMAGES_PER_ITEM, ItemReader, RequestError  # noqa: E402
+from vipyloqwen_vllm import check_vllm_version  # noqa: E402
+from vipyloqwen_vllm.checkpoint import read_checkpoint  # noqa: E402
+from vipyloqwen_vllm.middleware import reader_for  # noqa: E402
+from vipyloqwen_vllm.requests import MAX_IMAGES_PER_ITEM, RequestError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def reader(tiny_checkpoint, tmp_path_factory):
-    info = read_checkpoint(str(tiny_checkpoint))
-    tokenizer, specials = plain_tokenizer(str(tiny_checkpoint))
-    media = tmp_path_factory.mktemp("media")
-    return ItemReader(
-        info=info,
-        tokenizer=tokenizer,
-        special_tokens=specials,
-        eos_token=info.eos_token,
-        prepare_image=images_vipyloqwen.prepare_image,
-        max_image_tokens=info.max_image_tokens,
-        allowed_local_media_path=str(media),
-    )
+    return reader_for(str(tiny_checkpoint), allowed_local_media_path=str(tmp_path_factory.mktemp("media")))
 
 
 def data_url(image: Image.Image) -> str:

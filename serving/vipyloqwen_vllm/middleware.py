@@ -18,25 +18,42 @@ from .requests import ItemReader, RequestError
 PATHS = ("/v1/embeddings",)
 
 
-def build_reader(vllm_config) -> ItemReader:
-    """The ItemReader of the checkpoint a vLLM server runs."""
+def reader_for(
+    model: str,
+    revision: str | None = None,
+    max_image_tokens: int | None = None,
+    allowed_local_media_path: str | None = None,
+) -> ItemReader:
+    """The ItemReader of a checkpoint (folder or Hub id): its tokenizer, task prefixes and image budget
+    (``max_image_tokens`` overrides the checkpoint's, as ``--mm-processor-kwargs`` does)."""
     from . import images_vipyloqwen
     from .checkpoint import plain_tokenizer, read_checkpoint
-    from .processing import BUDGET_KWARGS
 
-    model_config = vllm_config.model_config
-    info = read_checkpoint(model_config.model, model_config.revision)
-    tokenizer, specials = plain_tokenizer(model_config.model, model_config.revision)
-    mm_kwargs = model_config.mm_processor_kwargs or {}
-    budget = {key: mm_kwargs.get(key) for key in BUDGET_KWARGS}
+    info = read_checkpoint(model, revision)
+    tokenizer, specials = plain_tokenizer(model, revision)
     return ItemReader(
         info=info,
         tokenizer=tokenizer,
         special_tokens=specials,
         eos_token=info.eos_token,
         prepare_image=images_vipyloqwen.prepare_image,
-        max_image_tokens=budget["max_image_tokens"] or info.max_image_tokens,
-        allowed_local_media_path=model_config.allowed_local_media_path or None,
+        max_image_tokens=max_image_tokens or info.max_image_tokens,
+        allowed_local_media_path=allowed_local_media_path or None,
+    )
+
+
+def build_reader(vllm_config) -> ItemReader:
+    """The ItemReader of the checkpoint a vLLM server runs (its model, revision, image budget, media path)."""
+    from .processing import BUDGET_KWARGS
+
+    model_config = vllm_config.model_config
+    mm_kwargs = model_config.mm_processor_kwargs or {}
+    budget = {key: mm_kwargs.get(key) for key in BUDGET_KWARGS}
+    return reader_for(
+        model_config.model,
+        model_config.revision,
+        max_image_tokens=budget["max_image_tokens"],
+        allowed_local_media_path=model_config.allowed_local_media_path,
     )
 
 
