@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,train,eval,index,clients]"
 	touch $@
 
-.PHONY: install demo train-demo test lint serve-install serve test-serve
+.PHONY: install demo train-demo test test-all lint serve-install serve test-serve
 install: $(VENV)/.installed
 
 demo: install
@@ -26,7 +26,11 @@ demo: install
 train-demo: install
 	$(PY) scripts/train_demo.py --out runs/train-demo
 
+# The quick tier (<= 5 min on 2 cores): everything not marked slow. test-all: the whole suite (what CI runs).
 test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: install
 	$(PY) -m pytest -q
 
 lint: install
