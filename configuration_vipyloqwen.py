@@ -170,7 +170,7 @@ class ViPyloQwenConfig(Qwen2VLConfig):
 
     Without ``text_config`` the text part takes transformers' ``Qwen2VLTextConfig`` defaults, which are the
     72B's (hidden 8192 x 80 layers), not the 2B's: load a checkpoint's config, or pass the sizes (the 2B's are
-    in ``vipyloqwen_tools/build/architectures.py``).
+    in ``vipyloqwen_tools/checkpoint/architectures.py``).
 
     Example::
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vipyloqwen_tools.build.finite import NonFiniteWeightsError  # noqa: E402
-from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source, report  # noqa: E402
+from vipyloqwen_tools.checkpoint.finite import NonFiniteWeightsError  # noqa: E402
+from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source, report  # noqa: E402
 from vipyloqwen_tools.data import DataError, validate_file, write_rejects  # noqa: E402
 from vipyloqwen_tools.plan.planner import MemoryPlanError  # noqa: E402
 from vipyloqwen_tools.train.checkpoints import CheckpointSaveError, NoCompleteCheckpointError  # noqa: E402

@@ -1,6 +1,6 @@
 """Benchmark of ``scripts/build_model.py --base`` at real size: peak RSS and time of the build process.
 
-1. Writes a stand-in of Qwen/Qwen2-VL-2B-Instruct (``vipyloqwen_tools/build/fake_base.py``: the real config.json and
+1. Writes a stand-in of Qwen/Qwen2-VL-2B-Instruct (``vipyloqwen_tools/checkpoint/fake_base.py``: the real config.json and
    preprocessor_config.json, the 729 tensors in the published legacy names, random bf16 weights, two shards
    split at 4 GB, the real tokenizer) into ``--workdir`` (default: a folder under the temp dir).
 2. Runs ``scripts/build_model.py --base <stand-in> --out <workdir>/out`` in a child process that reports its own
@@ -83,8 +83,8 @@ def compare_bytes(base: Path, out: Path) -> dict:
     import torch
     from transformers import AutoConfig
 
-    from vipyloqwen_tools.build.base import EMBED_KEY, KeyMapper, base_shards
-    from vipyloqwen_tools.build.safetensors_stream import read_header
+    from vipyloqwen_tools.checkpoint.base import EMBED_KEY, KeyMapper, base_shards
+    from vipyloqwen_tools.checkpoint.safetensors_stream import read_header
 
     mapper = KeyMapper(AutoConfig.from_pretrained(base))
     ours = {}
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--keep", action="store_true", help="keep the stand-in and the output")
     args = parser.parse_args(argv)
 
-    from vipyloqwen_tools.build.architectures import QWEN2_VL_2B_CONFIG
-    from vipyloqwen_tools.build.fake_base import REAL_SHARD_BYTES, shallow_config, write_fake_base
+    from vipyloqwen_tools.checkpoint.architectures import QWEN2_VL_2B_CONFIG
+    from vipyloqwen_tools.checkpoint.fake_base import REAL_SHARD_BYTES, shallow_config, write_fake_base
 
     out_json = args.out
     base, out = args.workdir / "base", args.workdir / "out"
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     config_out = json.loads((out / "config.json").read_text())
     index = json.loads((out / "model.safetensors.index.json").read_text())
-    from vipyloqwen_tools.build.safetensors_stream import read_header
+    from vipyloqwen_tools.checkpoint.safetensors_stream import read_header
 
     parameters = 0
     for path in out.glob("*.safetensors"):

@@ -2,7 +2,7 @@
 
 Models (``--model``):
 
-- ``tiny``: :func:`vipyloqwen_tools.build.export.tiny` (real Qwen2 vocabulary, text 64 x 2 layers, vision 32 x 2,
+- ``tiny``: :func:`vipyloqwen_tools.checkpoint.export.tiny` (real Qwen2 vocabulary, text 64 x 2 layers, vision 32 x 2,
   image budget 64 tokens), saved as a Hub checkpoint.
 - ``2b-shaped``: the real Qwen2-VL-2B widths (text 1536, 12 heads, 2 KV heads, intermediate 8960, vocab
   151936; vision 1280, 16 heads) with few layers (default 2 text, 2 vision) and random weights.
@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 def two_b_shaped_config(embed_dim: int = 1024, text_layers: int = 2, vision_layers: int = 2):
     """A :class:`ViPyloQwenConfig` with the real Qwen2-VL-2B widths and ``text_layers`` / ``vision_layers``
     layers (the real model has 28 / 32)."""
-    from vipyloqwen_tools.build.architectures import qwen2_vl_2b_config
+    from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_config
 
     return qwen2_vl_2b_config(embed_dim, text_layers, vision_layers)
 
@@ -48,8 +48,8 @@ def two_b_shaped(
 ):
     """(model, processor): random weights at the real 2B widths with the real tokenizer and task tokens."""
     from modeling_vipyloqwen import ViPyloQwenModel
-    from vipyloqwen_tools.build.export import add_task_tokens, build_processor, init_task_rows
-    from vipyloqwen_tools.build.tokenizer import build_qwen2_vl_tokenizer
+    from vipyloqwen_tools.checkpoint.export import add_task_tokens, build_processor, init_task_rows
+    from vipyloqwen_tools.checkpoint.tokenizer import build_qwen2_vl_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = build_qwen2_vl_tokenizer()
@@ -66,7 +66,7 @@ def prepare_checkpoint(spec: str, workdir: Path, max_image_tokens: int | None = 
     ``max_image_tokens`` sets the image budget saved with a generated model (tiny: 64, 2b-shaped: 256 by
     default); it is ignored for a path (its saved budget is used).
     """
-    from vipyloqwen_tools.build.export import save_checkpoint, tiny
+    from vipyloqwen_tools.checkpoint.export import save_checkpoint, tiny
 
     if spec == "tiny":
         model, processor = tiny(embed_dim=32, seed=0, max_image_tokens=max_image_tokens or 64)

@@ -56,8 +56,8 @@ def write(out: Path, report: dict[str, Any]) -> None:
 
 def prepare(report: dict[str, Any]) -> dict[str, Any]:
     """CPU side: tokenizer, workloads, training batch, planner prediction."""
-    from vipyloqwen_tools.build.export import add_task_tokens, build_processor
-    from vipyloqwen_tools.build.tokenizer import build_qwen2_vl_tokenizer
+    from vipyloqwen_tools.checkpoint.export import add_task_tokens, build_processor
+    from vipyloqwen_tools.checkpoint.tokenizer import build_qwen2_vl_tokenizer
     from vipyloqwen_tools.plan.planner import (
         Architecture,
         BatchShape,
@@ -145,8 +145,8 @@ def require_cuda(report: dict[str, Any], out: Path) -> None:
 def build_checkpoint(state: dict[str, Any], workdir: Path) -> Path:
     """The 2B model with random weights (seed 0), built on the GPU and saved once (fp32)."""
     from modeling_vipyloqwen import ViPyloQwenModel
-    from vipyloqwen_tools.build.architectures import qwen2_vl_2b_config
-    from vipyloqwen_tools.build.export import init_task_rows, save_checkpoint
+    from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_config
+    from vipyloqwen_tools.checkpoint.export import init_task_rows, save_checkpoint
 
     torch.manual_seed(0)
     with torch.device("cuda"):

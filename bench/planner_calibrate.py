@@ -118,7 +118,7 @@ POSITIVE_TOKENS = 32  # the document side of every point: a short text
 def _checkpoint(workdir: Path, layers: int) -> Path:
     """The 2B-shaped checkpoint with ``layers`` text layers and as many vision blocks (built once, cached)."""
     from bench.common import two_b_shaped
-    from vipyloqwen_tools.build.export import save_checkpoint
+    from vipyloqwen_tools.checkpoint.export import save_checkpoint
 
     out = workdir / f"2b-shaped-L{layers}"
     if not (out / "config.json").is_file():

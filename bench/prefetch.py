@@ -29,11 +29,11 @@ import torch
 
 from bench.common import make_workloads
 from bench.harness import interleaved, target
-from vipyloqwen_tools.build.architectures import qwen2_vl_2b_widths
+from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_widths
 
 # (num_workers, worker_type) settings timed side by side.
 SETTINGS = ((0, "process"), (1, "process"), (2, "process"), (2, "thread"))
-# The real Qwen2-VL-2B (widths, depths, MLP sizes): vipyloqwen_tools/build/architectures.py.
+# The real Qwen2-VL-2B (widths, depths, MLP sizes): vipyloqwen_tools/checkpoint/architectures.py.
 REAL_2B = qwen2_vl_2b_widths()
 
 

@@ -80,12 +80,12 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     import yaml
 
     from bench.common import two_b_shaped
-    from vipyloqwen_tools.build.export import save_checkpoint
+    from vipyloqwen_tools.checkpoint.export import save_checkpoint
 
     recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
     shutil.rmtree(args.workdir, ignore_errors=True)
     if args.smoke:
-        from vipyloqwen_tools.build.export import tiny
+        from vipyloqwen_tools.checkpoint.export import tiny
 
         args.max_image_tokens = 16
         model, processor = tiny(embed_dim=32, max_image_tokens=16)
@@ -156,7 +156,7 @@ def report(
     nproc: int,
 ) -> dict:
     """The result JSON from the per-rank reports and the trace in ``args.workdir``."""
-    from vipyloqwen_tools.build.architectures import qwen2_vl_2b_widths
+    from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_widths
     from vipyloqwen_tools.train.run import TrainConfig
 
     log = (args.workdir / "torchrun.log").read_text(encoding="utf-8")

@@ -105,7 +105,7 @@ def run_server(url: str, bodies: list[tuple[int, bytes]], n: int, dim: int, conc
 def full_size_checkpoint(workdir: Path, dtype: torch.dtype) -> Path:
     """The full-size 2B (28 text / 32 vision layers, random weights, seed 0) saved in ``dtype``."""
     from bench.common import two_b_shaped
-    from vipyloqwen_tools.build.export import save_checkpoint
+    from vipyloqwen_tools.checkpoint.export import save_checkpoint
 
     model, processor = two_b_shaped(text_layers=28, vision_layers=32)
     return save_checkpoint(model.to(dtype), processor, workdir / "2b")

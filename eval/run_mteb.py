@@ -123,7 +123,7 @@ def content_hash(folder: str | Path) -> str:
 def check_model_argument(spec: str) -> None:
     """ModelLoadError in one line, naming ``spec`` and the fix, unless it is a checkpoint folder or a Hub id
     that can be had (offline: in the cache); cheap (nothing is hashed or downloaded)."""
-    from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source
+    from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source
 
     try:
         check_model_source(spec, "--model")

@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: Hub modules + vipyloqwen_tools
 
 from configuration_vipyloqwen import DEFAULT_EMBED_DIM, DEFAULT_MAX_IMAGE_TOKENS  # noqa: E402
-from vipyloqwen_tools.build.base import build_from_base  # noqa: E402
-from vipyloqwen_tools.build.export import save_checkpoint, tiny  # noqa: E402
+from vipyloqwen_tools.checkpoint.base import build_from_base  # noqa: E402
+from vipyloqwen_tools.checkpoint.export import save_checkpoint, tiny  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -22,7 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefetch_vipyloqwen import WORKER_TYPES  # noqa: E402
-from vipyloqwen_tools.build.user_errors import ModelSourceError, report  # noqa: E402
+from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, report  # noqa: E402
 from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, StoreError  # noqa: E402
 
 

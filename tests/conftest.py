@@ -93,7 +93,7 @@ def make_image(width: int = 120, height: int = 90, seed: int = 0, mode: str = "R
 @pytest.fixture(scope="session")
 def tiny_parts():
     """(model, processor) of the tiny random model with the real vocabulary (seed 0, embed_dim 32)."""
-    from vipyloqwen_tools.build.export import tiny
+    from vipyloqwen_tools.checkpoint.export import tiny
 
     return tiny(embed_dim=32, seed=0, max_image_tokens=64)
 
@@ -101,7 +101,7 @@ def tiny_parts():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_parts, tmp_path_factory):
     """A Hub-layout checkpoint folder of the tiny model."""
-    from vipyloqwen_tools.build.export import save_checkpoint
+    from vipyloqwen_tools.checkpoint.export import save_checkpoint
 
     model, processor = tiny_parts
     return save_checkpoint(model, processor, tmp_path_factory.mktemp("tiny") / "checkpoint")

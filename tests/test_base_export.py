@@ -11,8 +11,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from vipyloqwen_tools.build.base import build_from_base
-from vipyloqwen_tools.build.fake_base import legacy_tensors, shallow_config, write_fake_base
+from vipyloqwen_tools.checkpoint.base import build_from_base
+from vipyloqwen_tools.checkpoint.fake_base import legacy_tensors, shallow_config, write_fake_base
 
 TASK_ROWS = list(range(151657, 151662))
 SHARD_BYTES = 19_700_000  # shallow config: vision tower + embedding in shard 1, the text layers in shard 2
@@ -115,7 +115,7 @@ def test_config_and_files_load_with_automodel_and_sentence_transformers(built):
 def test_a_checkpoint_saved_by_transformers_5_single_file_fp32(tmp_path):
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    from vipyloqwen_tools.build.tokenizer import build_qwen2_vl_tokenizer
+    from vipyloqwen_tools.checkpoint.tokenizer import build_qwen2_vl_tokenizer
 
     torch.manual_seed(1)
     settings = shallow_config()
@@ -167,7 +167,7 @@ def test_not_a_folder_nor_a_repo_id(tmp_path):
 
 
 def test_the_real_layout_has_729_tensors_and_4_4_gb():
-    from vipyloqwen_tools.build.architectures import QWEN2_VL_2B_CONFIG
+    from vipyloqwen_tools.checkpoint.architectures import QWEN2_VL_2B_CONFIG
 
     tensors = legacy_tensors(QWEN2_VL_2B_CONFIG)
     assert len(tensors) == 729

@@ -1,10 +1,10 @@
-"""vipyloqwen_tools.build.user_errors: one-line model-path errors naming the fix; one process reports."""
+"""vipyloqwen_tools.checkpoint.user_errors: one-line model-path errors naming the fix; one process reports."""
 
 from __future__ import annotations
 
 import pytest
 
-from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source, launch_rank, report
+from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source, launch_rank, report
 
 
 def test_checkpoint_folder_and_cached_or_online_hub_id_pass(tiny_checkpoint, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from vipyloqwen_tools.build.export import st_files
+from vipyloqwen_tools.checkpoint.export import st_files
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ import torch
 from fault_runs import config, settings, weights, write_data, write_yaml
 from transformers import TrainerCallback
 
-from vipyloqwen_tools.build.finite import NonFiniteWeightsError
+from vipyloqwen_tools.checkpoint.finite import NonFiniteWeightsError
 from vipyloqwen_tools.train.checkpoints import STAGING, checkpoint_problem
 
 
@@ -23,7 +23,7 @@ def data(tmp_path_factory):
 
 
 def test_export_refuses_nonfinite_weights(tiny_parts, tmp_path):
-    from vipyloqwen_tools.build.export import save_checkpoint
+    from vipyloqwen_tools.checkpoint.export import save_checkpoint
 
     model, processor = tiny_parts
     broken = copy.deepcopy(model)

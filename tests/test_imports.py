@@ -1,7 +1,7 @@
 """The project's import graph: no circle among its own modules, and the rooms depend one way.
 
 The graph is read from the source (every ``import`` statement, function-level ones included: a lazy import hides a
-circle from Python, not from the design). Layers, lowest first: the Hub files, ``vipyloqwen_tools.build`` /
+circle from Python, not from the design). Layers, lowest first: the Hub files, ``vipyloqwen_tools.checkpoint`` /
 ``.data``, ``.train`` / ``.plan`` / ``.index``, ``.release``, then the entry points (scripts, bench, eval, tests).
 """
 
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP_SKIP = {"build", "out", "runs", "node_modules"}  # build outputs at the repository root, not vipyloqwen_tools/build
+TOP_SKIP = {"build", "out", "runs", "node_modules"}  # build outputs at the repository root, not vipyloqwen_tools/checkpoint
 SKIP = {".git", "fixtures", "__pycache__"}
 
 
@@ -96,7 +96,7 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer(module: str) -> int | None:
-    """0: Hub files; 1: build, data; 2: train, plan, index; 3: release, eval; None: scripts, bench, tests, train_st.py
+    """0: Hub files; 1: checkpoint, data; 2: train, plan, index; 3: release, eval; None: scripts, bench, tests, train_st.py
     (entry points: they may import anything)."""
     if module.endswith("_vipyloqwen") and "." not in module:
         return 0
@@ -105,7 +105,7 @@ def layer(module: str) -> int | None:
         return 3
     if parts[0] != "vipyloqwen_tools" or len(parts) < 2:
         return None
-    return {"build": 1, "data": 1, "train": 2, "plan": 2, "index": 2, "release": 3}.get(parts[1])
+    return {"checkpoint": 1, "data": 1, "train": 2, "plan": 2, "index": 2, "release": 3}.get(parts[1])
 
 
 def test_the_graph_sees_lazy_and_relative_imports(tmp_path):
@@ -142,7 +142,7 @@ def test_rooms_depend_one_way():
 
 def test_the_top_of_the_package_stays_small():
     top = sorted(p.name for p in (ROOT / "vipyloqwen_tools").glob("*.py"))
-    assert top == ["__init__.py", "index_search.py"], top  # index_search: the deprecated shim, one release
+    assert top == ["__init__.py", "moved.py"], top  # moved: the old import paths, one release
 
 
 def test_old_index_search_path_still_works_with_a_deprecation_warning():
@@ -159,6 +159,26 @@ def test_old_index_search_path_still_works_with_a_deprecation_warning():
     assert old.Index is Index
     assert any(issubclass(w.category, DeprecationWarning) and "vipyloqwen_tools.index.search" in str(w.message)
                for w in caught), [str(w.message) for w in caught]
+
+
+def test_old_build_path_still_works_with_a_deprecation_warning():
+    """vipyloqwen_tools.build (renamed checkpoint) resolves to the same module objects, warning once per import."""
+    import importlib
+    import sys
+    import warnings
+
+    for name in ("vipyloqwen_tools.build.export", "vipyloqwen_tools.build.checkpoint_files", "vipyloqwen_tools.build"):
+        sys.modules.pop(name, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old_export = importlib.import_module("vipyloqwen_tools.build.export")
+        old_files = importlib.import_module("vipyloqwen_tools.build.checkpoint_files")
+    from vipyloqwen_tools.checkpoint import export, files
+
+    assert old_export is export and old_files is files
+    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert any("vipyloqwen_tools.checkpoint.files" in m for m in messages), messages
+    assert not (ROOT / "vipyloqwen_tools" / "build").exists()
 
 
 def test_every_entry_point_imports():

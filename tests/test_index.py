@@ -264,7 +264,7 @@ def test_unknown_or_foreign_db_folder(tmp_path, tiny_checkpoint, corpus, capsys)
 @pytest.mark.parametrize(("embed_dim", "seed", "why"), [(16, 0, "widths differ"), (32, 1, "embeddings differ")])
 def test_db_of_another_model_is_refused_naming_both(built, corpus, tiny_parts, tmp_path, embed_dim, seed, why):
     from modeling_vipyloqwen import ViPyloQwenModel
-    from vipyloqwen_tools.build.export import save_checkpoint, tiny_config
+    from vipyloqwen_tools.checkpoint.export import save_checkpoint, tiny_config
 
     torch.manual_seed(seed)  # another random model, same tokenizer and processor
     other = save_checkpoint(ViPyloQwenModel(tiny_config(embed_dim)).eval(), tiny_parts[1], tmp_path / "other")

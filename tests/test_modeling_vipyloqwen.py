@@ -138,7 +138,7 @@ def test_loading_without_trust_remote_code_fails_loudly(tiny_checkpoint):
 def test_save_load_keeps_embeddings_and_writes_no_machine_local_keys(auto_model, tmp_path, tiny_checkpoint):
     from transformers import AutoModel
 
-    from vipyloqwen_tools.build.export import MACHINE_LOCAL_KEYS, save_checkpoint
+    from vipyloqwen_tools.checkpoint.export import MACHINE_LOCAL_KEYS, save_checkpoint
 
     texts = ["Trời hôm nay đẹp", None]
     images = [None, make_image(seed=7)]

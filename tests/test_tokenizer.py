@@ -6,7 +6,7 @@ import unicodedata
 
 import quicktok
 
-from vipyloqwen_tools.build.tokenizer import QWEN2_VL_SPECIAL_TOKENS, build_qwen2_vl_tokenizer
+from vipyloqwen_tools.checkpoint.tokenizer import QWEN2_VL_SPECIAL_TOKENS, build_qwen2_vl_tokenizer
 
 TEXTS = [
     "Hello world",

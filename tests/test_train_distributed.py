@@ -169,7 +169,7 @@ def _gloo_worker(rank: int, port: int, root: str, checkpoint: str) -> None:
     from torch.distributed.fsdp import fully_shard
     from transformers import AutoModel, AutoProcessor
 
-    from vipyloqwen_tools.build.export import save_checkpoint
+    from vipyloqwen_tools.checkpoint.export import save_checkpoint
     from vipyloqwen_tools.train.distributed import full_state_dict, prepare_data_once
     from vipyloqwen_tools.train.prepare import prepare_data
     from vipyloqwen_tools.train.run import TrainConfig

@@ -11,7 +11,7 @@ Example::
     >>> Index("out/my-index").search("Tìm điều khoản bảo mật", k=3)
 
 May import: the Hub files (the model is loaded through transformers' AutoModel). ``vipyloqwen_tools.index_search``
-is the old path of :mod:`.search`, kept for one release with a DeprecationWarning.
+is the old path of :mod:`.search`, kept for one release with a DeprecationWarning (:mod:`vipyloqwen_tools.moved`).
 """
 
 from vipyloqwen_tools.index.search import Index, search

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source
+from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source
 from vipyloqwen_tools.index.items import IndexItem, read_items
 from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, PROBE_TEXT, Store, rows
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from vipyloqwen_tools.build.user_errors import ModelSourceError, check_model_source
+from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source
 from vipyloqwen_tools.index.build import load_model, probe_vector
 from vipyloqwen_tools.index.store import Store
 

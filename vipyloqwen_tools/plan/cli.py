@@ -40,8 +40,8 @@ def load_tokenizer(model: str) -> tuple[Any, str]:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(folder)), f"tokenizer of {folder}"
-    from vipyloqwen_tools.build.export import add_task_tokens
-    from vipyloqwen_tools.build.tokenizer import build_qwen2_vl_tokenizer
+    from vipyloqwen_tools.checkpoint.export import add_task_tokens
+    from vipyloqwen_tools.checkpoint.tokenizer import build_qwen2_vl_tokenizer
 
     tokenizer = build_qwen2_vl_tokenizer()
     add_task_tokens(tokenizer)

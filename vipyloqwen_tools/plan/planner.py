@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from configuration_vipyloqwen import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MIN_IMAGE_TOKENS, MAX_IMAGES_PER_ITEM, TASKS
-from vipyloqwen_tools.build.architectures import qwen2_vl_2b_config, qwen2_vl_2b_widths
+from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_config, qwen2_vl_2b_widths
 
 logger = logging.getLogger("vipyloqwen.planner")
 
@@ -164,7 +164,7 @@ class Architecture:
         if spec == "qwen2-vl-2b":
             return cls.qwen2_vl_2b()
         if spec == "tiny" or (spec == "auto" and model == "tiny"):
-            from vipyloqwen_tools.build.export import tiny_config
+            from vipyloqwen_tools.checkpoint.export import tiny_config
 
             return cls.from_config(tiny_config(32), name="tiny")
         path = Path(model if spec == "auto" else spec)

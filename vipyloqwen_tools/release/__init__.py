@@ -6,5 +6,5 @@
   Hub user would.
 - :mod:`.readme`: the README's generated blocks (tasks table, MTEB prompts) from the task registry.
 
-May import: everything below it (:mod:`vipyloqwen_tools.build`, the Hub files).
+May import: everything below it (:mod:`vipyloqwen_tools.checkpoint`, the Hub files).
 """

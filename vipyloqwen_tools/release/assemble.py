@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from configuration_vipyloqwen import TASKS, st_prompts
-from vipyloqwen_tools.build.checkpoint_files import (
+from vipyloqwen_tools.checkpoint.files import (
     HUB_CODE_FILES,
     MACHINE_LOCAL_KEYS,
     REPO_ROOT,

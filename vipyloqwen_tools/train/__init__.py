@@ -11,6 +11,6 @@
   :mod:`.checkpoints` (atomic checkpoints with a completion marker; ``--resume`` takes the newest complete one; a
   full disk says so), :mod:`.resume_check` (a resume with changed run-defining settings is refused).
 
-May import: the Hub files, :mod:`vipyloqwen_tools.build`, :mod:`vipyloqwen_tools.data`,
+May import: the Hub files, :mod:`vipyloqwen_tools.checkpoint`, :mod:`vipyloqwen_tools.data`,
 :mod:`vipyloqwen_tools.plan` (the memory check before a run).
 """

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from vipyloqwen_tools.build.finite import NonFiniteWeightsError, describe, nonfinite_tensors
+from vipyloqwen_tools.checkpoint.finite import NonFiniteWeightsError, describe, nonfinite_tensors
 
 logger = logging.getLogger("vipyloqwen.train")
 

@@ -12,7 +12,7 @@ decision (one all-reduce of a flag). A non-finite step is, by ``nonfinite_policy
 - ``stop``: the first non-finite step stops the run.
 
 The error names the step, the task and the last complete checkpoint (kept: checkpoints and the export refuse
-non-finite weights, see :mod:`vipyloqwen_tools.build.finite`). ``train_st.py`` exits 3 with it.
+non-finite weights, see :mod:`vipyloqwen_tools.checkpoint.finite`). ``train_st.py`` exits 3 with it.
 
 Example::
 

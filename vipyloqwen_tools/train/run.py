@@ -197,7 +197,7 @@ def resolve_precision(precision: str) -> str:
 
 def build_tiny(out: Path, seed: int = 0) -> Path:
     """Write the tiny model checkpoint to ``out`` once (atomic rename, safe with several processes)."""
-    from vipyloqwen_tools.build.export import save_checkpoint, tiny
+    from vipyloqwen_tools.checkpoint.export import save_checkpoint, tiny
 
     if (out / "config.json").is_file():
         return out
@@ -338,7 +338,7 @@ class ViPyloQwenTrainer(NonFiniteGuardMixin, AtomicCheckpointsMixin, SentenceTra
             return super()._save(output_dir, state_dict)
         from transformers.trainer import TRAINING_ARGS_NAME
 
-        from vipyloqwen_tools.build.export import save_checkpoint
+        from vipyloqwen_tools.checkpoint.export import save_checkpoint
         from vipyloqwen_tools.train.distributed import strip_prefix
 
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -603,7 +603,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     else:
         state_dict = distributed.full_state_dict(model, prefix=ST_BACKBONE_PREFIX)
     if trainer.is_world_process_zero():
-        from vipyloqwen_tools.build.export import save_checkpoint
+        from vipyloqwen_tools.checkpoint.export import save_checkpoint
 
         final_dir = save_checkpoint(model[0].model, model[0].processor, output_dir / "final", state_dict=state_dict)
         result["final_dir"] = str(final_dir)

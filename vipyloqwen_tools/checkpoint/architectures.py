@@ -4,11 +4,11 @@
 facts in STACK-NOTES.md), :data:`QWEN2_VL_2B_PREPROCESSOR` its ``preprocessor_config.json``. Everything else derives
 from them: :func:`qwen2_vl_2b_config` (a :class:`ViPyloQwenConfig` of that shape, at full or reduced depth) for the
 memory planner, the benchmarks' ``2b-shaped`` model and the GPU check; :func:`qwen2_vl_2b_widths` for FLOP counts and
-the planner's calibration; ``vipyloqwen_tools.build.fake_base`` writes the stand-in checkpoint from the published dicts.
+the planner's calibration; ``vipyloqwen_tools.checkpoint.fake_base`` writes the stand-in checkpoint from the published dicts.
 
 Example::
 
-    >>> from vipyloqwen_tools.build.architectures import qwen2_vl_2b_config, qwen2_vl_2b_widths
+    >>> from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_config, qwen2_vl_2b_widths
     >>> qwen2_vl_2b_config(embed_dim=1024, text_layers=2, vision_layers=2).text_config.hidden_size
     1536
     >>> qwen2_vl_2b_widths()["vision_mlp"]

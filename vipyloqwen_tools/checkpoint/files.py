@@ -3,12 +3,12 @@
 The task prefix tokens (:func:`add_task_tokens`), the processor (:func:`build_processor`), the Hub code files, the
 Sentence-Transformers files (:func:`st_files`) and the model card (:func:`write_support_files`), and the removal of
 keys that describe the saving machine (:func:`strip_machine_local_keys`). Both checkpoint builders use it:
-:mod:`vipyloqwen_tools.build.export` (tiny model, training exports) and :mod:`vipyloqwen_tools.build.base` (a
+:mod:`vipyloqwen_tools.checkpoint.export` (tiny model, training exports) and :mod:`vipyloqwen_tools.checkpoint.base` (a
 pretrained base streamed shard by shard).
 
 Example::
 
-    >>> from vipyloqwen_tools.build.checkpoint_files import st_files
+    >>> from vipyloqwen_tools.checkpoint.files import st_files
     >>> sorted(st_files(1024))[:2]
     ['1_Pooling/config.json', '2_Normalize/config.json']
 """

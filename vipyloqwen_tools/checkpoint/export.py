@@ -3,7 +3,7 @@
 Two sources of weights:
 
 - :func:`from_base`: a pretrained Qwen2-VL checkpoint (``Qwen/Qwen2-VL-2B-Instruct`` or a local folder),
-  streamed shard by shard into the output without loading the model (:mod:`vipyloqwen_tools.build.base`:
+  streamed shard by shard into the output without loading the model (:mod:`vipyloqwen_tools.checkpoint.base`:
   bit-identical tensors, the base's dtype and sharding, peak memory far below one fp32 copy).
 - :func:`tiny`: a small randomly initialised Qwen2-VL with the real Qwen2 vocabulary, fully offline,
   written by :func:`save_checkpoint`.
@@ -24,7 +24,7 @@ from configuration_vipyloqwen import (
 )
 from modeling_vipyloqwen import ViPyloQwenModel
 from processing_vipyloqwen import ViPyloQwenProcessor
-from vipyloqwen_tools.build.checkpoint_files import (  # noqa: F401  (re-exported: export's public names)
+from vipyloqwen_tools.checkpoint.files import (  # noqa: F401  (re-exported: export's public names)
     HUB_CODE_FILES,
     MACHINE_LOCAL_KEYS,
     REPO_ROOT,
@@ -36,7 +36,7 @@ from vipyloqwen_tools.build.checkpoint_files import (  # noqa: F401  (re-exporte
     write_st_files,
     write_support_files,
 )
-from vipyloqwen_tools.build.tokenizer import build_qwen2_vl_tokenizer
+from vipyloqwen_tools.checkpoint.tokenizer import build_qwen2_vl_tokenizer
 
 
 def tiny_config(embed_dim: int = 32, vocab_size: int = 151_936) -> ViPyloQwenConfig:
@@ -88,8 +88,8 @@ def from_base(
     base: str, out: str | Path, embed_dim: int = 1024, max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS
 ) -> Path:
     """Write the viPyloQwen checkpoint of a pretrained Qwen2-VL checkpoint (Hub id or folder) into ``out``,
-    streaming its tensors (see :mod:`vipyloqwen_tools.build.base`); returns ``out``."""
-    from vipyloqwen_tools.build.base import build_from_base
+    streaming its tensors (see :mod:`vipyloqwen_tools.checkpoint.base`); returns ``out``."""
+    from vipyloqwen_tools.checkpoint.base import build_from_base
 
     return build_from_base(base, out, embed_dim, max_image_tokens).out
 
@@ -101,9 +101,9 @@ def save_checkpoint(
 
     ``state_dict``: the weights to write instead of the module's own (the gathered full state dict of an FSDP2-sharded
     model; see ``vipyloqwen_tools.train.distributed.full_state_dict``). Raises
-    :class:`~vipyloqwen_tools.build.finite.NonFiniteWeightsError` (and writes nothing) if a weight holds NaN / inf.
+    :class:`~vipyloqwen_tools.checkpoint.finite.NonFiniteWeightsError` (and writes nothing) if a weight holds NaN / inf.
     """
-    from vipyloqwen_tools.build.finite import check_finite
+    from vipyloqwen_tools.checkpoint.finite import check_finite
 
     out = Path(out)
     # Before anything is written: a diverged model (NaN / inf weights) is refused, never exported.
@@ -125,7 +125,7 @@ def save_checkpoint(
 def main() -> None:
     """Rewrite the repo root's Sentence-Transformers files (the 1024-d release).
 
-    ``python -m vipyloqwen_tools.build.export``
+    ``python -m vipyloqwen_tools.checkpoint.export``
     """
     from configuration_vipyloqwen import DEFAULT_EMBED_DIM
 

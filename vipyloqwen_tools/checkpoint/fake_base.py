@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-from vipyloqwen_tools.build.architectures import QWEN2_VL_2B_CONFIG, QWEN2_VL_2B_PREPROCESSOR
-from vipyloqwen_tools.build.safetensors_stream import Entry, write_file
+from vipyloqwen_tools.checkpoint.architectures import QWEN2_VL_2B_CONFIG, QWEN2_VL_2B_PREPROCESSOR
+from vipyloqwen_tools.checkpoint.safetensors_stream import Entry, write_file
 
 REAL_SHARD_BYTES = 4_000_000_000  # save_pretrained's "4GB"
 
@@ -110,7 +110,7 @@ def write_fake_base(
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out / "preprocessor_config.json").write_text(json.dumps(QWEN2_VL_2B_PREPROCESSOR, indent=2) + "\n")
     if tokenizer:
-        from vipyloqwen_tools.build.tokenizer import build_qwen2_vl_tokenizer
+        from vipyloqwen_tools.checkpoint.tokenizer import build_qwen2_vl_tokenizer
 
         build_qwen2_vl_tokenizer().save_pretrained(out)
     return out

@@ -36,8 +36,8 @@ from transformers.dynamic_module_utils import custom_object_save
 
 from configuration_vipyloqwen import DEFAULT_EMBED_DIM, DEFAULT_MAX_IMAGE_TOKENS, ViPyloQwenConfig
 from modeling_vipyloqwen import ViPyloQwenModel
-from vipyloqwen_tools.build.checkpoint_files import add_task_tokens, build_processor, write_support_files
-from vipyloqwen_tools.build.safetensors_stream import Entry, TensorSource, read_header, write_file
+from vipyloqwen_tools.checkpoint.files import add_task_tokens, build_processor, write_support_files
+from vipyloqwen_tools.checkpoint.safetensors_stream import Entry, TensorSource, read_header, write_file
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
