@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP_SKIP = {"build", "out", "runs", "node_modules"}  # build outputs at the repository root, not vipyloqwen_tools/checkpoint
+TOP_SKIP = {"build", "out", "runs", "node_modules"}  # build outputs at the repository root
 SKIP = {".git", "fixtures", "__pycache__"}
 
 
@@ -96,7 +96,8 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer(module: str) -> int | None:
-    """0: Hub files; 1: checkpoint, data; 2: train, plan, index; 3: release, eval; None: scripts, bench, tests, train_st.py
+    """0: Hub files; 1: checkpoint, data; 2: train, plan, index; 3: release, eval; None: scripts, bench, tests,
+    train_st.py
     (entry points: they may import anything)."""
     if module.endswith("_vipyloqwen") and "." not in module:
         return 0

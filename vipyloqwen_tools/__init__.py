@@ -16,7 +16,8 @@ plans, indexes and releases them. One room per concept:
 ==============  ==========================================================================================
 
 Dependency direction (one way; ``tests/test_imports.py`` fails on any import circle):
-Hub files <- ``checkpoint``, ``data`` <- ``train``, ``plan``, ``index`` <- ``release``, ``scripts/``, ``bench/``, ``eval/``.
+Hub files <- ``checkpoint``, ``data`` <- ``train``, ``plan``, ``index`` <- ``release``, ``scripts/``, ``bench/``,
+``eval/``.
 """
 
 from vipyloqwen_tools import moved as _moved

@@ -4,7 +4,8 @@
 facts in STACK-NOTES.md), :data:`QWEN2_VL_2B_PREPROCESSOR` its ``preprocessor_config.json``. Everything else derives
 from them: :func:`qwen2_vl_2b_config` (a :class:`ViPyloQwenConfig` of that shape, at full or reduced depth) for the
 memory planner, the benchmarks' ``2b-shaped`` model and the GPU check; :func:`qwen2_vl_2b_widths` for FLOP counts and
-the planner's calibration; ``vipyloqwen_tools.checkpoint.fake_base`` writes the stand-in checkpoint from the published dicts.
+the planner's calibration; ``vipyloqwen_tools.checkpoint.fake_base`` writes the stand-in checkpoint from the published
+dicts.
 
 Example::
 
