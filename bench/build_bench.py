@@ -1,8 +1,7 @@
 """Benchmark of ``scripts/build_model.py --base`` at real size: peak RSS and time of the build process.
 
 1. Writes a stand-in of Qwen/Qwen2-VL-2B-Instruct (``vipyloqwen_tools/checkpoint/fake_base.py``: the real config.json
-  and
-   preprocessor_config.json, the 729 tensors in the published legacy names, random bf16 weights, two shards
+   and preprocessor_config.json, the 729 tensors in the published legacy names, random bf16 weights, two shards
    split at 4 GB, the real tokenizer) into ``--workdir`` (default: a folder under the temp dir).
 2. Runs ``scripts/build_model.py --base <stand-in> --out <workdir>/out`` in a child process that reports its own
    peak RSS (``VmHWM`` of ``/proc/self/status``: the high-water mark of every page the process had resident: torch,
