@@ -9,7 +9,7 @@
         --accelerate-config configs/accelerate/fsdp-4gpu.yaml --device-memory-gb 94   # predicted peak memory per GPU
     accelerate launch --config_file configs/accelerate/fsdp-4gpu.yaml train_st.py --config configs/vipyloqwen-2b.yaml
 
-Every setting of :class:`vipyloqwen_tools.train.run.TrainConfig` is a YAML key and a ``--flag`` (dashes for
+Every setting of :class:`vipyloqwen_tools.train.config.TrainConfig` is a YAML key and a ``--flag`` (dashes for
 underscores); flags override the YAML. Output: ``<output_dir>/final`` (Hub-layout checkpoint: loads with
 SentenceTransformer / AutoModel and trust_remote_code=True), ``training_curves.png``, ``log_history.json``,
 ``checkpoint-<step>/`` folders, and ``rejects-train.jsonl`` with --skip-bad-rows.
@@ -35,9 +35,10 @@ from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_mode
 from vipyloqwen_tools.data import DataError, validate_file, write_rejects  # noqa: E402
 from vipyloqwen_tools.plan.planner import MemoryPlanError  # noqa: E402
 from vipyloqwen_tools.train.checkpoints import CheckpointSaveError, NoCompleteCheckpointError  # noqa: E402
+from vipyloqwen_tools.train.config import TrainConfig  # noqa: E402
 from vipyloqwen_tools.train.guard import NonFiniteTrainingError  # noqa: E402
 from vipyloqwen_tools.train.resume_check import ResumeMismatchError  # noqa: E402
-from vipyloqwen_tools.train.run import TrainConfig, train  # noqa: E402
+from vipyloqwen_tools.train.run import train  # noqa: E402
 
 
 def _flag_type(field: dataclasses.Field):
@@ -102,7 +103,7 @@ def validate_main(argv: list[str]) -> int:
 def plan_main(argv: list[str]) -> int:
     """``train_st.py plan``: the memory plan of a config (see vipyloqwen_tools/plan/planner.py); exit 1 if it does not
     fit or the data file has bad lines."""
-    from vipyloqwen_tools.plan.cli import plan_command
+    from vipyloqwen_tools.train.plan_command import plan_command
 
     return plan_command(argv, build_parser())
 

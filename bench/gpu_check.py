@@ -67,7 +67,7 @@ def prepare(report: dict[str, Any]) -> dict[str, Any]:
         setup_from_config,
         side_shape,
     )
-    from vipyloqwen_tools.train.run import TrainConfig
+    from vipyloqwen_tools.train.config import TrainConfig
 
     started = time.perf_counter()
     tokenizer = build_qwen2_vl_tokenizer()

@@ -157,7 +157,7 @@ def report(
 ) -> dict:
     """The result JSON from the per-rank reports and the trace in ``args.workdir``."""
     from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_widths
-    from vipyloqwen_tools.train.run import TrainConfig
+    from vipyloqwen_tools.train.config import TrainConfig
 
     log = (args.workdir / "torchrun.log").read_text(encoding="utf-8")
     # Each rank rewrites its report after every step, so a run killed part way (out of memory) still reports

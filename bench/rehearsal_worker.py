@@ -23,7 +23,8 @@ from transformers import TrainerCallback  # noqa: E402
 
 # VmHWM, not ru_maxrss: on Linux that starts at the parent's RSS at fork (here torchrun's agent).
 from bench.harness import peak_rss_bytes, write_json  # noqa: E402
-from vipyloqwen_tools.train import run as training  # noqa: E402
+from vipyloqwen_tools.train.config import TrainConfig  # noqa: E402
+from vipyloqwen_tools.train.run import train  # noqa: E402
 
 
 def write_report(out: Path, report: dict) -> None:
@@ -69,17 +70,9 @@ def main(argv: list[str]) -> None:
     base = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "pid": os.getpid()}
     out = Path(overrides["output_dir"]) / f"rank-{rank}.json"
     timer = StepTimer(out, base)
-    base_trainer = training.ViPyloQwenTrainer
-
-    class TimedTrainer(base_trainer):  # the training code builds its trainer itself: add the callback there
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.add_callback(timer)
-
-    training.ViPyloQwenTrainer = TimedTrainer
-    config = training.TrainConfig.from_yaml(recipe, **overrides)
+    config = TrainConfig.from_yaml(recipe, **overrides)
     started = time.perf_counter()
-    result = training.train(config)
+    result = train(config, callbacks=[timer])
     report = {
         **base,
         "finished": True,

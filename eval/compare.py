@@ -27,7 +27,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from eval.cli import eval_parser  # noqa: E402
-from eval.results_io import (  # noqa: E402
+from vipyloqwen_tools.release.results import (  # noqa: E402
     comparison_tables,
     find_revision_folders,
     fmt,

@@ -41,8 +41,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from configuration_vipyloqwen import TASKS  # noqa: E402
 from eval.cli import eval_parser  # noqa: E402
-from eval.results_io import markdown_table  # noqa: E402
 from vipyloqwen_tools.data import iter_file  # noqa: E402
+from vipyloqwen_tools.release.results import markdown_table  # noqa: E402
 from vipyloqwen_tools.train.correlation import pearson, spearman  # noqa: E402
 
 KS = (1, 5, 10)

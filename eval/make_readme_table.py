@@ -26,7 +26,7 @@ if str(REPO_ROOT) not in sys.path:
 from eval.cli import eval_parser  # noqa: E402
 from eval.compare import compare  # noqa: E402
 from eval.evaluate_jsonl import METRIC_COLUMNS  # noqa: E402
-from eval.results_io import find_revision_folders, markdown_table  # noqa: E402
+from vipyloqwen_tools.release.results import find_revision_folders, markdown_table  # noqa: E402
 
 START = "<!-- eval:start -->"
 END = "<!-- eval:end -->"

@@ -49,7 +49,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from configuration_vipyloqwen import MTEB_PROMPTS, mteb_prompts, st_prompts  # noqa: E402
 from eval.cli import eval_parser  # noqa: E402
-from eval.results_io import SUMMARY_FILE, fmt, markdown_table, mean, type_means  # noqa: E402
+from vipyloqwen_tools.release.results import SUMMARY_FILE, fmt, markdown_table, mean, type_means  # noqa: E402
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask

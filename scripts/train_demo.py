@@ -27,8 +27,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from transformers import AutoModel  # noqa: E402
 
+from vipyloqwen_tools.train.config import TrainConfig  # noqa: E402
 from vipyloqwen_tools.train.evaluation import ViPyloQwenEvaluator  # noqa: E402
-from vipyloqwen_tools.train.run import TrainConfig, build_tiny, train  # noqa: E402
+from vipyloqwen_tools.train.model import build_tiny  # noqa: E402
+from vipyloqwen_tools.train.run import train  # noqa: E402
 
 
 def compare(before: dict[str, float], after: dict[str, float], min_gain: float) -> tuple[str, list[str]]:

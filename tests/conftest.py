@@ -49,7 +49,7 @@ def tiny_run_settings(output_dir: Path, train_file: Path, eval_file: Path | None
 
 def tiny_run_config(output_dir: Path, train_file: Path, eval_file: Path | None = None, **overrides: Any):
     """A ``TrainConfig`` of :data:`TINY_RUN` (for ``train(config)`` in this process)."""
-    from vipyloqwen_tools.train.run import TrainConfig
+    from vipyloqwen_tools.train.config import TrainConfig
 
     return TrainConfig.from_yaml(None, **tiny_run_settings(output_dir, train_file, eval_file, **overrides))
 

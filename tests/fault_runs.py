@@ -50,7 +50,7 @@ def settings(out: Path, train: Path, evals: Path, **overrides: Any) -> dict[str,
 
 
 def config(out: Path, data: tuple[Path, Path], **overrides: Any):
-    from vipyloqwen_tools.train.run import TrainConfig
+    from vipyloqwen_tools.train.config import TrainConfig
 
     return TrainConfig.from_yaml(None, **settings(out, *data, **overrides))
 

@@ -162,7 +162,7 @@ def small_disk(tmp_path):
 
 def test_full_disk_during_a_save_says_so_and_keeps_the_last_checkpoint(ref, tmp_path, small_disk, capsys):
     import train_st
-    from vipyloqwen_tools.train.run import build_tiny
+    from vipyloqwen_tools.train.model import build_tiny
 
     _, data, out = ref
     run = small_disk / "run"

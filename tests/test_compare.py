@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from eval import compare, make_readme_table
-from eval.results_io import load_revision_folder, main_score
+from vipyloqwen_tools.release.results import load_revision_folder, main_score
 
 # (task, type in mteb's registry): two STS and one Retrieval task of VN-MTEB.
 SCORES = {

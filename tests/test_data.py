@@ -148,7 +148,8 @@ def test_validate_cli_parallel_cache_and_rejects(mixed_file: Path, tmp_path: Pat
 def test_prepare_data_trains_exactly_the_good_rows(mixed_file: Path, tmp_path: Path, caplog):
     import logging
 
-    from vipyloqwen_tools.train.run import TrainConfig, prepare_data
+    from vipyloqwen_tools.train.config import TrainConfig
+    from vipyloqwen_tools.train.prepare import prepare_data
 
     config = TrainConfig.from_yaml(
         None, train_file=str(mixed_file), output_dir=str(tmp_path / "run"), skip_bad_rows=False, data_num_proc=2

@@ -97,8 +97,7 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def layer(module: str) -> int | None:
     """0: Hub files; 1: checkpoint, data; 2: train, plan, index; 3: release, eval; None: scripts, bench, tests,
-    train_st.py
-    (entry points: they may import anything)."""
+    train_st.py (entry points: they may import anything)."""
     if module.endswith("_vipyloqwen") and "." not in module:
         return 0
     parts = module.split(".")
@@ -139,6 +138,54 @@ def test_rooms_depend_one_way():
             if theirs is None or theirs > own:
                 wrong.append(f"{module} (layer {own}) imports {target} (layer {theirs})")
     assert not wrong, "imports against the dependency direction:\n" + "\n".join(sorted(wrong))
+
+
+def room(module: str) -> str:
+    """A module's room: ``vipyloqwen_tools.<room>``, a top-level folder (eval, bench, scripts, serving, tests) or
+    module (train_st), or ``hub`` for the Hub files."""
+    parts = module.split(".")
+    if parts[0] == "vipyloqwen_tools":
+        return ".".join(parts[:2])
+    if len(parts) == 1 and module.endswith("_vipyloqwen"):
+        return "hub"
+    return parts[0]
+
+
+def room_graph(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    rooms: dict[str, set[str]] = {}
+    for module, targets in edges.items():
+        rooms.setdefault(room(module), set()).update(room(t) for t in targets if room(t) != room(module))
+    return rooms
+
+
+def test_room_level_loops_are_caught(tmp_path):
+    edges = {"vipyloqwen_tools.train.run": {"vipyloqwen_tools.plan.planner"},
+             "vipyloqwen_tools.plan.cli": {"vipyloqwen_tools.train.config"},
+             "vipyloqwen_tools.plan.planner": set(), "vipyloqwen_tools.train.config": set()}
+    assert circles(edges) == []  # no module circle ...
+    assert circles(room_graph(edges)) == [["vipyloqwen_tools.plan", "vipyloqwen_tools.train"]]  # ... but a room loop
+
+
+def test_no_room_loop():
+    """Rooms (subpackages, top-level folders) depend one way too: no loop even through different modules."""
+    found = circles(room_graph(graph()))
+    assert not found, "loops among rooms:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def packaged(module: str) -> bool:
+    """Shipped by ``pip install``: ``vipyloqwen_tools`` and the pyproject's py-modules (the Hub files)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    py_modules = set(config["tool"]["setuptools"].get("py-modules", []))
+    return module.split(".")[0] == "vipyloqwen_tools" or module in py_modules
+
+
+def test_packaged_code_imports_only_packaged_code():
+    """An installed vipyloqwen_tools must not need a folder that pip does not install (eval/, bench/, scripts/)."""
+    wrong = [f"{module} imports {target}" for module, targets in graph().items() if packaged(module)
+             for target in targets if not packaged(target)]
+    assert not wrong, "packaged modules importing unpackaged ones:\n" + "\n".join(sorted(wrong))
 
 
 def test_the_top_of_the_package_stays_small():

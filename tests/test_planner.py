@@ -27,7 +27,8 @@ from vipyloqwen_tools.plan.planner import (
     profile_data,
     static_parts,
 )
-from vipyloqwen_tools.train.run import TrainConfig, train
+from vipyloqwen_tools.train.config import TrainConfig
+from vipyloqwen_tools.train.run import train
 
 # A round architecture for hand arithmetic: 1e9 parameters.
 ROUND = Architecture(

@@ -18,7 +18,8 @@ from conftest import make_image, tiny_run_config, write_jsonl
 
 from vipyloqwen_tools.data import DataError, prepare_task_datasets
 from vipyloqwen_tools.data.learned import recall
-from vipyloqwen_tools.train.run import TrainConfig, train
+from vipyloqwen_tools.train.config import TrainConfig
+from vipyloqwen_tools.train.run import train
 
 PER_TASK, BATCH = 8, 8
 BROKEN = 2  # the ocr row whose image breaks (its index in the ocr dataset)

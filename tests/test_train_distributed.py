@@ -153,7 +153,8 @@ def test_grouping_that_cannot_fill_a_step_is_refused():
 
 
 def test_train_refuses_a_batch_no_dataset_can_fill(tmp_path):
-    from vipyloqwen_tools.train.run import TrainConfig, train
+    from vipyloqwen_tools.train.config import TrainConfig
+    from vipyloqwen_tools.train.run import train
 
     train_file, _ = write_data(tmp_path, per_task=6)
     out = tmp_path / "out"
@@ -170,9 +171,9 @@ def _gloo_worker(rank: int, port: int, root: str, checkpoint: str) -> None:
     from transformers import AutoModel, AutoProcessor
 
     from vipyloqwen_tools.checkpoint.export import save_checkpoint
+    from vipyloqwen_tools.train.config import TrainConfig
     from vipyloqwen_tools.train.distributed import full_state_dict, prepare_data_once
     from vipyloqwen_tools.train.prepare import prepare_data
-    from vipyloqwen_tools.train.run import TrainConfig
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -274,7 +275,8 @@ def test_fsdp2_final_norm_heuristic_skips_st_normalize(tiny_checkpoint, tmp_path
     parameter-free Normalize module, and fully_shard fails on it. load_model points it at a module without one."""
     from accelerate.utils.fsdp_utils import _find_final_norm
 
-    from vipyloqwen_tools.train.run import TrainConfig, load_model
+    from vipyloqwen_tools.train.config import TrainConfig
+    from vipyloqwen_tools.train.model import load_model
 
     model = load_model(TrainConfig(model=str(tiny_checkpoint), output_dir=str(tmp_path)), "fp32")
     assert _find_final_norm(model) is None
@@ -288,7 +290,7 @@ def test_checkpoint_save_from_a_gathered_state_dict(tiny_checkpoint, tmp_path):
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 
-    from vipyloqwen_tools.train.run import ViPyloQwenTrainer
+    from vipyloqwen_tools.train.trainer import ViPyloQwenTrainer
 
     model = SentenceTransformer(str(tiny_checkpoint), trust_remote_code=True, device="cpu")
     args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True, report_to="none")

@@ -13,7 +13,8 @@ import torch
 from conftest import free_port, tiny_run_config
 
 from vipyloqwen_tools.data import DataError
-from vipyloqwen_tools.train.run import TrainConfig, train
+from vipyloqwen_tools.train.config import TrainConfig
+from vipyloqwen_tools.train.run import train
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 

@@ -204,11 +204,9 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
 
 
 def eval_section(eval_dir: Path) -> str:
-    """Markdown tables of the MTEB results under ``eval_dir`` (eval/results_io.py reads the MTEB layout)."""
-    try:
-        from eval.results_io import comparison_tables, load_models
-    except ImportError as exc:
-        raise ReleaseError(f"--eval-results needs eval/results_io.py from this repo: {exc}") from exc
+    """Markdown tables of the MTEB results under ``eval_dir`` (:mod:`.results` reads the MTEB layout)."""
+    from vipyloqwen_tools.release.results import comparison_tables, load_models
+
     try:
         return comparison_tables(load_models([eval_dir]))
     except (FileNotFoundError, ValueError) as exc:

@@ -1,7 +1,12 @@
 """The training run behind ``train_st.py``.
 
-- :mod:`.run`: :class:`~.run.TrainConfig` (YAML + flags) and :func:`~.run.train` (Sentence-Transformers' trainer).
-- :mod:`.prepare`: the run's data (validated once, per-task datasets) and its prompts.
+- :mod:`.run`: :func:`~.run.train`, the run as a short linear script of the steps below, one module each:
+  :mod:`.config` (:class:`~.config.TrainConfig`: YAML + flags) -> :mod:`.arguments` (precision, trainer arguments,
+  process group, trace) -> :mod:`.run_data` (the run's datasets, bad-row guard, prompts, settings) -> :mod:`.model`
+  (load, model options, memory check) -> :mod:`.trainer` (the trainer subclass and its wiring; batches from
+  :mod:`.sampler`) -> :mod:`.resume_check` (the resume point) -> :mod:`.finish` (final evaluation, export, records;
+  :mod:`.curves` draws the curves). :mod:`.plan_command` is ``train_st.py plan``.
+- :mod:`.prepare`: the train file validated once into per-task datasets, and the prompts.
 - :mod:`.losses`: the router loss, one recipe per task prefix (InfoNCE, GradCache, Matryoshka).
 - :mod:`.distributed`: what each process does under torchrun / accelerate (data once, grouping, FSDP state).
 - :mod:`.trace`: the per-step trace (row ids, loss terms per rank) and its reference loss.

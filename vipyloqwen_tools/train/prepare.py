@@ -28,7 +28,7 @@ REJECTS_FILE = "rejects-train.jsonl"  # in the output folder, with --skip-bad-ro
 def prepare_data(config, is_main: bool = True):
     """Validate the train file (refuse bad rows, or write rejects with --skip-bad-rows) and load per-task datasets.
 
-    ``config``: a :class:`~vipyloqwen_tools.train.run.TrainConfig` (its train_file, output_dir, data_cache_dir,
+    ``config``: a :class:`~vipyloqwen_tools.train.config.TrainConfig` (its train_file, output_dir, data_cache_dir,
     data_num_proc and skip_bad_rows are read).
 
     Validation and the Arrow build run once per file over ``data_num_proc`` workers and are cached under the

@@ -239,6 +239,14 @@ def prepare_resume(trainer, config, settings: dict[str, Any]) -> str:
     return str(pick.path)
 
 
+def resume_point(trainer, config, settings: dict[str, Any]) -> str | None:
+    """The checkpoint ``trainer.train`` resumes from: ``None`` without ``--resume`` / ``--resume-from``, else
+    :func:`prepare_resume`'s pick (checked against ``settings``)."""
+    if not (config.resume or config.resume_from):
+        return None
+    return prepare_resume(trainer, config, settings)
+
+
 def used_config(config, precision: str, attention: str | None, trainer, settings: dict[str, Any]) -> dict[str, Any]:
     """``train_config.json``: the settings as the run used them (precision and attention as resolved, no eval steps
     without evaluation, no accepted changes without a resume), the train file's fingerprint, the resume history

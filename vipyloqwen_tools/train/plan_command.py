@@ -74,7 +74,7 @@ def build_plan_parser() -> argparse.ArgumentParser:
 
 def plan_command(argv: list[str], config_parser: argparse.ArgumentParser) -> int:
     """Run ``train_st.py plan`` (``config_parser``: the training flags, which override the YAML)."""
-    from vipyloqwen_tools.train.run import TrainConfig
+    from vipyloqwen_tools.train.config import TrainConfig
 
     parser = build_plan_parser()
     args, rest = parser.parse_known_args(argv)

@@ -1,0 +1,137 @@
+"""The training run's settings: :class:`TrainConfig` (one field per YAML key and ``train_st.py`` flag).
+
+Example::
+
+    >>> from vipyloqwen_tools.train.config import TrainConfig
+    >>> config = TrainConfig.from_yaml("configs/tiny-cpu.yaml", output_dir="runs/tiny", max_steps=3)
+    >>> config.max_steps, config.output_dir
+    (3, 'runs/tiny')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training setting; YAML keys and ``--flag`` names are these field names (``-`` for ``_`` on the CLI).
+
+    ``model`` is a viPyloQwen checkpoint folder (``scripts/build_model.py`` writes one) or ``tiny`` (built
+    offline into ``<output_dir>/init-tiny``).
+    """
+
+    model: str = "tiny"
+    train_file: str = "data/sample/train.jsonl"
+    eval_file: str | None = "data/sample/eval.jsonl"
+    output_dir: str = "runs/vipyloqwen"
+    # optimisation (seed recipe defaults)
+    learning_rate: float = 1e-4
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.05
+    num_train_epochs: float = 2.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 24
+    gradient_accumulation_steps: int = 8
+    weight_decay: float = 0.001
+    max_grad_norm: float = 1.0
+    max_length: int = 8192
+    max_image_tokens: int | None = None
+    precision: str = "bf16"  # bf16 | fp16 | fp32
+    attn_implementation: str = "auto"  # auto | sdpa | eager | flash_attention_2
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    # loss
+    temperature: float = 0.07
+    margin: float = 0.2
+    vqa_multi_margin: float | None = None
+    score_threshold: float = 0.5
+    loss_weights: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    matryoshka_dims: list[int] | None = None
+    matryoshka_weights: list[float] | None = None
+    cached_mini_batch_size: int | None = None
+    gather_across_devices: bool = True
+    prefix_documents: bool = False
+    # bookkeeping
+    logging_steps: int = 10
+    eval_steps: int | None = 500
+    save_steps: int = 500
+    save_total_limit: int | None = 3
+    eval_batch_size: int = 16
+    dataloader_num_workers: int = 0
+    skip_bad_rows: bool = False
+    resume: bool = False
+    # data preparation (vipyloqwen_tools.data): worker processes (None: the machine's cores) and the validate-once
+    # cache of the report + Arrow datasets (None: <output_dir>/.data-cache)
+    data_num_proc: int | None = None
+    data_cache_dir: str | None = None
+    # distributed runs (torchrun / accelerate launch): see docs/training.md "Distributed training"
+    ddp_timeout: int = 1800
+    trace_dir: str | None = None
+    # memory plan (vipyloqwen_tools/plan/planner.py): device memory per process when not on CUDA; override a refusal
+    device_memory_gb: float | None = None
+    ignore_memory_plan: bool = False
+    # faults (docs/training.md "Faults"): the non-finite guard (train/guard.py) and the run-defining settings a
+    # --resume may change knowingly (comma-separated names; train/resume_check.py)
+    nonfinite_policy: str = "skip"  # skip | stop
+    max_nonfinite_steps: int = 3
+    nonfinite_window: int = 100
+    accept_changes: str | None = None
+    resume_from: str | None = None  # a checkpoint folder (or its name in output_dir) instead of the newest one
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
+        """Load a YAML config (unknown keys are an error) and apply ``overrides`` (``None`` values ignored)."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            import yaml
+
+            with open(path, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+            unknown = set(loaded) - set(cls.field_names())
+            if unknown:
+                raise ValueError(f"{path}: unknown setting(s) {sorted(unknown)}; valid: {', '.join(cls.field_names())}")
+            values.update(loaded)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.precision not in ("bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be bf16, fp16 or fp32, got {self.precision!r}")
+        if self.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2"):
+            raise ValueError(
+                f"attn_implementation must be auto, sdpa, eager or flash_attention_2, got {self.attn_implementation!r}"
+            )
+        for name in (
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "logging_steps",
+            "save_steps",
+            "ddp_timeout",
+            "max_nonfinite_steps",
+            "nonfinite_window",
+        ):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.per_device_train_batch_size < 2:
+            raise ValueError("per_device_train_batch_size must be >= 2 (in-batch negatives)")
+        from vipyloqwen_tools.train.guard import POLICIES
+        from vipyloqwen_tools.train.resume_check import parse_accept
+
+        if self.nonfinite_policy not in POLICIES:
+            raise ValueError(f"nonfinite_policy must be one of {', '.join(POLICIES)}, got {self.nonfinite_policy!r}")
+        parse_accept(self.accept_changes)
+
+
+__all__ = ["TrainConfig"]
