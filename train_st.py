@@ -16,7 +16,7 @@ SentenceTransformer / AutoModel and trust_remote_code=True), ``training_curves.p
 
 Exit status: 0 trained and exported; 2 refused before the first step (bad data, memory plan, a --resume with changed
 settings or without a complete checkpoint); 3 stopped by a fault (diverged, a checkpoint that could not be written,
-e.g. a full disk): the last complete checkpoint is kept, see docs/training.md "Faults".
+e.g. a full disk): the last complete checkpoint is kept, see docs/faults.md.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ worker. Steps:
 - ``cached``: the same call again (the validate-once cache).
 
 Each result records the 1-minute load average before and after (the machine may be shared). The JSON goes to
-``bench/results/data-bench.json``; ``--table`` prints the markdown table of docs/training.md with the
-extrapolation to 11M rows at 2, 16 and 32 cores.
+``bench/results/data-bench.json``; ``--table`` prints the markdown tables of docs/training-internals.md (Appendix
+A) with the extrapolation to 11M rows at 2, 16 and 32 cores.
 
     flock /tmp/bench.lock python bench/data_bench.py --rows 100000,1000000 --workers 1,2 \
         --out bench/results/data-bench.json
@@ -300,7 +300,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
-    """The markdown table of docs/training.md."""
+    """The markdown table of docs/training-internals.md (Appendix A)."""
     lines = [
         "| rows | step | workers | seconds | rows/s | CPU s (main + workers) | peak RSS main / largest worker (MB) "
         "| load 1 min |",

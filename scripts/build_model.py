@@ -11,7 +11,7 @@ trust_remote_code=True). Deterministic (for a given --seed with --tiny).
 --base streams the base's safetensors shards into the output without loading the model: every backbone
 tensor is copied bit for bit, in the base's dtype (bf16 for the 2B) and sharding (same shard files + index);
 only the five task-token embedding rows and the projection are new. Peak memory is about 1.5 GB for the 2B
-(measured: bench/build_bench.py, docs/training.md "Building the 2B init").
+(measured: bench/build_bench.py, docs/training-recipe.md "Building the 2B init").
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Rehearse the FSDP2 path of train_st.py on CPU processes (gloo), which accelerate itself will not run.
 
 accelerate 1.15 switches ``AcceleratorState`` to ``DistributedType.FSDP`` only on accelerators; on CPU it keeps
-``MULTI_CPU`` and ``train_st.py`` refuses the FSDP config (see docs/training.md, "Distributed training"). torch's
-FSDP2 (``fully_shard``) does run on CPU over gloo, so this wrapper forces the state to FSDP (every time it is
-re-created) and then runs ``train_st.main``: sharding, training, the FSDP checkpoint files, ``--resume`` and the
-export of the gathered weights all go through the real code. A rehearsal tool, not a way to train::
+``MULTI_CPU`` and ``train_st.py`` refuses the FSDP config (see docs/training-internals.md, "FSDP2 and DeepSpeed
+on CPU"). torch's FSDP2 (``fully_shard``) does run on CPU over gloo, so this wrapper forces the state to FSDP (every
+time it is re-created) and then runs ``train_st.main``: sharding, training, the FSDP checkpoint files, ``--resume``
+and the export of the gathered weights all go through the real code. A rehearsal tool, not a way to train::
 
     accelerate launch --config_file configs/accelerate/fsdp-4gpu.yaml --num_processes 2 --mixed_precision no \\
         scripts/fsdp_cpu_rehearsal.py --config configs/tiny-cpu.yaml --output-dir runs/fsdp-cpu --max-steps 4 \\

@@ -12,7 +12,7 @@
 - :mod:`.trace`: the per-step trace (row ids, loss terms per rank) and its reference loss.
 - :mod:`.evaluation`: the retrieval evaluator run during and after training; :mod:`.correlation`: Pearson /
   Spearman without scipy.
-- Faults (docs/training.md "Faults"): :mod:`.guard` (a non-finite step is skipped, a diverging run stops),
+- Faults (docs/faults.md): :mod:`.guard` (a non-finite step is skipped, a diverging run stops),
   :mod:`.checkpoints` (atomic checkpoints with a completion marker; ``--resume`` takes the newest complete one; a
   full disk says so), :mod:`.resume_check` (a resume with changed run-defining settings is refused).
 

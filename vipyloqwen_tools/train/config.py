@@ -73,7 +73,7 @@ class TrainConfig:
     # memory plan (vipyloqwen_tools/plan/planner.py): device memory per process when not on CUDA; override a refusal
     device_memory_gb: float | None = None
     ignore_memory_plan: bool = False
-    # faults (docs/training.md "Faults"): the non-finite guard (train/guard.py) and the run-defining settings a
+    # faults (docs/faults.md): the non-finite guard (train/guard.py) and the run-defining settings a
     # --resume may change knowingly (comma-separated names; train/resume_check.py)
     nonfinite_policy: str = "skip"  # skip | stop
     max_nonfinite_steps: int = 3

@@ -31,7 +31,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     """Run one training job; returns ``{"final_dir", "plot", "metrics", "log_history", "global_step", "rows"}``
     (``rows``: rows in = trained + rejected, :meth:`~vipyloqwen_tools.train.bad_rows.BadRowGuard.totals`).
 
-    ``callbacks``: extra ``transformers.TrainerCallback`` objects for the trainer. Faults (docs/training.md "Faults"):
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects for the trainer. Faults (docs/faults.md):
     a diverging run raises :class:`~vipyloqwen_tools.train.guard.NonFiniteTrainingError`, a failed checkpoint save
     :class:`~vipyloqwen_tools.train.checkpoints.CheckpointSaveError`, a ``--resume`` with changed run-defining settings
     :class:`~vipyloqwen_tools.train.resume_check.ResumeMismatchError`.
