@@ -214,6 +214,8 @@ def test_readme_front_screen_has_install_quick_start_commands_and_offline_path()
         said = re.search(rf"^{command}\s+#(.+)$", screen, re.M)
         assert said, f"{where}: no `{command}` line with what it does"
         assert re.search(r"\d+ min", said.group(1)) and "2 " in said.group(1), f"{where}: `{command}`: how long"
+    full = re.search(r"^make test-all\s+#(.+)$", screen, re.M)  # the full suite, named beside the quick tier
+    assert full and "CI" in full.group(1), f"{where}: no `make test-all` line saying it is the full suite CI runs"
     assert f"]({SOURCE_REPOSITORY})" in screen, f"{where}: no link to the source repository"
     assert "scripts/build_model.py --tiny" in screen and "tests/test_snippets.py" in screen, (
         f"{where}: how to run the snippets offline on the tiny model"
