@@ -1,7 +1,8 @@
-# Two commands for a fresh machine:
-#   make demo   - builds the tiny offline model and runs the product end to end:
-#                 encode + multimodal search, then train on the sample data and show before/after
-#   make test   - runs the test suite (offline, CPU)
+# Commands for a fresh machine:
+#   make demo     - builds the tiny offline model and runs the product end to end:
+#                   encode + multimodal search, then train on the sample data and show before/after
+#   make test     - the quick tier of the test suite: tests not marked slow (offline, CPU)
+#   make test-all - the whole test suite (offline, CPU; what CI runs)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
