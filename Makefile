@@ -6,6 +6,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The caller's own HF_HUB_OFFLINE (before the line below forces it on): `make serve` passes only that one on.
+CALLER_HF_HUB_OFFLINE := $(HF_HUB_OFFLINE)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -44,10 +46,12 @@ PORT ?= 8000
 serve-install:
 	PYTHON=$(PYTHON) bash serving/install.sh
 
+# A Hub id is downloaded when the Hub is reachable: no forced HF_HUB_OFFLINE here (set it yourself to use the cache).
 serve:
 	@test -n "$(MODEL)" || { echo "give the checkpoint: make serve MODEL=<folder or Hub id> PORT=<port>"; exit 2; }
 	@test -x $(SERVE_VENV)/bin/vipyloqwen-serve || { echo "no $(SERVE_VENV): run make serve-install first"; exit 2; }
-	$(SERVE_VENV)/bin/vipyloqwen-serve $(MODEL) --port $(PORT)
+	@env -u HF_HUB_OFFLINE $(if $(CALLER_HF_HUB_OFFLINE),HF_HUB_OFFLINE=$(CALLER_HF_HUB_OFFLINE)) \
+		$(SERVE_VENV)/bin/vipyloqwen-serve $(MODEL) --port $(PORT)
 
 # The server parity test alone (skipped in `make test` when .venv-serve is missing).
 test-serve: install

@@ -1,27 +1,37 @@
-"""``/v1/embeddings`` requests read with the rules of ``encode`` (items_vipyloqwen), then handed to vLLM.
+"""Embedding requests read with the rules of ``encode`` (items_vipyloqwen), then handed to vLLM.
 
-A request is refused (:class:`RequestError`, HTTP 400) naming the item, numbered from 1 as ``item 2 of 3``,
-before vLLM sees it; a valid one is rewritten so that vLLM computes exactly what ``encode`` does:
+A request is refused (:class:`RequestError`, HTTP 400 unless said otherwise) naming the item, numbered from 1
+as ``item 2 of 3``, before vLLM sees it; a valid one is rewritten so that vLLM computes exactly what ``encode``
+does. :meth:`ItemReader.read` reads the ``/v1/embeddings`` body; :mod:`.routes` reads ``/pooling`` and
+``/v2/embed`` bodies with the same item rules.
 
 - **Texts** (``input``: a string or a list of strings) become token ids: ``[task prefix] [text]``, the prefix
   typed at the very start of the text (the whitespace after it dropped), the text read as plain characters
   (special tokens typed in it are not special), an empty text as the end-of-text token, the text cut to the
-  checkpoint's ``max_text_tokens``. Token-id inputs pass through unchanged.
+  checkpoint's ``max_text_tokens``.
+- **Token ids** (``input``: a list of integers, one item; or a list of such lists, every element a non-empty
+  list of integers) pass through unchanged once checked like vLLM checks them, but item by item: each id in
+  ``0..max_token_id`` (vLLM's vocabulary bound), no image / video placeholder id (images go in chat items),
+  at most the server's max model length per item.
 - **Chat items** (``messages``, or ``input`` holding messages; one conversation or a list of them): system
   text is a prompt put before the item's text (a prompt holding a task prefix selects that task, as
-  Sentence-Transformers' ``prompt_name`` does), user content is ``image_url`` parts (``data:`` URLs, http(s)
-  URLs, and files under vLLM's ``--allowed-local-media-path`` as paths or ``file://`` URLs) and ``text`` parts.
-  Each image is opened and prepared by the checkpoint's own image code (``images_vipyloqwen.prepare_image``:
-  orientation, RGB, early shrink), and sent to vLLM as a PNG ``data:`` URL; the item is rewritten as
-  ``[prefix] [images] [text]``, the layout ``processor.build_messages`` + the embedding chat template produce.
+  Sentence-Transformers' ``prompt_name`` does), user content is ``image_url`` parts and ``text`` parts. Each
+  image URL (``data:``, http(s), ``file://``, or an absolute path, read as a ``file://`` URL) is fetched by
+  vLLM's media connector (:mod:`.media`: the server's ``--allowed-media-domains``,
+  ``--allowed-local-media-path``, fetch timeout and size limits apply), prepared by the checkpoint's own
+  image code (``images_vipyloqwen.prepare_image``: orientation, RGB, early shrink) and sent to vLLM as a PNG
+  ``data:`` URL; the item is rewritten as ``[prefix] [images] [text]``, the layout
+  ``processor.build_messages`` + the embedding chat template produce.
 - **Task per request**: a top-level ``"task"`` field (a task name such as ``"ocr"`` or its prefix ``"<ocr>"``;
   ``"query"`` / ``"document"``: no task) applies to every item, as ``encode(task=...)``.
+- **Width**: ``dimensions`` must be one of the checkpoint's Matryoshka widths (the error lists them).
 
 Refused: no items, an unknown ``task``, a text starting with what looks like a task prefix but is none
 (``<name>`` + whitespace, ``name`` neither a task nor an HTML tag; only without a ``task`` field or prompt,
 where ``encode`` would embed it as plain text), conflicting tasks, more than :data:`MAX_IMAGES_PER_ITEM`
-images, an image that cannot be read, an item with neither text nor image, chat text holding a special token
-string (vLLM's chat path would read it as a control token, ``encode`` as plain characters).
+images, an image that cannot be fetched or read, an item with neither text nor image, chat text holding a
+special token string (vLLM's chat path would read it as a control token, ``encode`` as plain characters),
+bad token ids, a width the model was not trained at.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +65,24 @@ HTML_TAGS = frozenset(
 
 
 class RequestError(ValueError):
-    """A request ``encode`` would refuse too: answered with HTTP 400 and this message."""
+    """A refused request: answered with ``status`` (400 unless said otherwise) and this message, in vLLM's error
+    format (``kind`` is its ``type``)."""
 
-    def __init__(self, message: str, param: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        status: HTTPStatus = HTTPStatus.BAD_REQUEST,
+        kind: str = "BadRequestError",
+    ):
         super().__init__(message)
         self.param = param
+        self.status = status
+        self.kind = kind
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -71,8 +95,11 @@ class ItemReader:
         special_tokens: special token string -> id (the tokenizer's added tokens).
         eos_token: the end-of-text token string, the embedding of an empty item (``info.eos_token``).
         prepare_image: ``images_vipyloqwen.prepare_image`` (value, where, max_pixels) -> RGB PIL image.
+        fetch: ``(url, where) -> bytes`` of an image URL, RequestError when refused (in the server: vLLM's media
+            connector, :func:`.media.connector_fetch`).
         max_image_tokens: the server's per-image budget (images far above it are shrunk early).
-        allowed_local_media_path: the folder local image files may come from (None: no local files).
+        max_tokens: the server's max model length (the longest token-id item).
+        max_token_id: the largest valid token id (vLLM's bound: the tokenizer's or the embedding table's).
     """
 
     info: CheckpointInfo
@@ -80,8 +107,10 @@ class ItemReader:
     special_tokens: dict[str, int]
     eos_token: str
     prepare_image: Callable[..., Any]
+    fetch: Callable[[str, str], bytes]
     max_image_tokens: int
-    allowed_local_media_path: str | None = None
+    max_tokens: int
+    max_token_id: int
 
     # ------------------------------------------------------------------ request
     def read(self, body: Any) -> dict[str, Any]:
@@ -90,6 +119,7 @@ class ItemReader:
             raise RequestError("the request body must be a JSON object")
         body = dict(body)
         task = self._request_task(body.pop("task", None))
+        self.check_dimensions(body.get("dimensions"), "dimensions")
         if "messages" in body:
             conversations = self._conversations(body.pop("messages"), "messages")
             body["messages"] = self._chat_items(conversations, task)
@@ -105,10 +135,13 @@ class ItemReader:
                 "empty request: `input` must be a text, a non-empty list of texts, token ids or chat messages",
                 "input",
             )
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return body  # one item of token ids
-        if all(isinstance(v, list) and v and all(isinstance(i, int) for i in v) for v in value):
-            return body  # token ids per item
+        if all(_is_int(v) for v in value):
+            self.check_token_ids(value, "item 1 of 1")  # one item of token ids
+            return body
+        if all(isinstance(v, list) for v in value) and self._token_id_lists(value):
+            for index, ids in enumerate(value):
+                self.check_token_ids(ids, f"item {index + 1} of {len(value)}")
+            return body
         if all(isinstance(v, dict) for v in value) or all(isinstance(v, list) for v in value):
             body.pop("input")
             body["messages"] = self._chat_items(self._conversations(value, "input"), task)
@@ -122,6 +155,77 @@ class ItemReader:
                 )
         body["input"] = [self.text_ids(text, task, f"item {i + 1} of {len(value)}") for i, text in enumerate(value)]
         return body
+
+    # ------------------------------------------------------------------ token ids and widths
+    @staticmethod
+    def _token_id_lists(value: list[list]) -> bool:
+        """Whether a list of lists is token ids per item (rather than chat conversations); RequestError naming the
+        first item of the other kind when it mixes the two."""
+        kinds = [
+            "ids" if any(_is_int(x) for x in v) else "chat" if any(isinstance(x, dict) for x in v) else None
+            for v in value
+        ]
+        first = next((kind for kind in kinds if kind), None)
+        for index, kind in enumerate(kinds):
+            if kind and kind != first:
+                what = {"ids": "token ids", "chat": "chat messages"}
+                raise RequestError(
+                    f"item {index + 1} of {len(value)}: {what[kind]}, where the request's first items are "
+                    f"{what[first]}; one request holds one kind of item",
+                    "input",
+                )
+        if first is None:  # only empty (or unreadable) lists
+            raise RequestError(
+                f"item 1 of {len(value)}: expected token ids (a non-empty list of integers) or chat messages, got "
+                f"{value[0]!r:.60}",
+                "input",
+            )
+        return first == "ids"
+
+    def check_token_ids(self, ids: list, where: str) -> None:
+        """One token-id item checked as vLLM checks it (vocabulary, length), plus no image placeholder ids."""
+        if not ids:
+            raise RequestError(f'{where}: empty list of token ids (an empty text is the string "")', "input")
+        for position, token in enumerate(ids):
+            if not _is_int(token):
+                raise RequestError(f"{where}: token {position + 1} is {token!r:.40}, not an integer token id", "input")
+            if not 0 <= token <= self.max_token_id:
+                raise RequestError(
+                    f"{where}: token id {token} (token {position + 1}) is out of vocabulary; valid ids: "
+                    f"0..{self.max_token_id}",
+                    "input",
+                )
+            if token in self.info.placeholder_ids:
+                raise RequestError(
+                    f"{where}: token id {token} (token {position + 1}) is the {self.info.placeholder_ids[token]} "
+                    "placeholder; send images as image_url parts of chat items",
+                    "input",
+                )
+        if len(ids) > self.max_tokens:
+            raise RequestError(
+                f"{where}: {len(ids)} token ids, more than this server's {self.max_tokens} tokens per item "
+                "(its max model length)",
+                "input",
+            )
+
+    def check_dimensions(self, value: Any, field: str) -> None:
+        """``dimensions`` (``field``) must be a Matryoshka width of the checkpoint; the error lists them."""
+        if value is None:
+            return
+        widths = self.info.matryoshka_dimensions
+        size = self.info.embed_dim
+        if not widths:
+            raise RequestError(
+                f"`{field}` {value!r}: this model declares no Matryoshka widths, so it gives only its full "
+                f"{size}-wide vectors; leave `{field}` unset",
+                field,
+            )
+        if not _is_int(value) or value not in widths:
+            raise RequestError(
+                f"`{field}` {value!r} is not a width this model was trained at; allowed widths: "
+                f"{', '.join(map(str, widths))} (embedding size {size})",
+                field,
+            )
 
     def _request_task(self, task: Any) -> str | None:
         """The request's ``task`` field as a task name; ``""`` for the roles (no task, but given)."""
@@ -202,6 +306,10 @@ class ItemReader:
         return "text " + repr(text if len(text) <= TEXT_PREVIEW else text[:TEXT_PREVIEW] + "...")
 
     # ------------------------------------------------------------------ chat items
+    def chat_items(self, conversations: list[list[dict]], request_task: str | None) -> list[list[dict]]:
+        """Chat items (one conversation each) rewritten by :meth:`chat_item`, numbered in the request."""
+        return self._chat_items(conversations, request_task)
+
     def _chat_items(self, conversations: list[list[dict]], request_task: str | None) -> list[list[dict]]:
         total = len(conversations)
         return [self.chat_item(conv, request_task, f"item {i + 1} of {total}") for i, conv in enumerate(conversations)]
@@ -231,7 +339,8 @@ class ItemReader:
             if found:
                 raise RequestError(
                     f"{where}: the text holds the special token string(s) {found[:3]}, which vLLM's chat path would "
-                    "read as control tokens (encode reads them as plain characters); send text-only items as `input`"
+                    "read as control tokens (encode reads them as plain characters); send text-only items to "
+                    "/v1/embeddings as `input`"
                 )
             ids = self._plain_ids(body)
             if len(ids) == self.info.max_text_tokens:  # maybe cut: keep the first max_text_tokens tokens' text
@@ -274,30 +383,18 @@ class ItemReader:
         return prompts, texts, images
 
     def _image_data_url(self, url: str, where: str) -> str:
-        """The image prepared as ``encode`` prepares it, as a lossless PNG data: URL."""
-        value: Any = url
-        if not url.startswith(("data:", "http://", "https://")):
-            value = self._local_path(url, where)
+        """The image fetched (``fetch``: vLLM's media connector) and prepared as ``encode`` prepares it, as a
+        lossless PNG data: URL."""
+        if url.startswith("/"):
+            url = Path(url).as_uri()  # an absolute path is a file:// URL (vLLM's connector checks the folder)
+        data = self.fetch(url, where)
         try:
-            image = self.prepare_image(value, where, self.max_image_tokens * 28 * 28)
+            image = self.prepare_image(data, where, self.max_image_tokens * 28 * 28)
         except (TypeError, ValueError, OSError) as error:
             raise RequestError(str(error)) from None
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-    def _local_path(self, url: str, where: str) -> Path:
-        path = Path(url.removeprefix("file://"))
-        if self.allowed_local_media_path is None:
-            raise RequestError(
-                f"{where}: local image files are off on this server (start it with --allowed-local-media-path DIR); "
-                "send the image as a data: URL"
-            )
-        root = Path(self.allowed_local_media_path).resolve()
-        resolved = path.resolve()
-        if not path.is_absolute() or not resolved.is_relative_to(root):
-            raise RequestError(f"{where}: {str(path)!r} is not an absolute path under the allowed folder {str(root)!r}")
-        return resolved
 
 
 __all__ = ["ItemReader", "RequestError", "MAX_IMAGES_PER_ITEM", "HTML_TAGS"]
