@@ -15,12 +15,20 @@ Workloads (bench/common.py, fixed seed): queries (~20 tokens), passages (~300 to
 at the checkpoint's image budget). Each path runs a warm-up pass, then ``--repeats`` timed passes; items/s is
 the median. The parity column is the smallest cosine between the two paths' vectors over the workload.
 
+Server memory: the resident set (RSS, from ``/proc``) summed over the server's processes (vLLM's API server,
+engine core and worker), once the server is up and at its peak while the workloads run (sampled every
+:data:`MEMORY_SAMPLE_S` s); the proportional set (PSS: shared pages split between the processes that share
+them) is recorded too.
+
 Example::
 
     python bench/serve_bench.py --model tiny --out bench/results/serve-tiny.json
     python bench/serve_bench.py --render bench/results/serve-tiny.json   # its table into docs/serving.md
     python bench/serve_bench.py --model 2b-shaped --sizes queries=16,passages=8,pages=4 \
         --out bench/results/serve-2b-shaped.json
+    # vLLM flags of another setup, after vipyloqwen-serve's own (here: vLLM's auto dtype and a 2 GiB KV cache)
+    python bench/serve_bench.py --model tiny --serve-args "--dtype auto -- --kv-cache-memory-bytes 2147483648" \
+        --out bench/results/serve-tiny-kv2g.json
 """
 
 from __future__ import annotations
@@ -29,8 +37,10 @@ import argparse
 import base64
 import io
 import json
+import os
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,6 +61,62 @@ from bench.common import Workload, make_workloads, model_facts, prepare_checkpoi
 
 DEFAULT_SIZES = "queries=64,passages=32,pages=16"
 DOC = REPO_ROOT / "docs" / "serving.md"
+MEMORY_SAMPLE_S = 0.25
+MIB = 2**20
+
+
+def _proc_stat(pid: str) -> tuple[int, int] | None:
+    """(parent pid, session id) of a process, from /proc/PID/stat."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return int(fields[1]), int(fields[3])
+
+
+def _proc_kib(path: str, key: str) -> int:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def server_memory() -> dict[str, float]:
+    """RSS and PSS (MiB) summed over the server's processes: this process's child that leads its own session
+    (``running_server`` starts it so) and every process of that session."""
+    stats = {pid: _proc_stat(pid) for pid in os.listdir("/proc") if pid.isdigit()}
+    leaders = {pid for pid, st in stats.items() if st and st[0] == os.getpid() and st[1] == int(pid)}
+    tree = [pid for pid, st in stats.items() if st and str(st[1]) in leaders]
+    rss = sum(_proc_kib(f"/proc/{pid}/status", "VmRSS") for pid in tree)
+    pss = sum(_proc_kib(f"/proc/{pid}/smaps_rollup", "Pss") for pid in tree)
+    return {"processes": len(tree), "rss_mib": rss / 1024, "pss_mib": pss / 1024}
+
+
+class PeakServerMemory:
+    """The peak of :func:`server_memory` over a block, sampled by a thread every MEMORY_SAMPLE_S s."""
+
+    def __init__(self) -> None:
+        self.peak = server_memory()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(MEMORY_SAMPLE_S):
+            now = server_memory()
+            if now["rss_mib"] > self.peak["rss_mib"]:
+                self.peak = now
+
+    def __enter__(self) -> PeakServerMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def data_url(image) -> str:
@@ -191,13 +257,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     serve_args = args.serve_args.split() if args.serve_args else []
     with running_server(checkpoint, args.serve_venv, serve_args, log=log, env={"HF_HUB_OFFLINE": "1"}) as url:
         startup_s = time.perf_counter() - start
-        for w in workloads:
-            times, served[w.name] = timed(
-                lambda w=w: run_server(url, bodies[w.name], len(w.items), dim, args.concurrency), args.repeats
-            )
-            results[w.name]["server_s"] = times
-            results[w.name]["server_items_per_s"] = len(w.items) / harness.median(times)
-            print(f"server {w.name}: {results[w.name]['server_items_per_s']:.2f} items/s", flush=True)
+        memory = {"started": server_memory()}
+        print(f"server memory once started: {memory['started']}", flush=True)
+        with PeakServerMemory() as peak:
+            for w in workloads:
+                times, served[w.name] = timed(
+                    lambda w=w: run_server(url, bodies[w.name], len(w.items), dim, args.concurrency), args.repeats
+                )
+                results[w.name]["server_s"] = times
+                results[w.name]["server_items_per_s"] = len(w.items) / harness.median(times)
+                print(f"server {w.name}: {results[w.name]['server_items_per_s']:.2f} items/s", flush=True)
+        memory["peak"] = peak.peak
+        print(f"server memory peak: {memory['peak']}", flush=True)
     auto = load()
     for w in workloads:
         texts = [item.text for item in w.items]
@@ -238,6 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "vllm_command": log.read_text().splitlines()[0],
         },
         "server_startup_s": startup_s,
+        "server_memory_mib": memory,
         "workloads": results,
         "command": " ".join(["python", "bench/serve_bench.py", *(sys.argv[1:] if argv is None else argv)]),
     }
@@ -260,14 +332,29 @@ def format_table(report: dict[str, Any]) -> str:
     """The markdown table docs/serving.md shows, with the machine and settings it was measured with."""
     machine, settings, model = report["machine"], report["settings"], report["model"]
     load = machine.get("load_average_1min_at_start")
+    command = settings["vllm_command"].split()
+    served = command[command.index("--dtype") + 1] if "--dtype" in command else "?"
+    kv = command[command.index("--kv-cache-memory-bytes") + 1] if "--kv-cache-memory-bytes" in command else None
+    memory = report.get("server_memory_mib")
     lines = [
         f"{machine['device'].upper()}: {machine['cpu']}, {machine['cores']} cores"
         + (f", 1-min load {load:.1f} at start (shared machine)" if load is not None else "")
         + f"; model {model['name']} ({model['parameters'] / 1e6:.1f}M parameters, {model['dtype']}, image budget "
         f"{model['max_image_tokens']} tokens); {settings['repeats']} timed passes (median), "
         f"{settings['request_items']} items per request, {settings['concurrency']} in flight, encode batch_size "
-        f"{settings['batch_size']}; server start {report['server_startup_s']:.0f} s. `{report['command']}`",
+        f"{settings['batch_size']}; server start {report['server_startup_s']:.0f} s; served dtype {served}, KV "
+        f"cache {f'{int(kv) / MIB:.1f} MiB' if kv else 'vLLM default'}. `{report['command']}`",
         "",
+    ]
+    if memory:
+        lines += [
+            f"| server memory (MiB, summed over its {memory['started']['processes']} processes) | RSS | PSS |",
+            "| --- | ---: | ---: |",
+            f"| once started | {memory['started']['rss_mib']:.0f} | {memory['started']['pss_mib']:.0f} |",
+            f"| peak while serving | {memory['peak']['rss_mib']:.0f} | {memory['peak']['pss_mib']:.0f} |",
+            "",
+        ]
+    lines += [
         "| workload | items | server items/s | AutoModel.encode items/s | server / encode | min cosine |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
