@@ -27,8 +27,9 @@ from collections.abc import Callable
 from http import HTTPStatus
 
 import vllm.envs as envs
+from PIL import UnidentifiedImageError
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
-from vllm.multimodal.image import open_image
+from vllm.multimodal.image import ALLOWED_IMAGE_FORMATS, open_image
 from vllm.multimodal.media.connector import MEDIA_CONNECTOR_REGISTRY
 from vllm.multimodal.media.image import ImageMediaIO
 
@@ -44,8 +45,13 @@ class EncodedImageIO(ImageMediaIO):
         try:
             with open_image(io.BytesIO(data)) as image:
                 width, height = image.size
-        except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
-            raise ValueError(f"Failed to load image: {error}") from error
+        except UnidentifiedImageError:
+            raise ValueError(
+                f"Failed to load image: {len(data):,} bytes in no image format vLLM serves "
+                f"({', '.join(ALLOWED_IMAGE_FORMATS)})"
+            ) from None
+        except (OSError, ValueError) as error:
+            raise ValueError(f"Failed to load image: {error}") from None
         max_pixels = envs.VLLM_MAX_IMAGE_PIXELS
         if max_pixels > 0 and width * height > max_pixels:
             # vLLM's ImageMediaIO message, word for word.
