@@ -122,7 +122,7 @@ class ItemReader:
         self.check_dimensions(body.get("dimensions"), "dimensions")
         if "messages" in body:
             conversations = self._conversations(body.pop("messages"), "messages")
-            body["messages"] = self._chat_items(conversations, task)
+            body["messages"] = self.chat_items(conversations, task)
             body.pop("input", None)
             return body
         if "input" not in body:
@@ -144,7 +144,7 @@ class ItemReader:
             return body
         if all(isinstance(v, dict) for v in value) or all(isinstance(v, list) for v in value):
             body.pop("input")
-            body["messages"] = self._chat_items(self._conversations(value, "input"), task)
+            body["messages"] = self.chat_items(self._conversations(value, "input"), task)
             return body
         for index, item in enumerate(value):
             if not isinstance(item, str):
@@ -308,9 +308,6 @@ class ItemReader:
     # ------------------------------------------------------------------ chat items
     def chat_items(self, conversations: list[list[dict]], request_task: str | None) -> list[list[dict]]:
         """Chat items (one conversation each) rewritten by :meth:`chat_item`, numbered in the request."""
-        return self._chat_items(conversations, request_task)
-
-    def _chat_items(self, conversations: list[list[dict]], request_task: str | None) -> list[list[dict]]:
         total = len(conversations)
         return [self.chat_item(conv, request_task, f"item {i + 1} of {total}") for i, conv in enumerate(conversations)]
 
