@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     config_path = args.pop("config")
     try:
         config = TrainConfig.from_yaml(config_path, **args)
+    except ValueError as error:  # a setting out of range or in conflict: one line naming it, no traceback
+        return report(error)
+    try:
         check_inputs(config, config_path)
         result = train(config)
     except (

@@ -59,7 +59,7 @@ def training_arguments(config: TrainConfig, precision: str) -> SentenceTransform
     alone on the same batches. With it, the processes form a gloo group (``MULTI_CPU``); with CUDA, NCCL.
     ``ddp_find_unused_parameters``: text-only tasks leave the vision tower without gradients.
     """
-    eval_on = bool(config.eval_file and config.eval_steps)
+    eval_on = bool((config.eval_file or config.eval_split) and config.eval_steps)
     init_process_group(config.ddp_timeout)  # on CPU (gloo) too: transformers passes the timeout on GPUs only
     return SentenceTransformerTrainingArguments(
         output_dir=str(config.output_dir),
@@ -89,7 +89,7 @@ def training_arguments(config: TrainConfig, precision: str) -> SentenceTransform
         remove_unused_columns=False,
         logging_nan_inf_filter=False,  # a NaN / inf loss is logged as it is (the guard skips that step)
         report_to="none",
-        disable_tqdm=True,
+        disable_tqdm=False,  # the progress bar of train/progress.py (a plain line per log off a terminal)
     )
 
 

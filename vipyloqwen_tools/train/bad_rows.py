@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from vipyloqwen_tools.data import DataError, ValidationReport
 from vipyloqwen_tools.data.arrow import ImageReadError, read_line_at, row_source
 from vipyloqwen_tools.data.learned import recall, remember
+from vipyloqwen_tools.train.trace import ROW_COLUMN
 
 logger = logging.getLogger("vipyloqwen.train")
 MIN_ROWS = 2  # in-batch negatives: a batch needs two rows
@@ -52,9 +53,10 @@ class BadRow:
     """A row of the training data whose image could not be read while its batch was built."""
 
     dataset: str
-    index: int
+    index: int  # the row's index in the train file's dataset (what row_source reads)
     image: str
     reason: str
+    position: int | None = None  # its index in the trained dataset (differs when --eval-split held rows out)
 
 
 class GuardedRows(Dataset):
@@ -72,10 +74,13 @@ class GuardedRows(Dataset):
         except ImageReadError as error:
             which = bisect.bisect_right(self.inner.cumulative_sizes, index)
             local = index - (self.inner.cumulative_sizes[which - 1] if which else 0)
-            return BadRow(self.names[which], local, error.path, error.reason)
+            # Row ids (train/trace.py) are the rows' indices in the file's dataset, taken before --eval-split
+            # selected the rows to train: the line is found from them, not from the position here.
+            row_id = self.inner.datasets[which].with_format(None)[local].get(ROW_COLUMN, local)
+            return BadRow(self.names[which], int(row_id), error.path, error.reason, position=local)
 
     def stored_row(self, dataset: str, index: int) -> dict[str, Any]:
-        """The row as stored (image paths, not images)."""
+        """The row at position ``index`` of a trained dataset, as stored (image paths, not images)."""
         return self.inner.datasets[self.names.index(dataset)].with_format(None)[index]
 
 
@@ -118,6 +123,7 @@ class BadRowGuard:
         self.entry = Path(report.cache_entry) if report.cache_entry else None
         self.known_at_start = {record["line"] for record in recall(self.entry)} if self.entry else set()
         self.rows: GuardedRows | None = None
+        self.held_out = 0  # good rows held out for evaluation (--eval-split): neither trained nor rejected
 
     # ---------------------------------------------------------------- wiring
     def wrap_loader(self, loader: DataLoader, names: list[str]) -> DataLoader:
@@ -143,7 +149,7 @@ class BadRowGuard:
     def learn(self, row: BadRow) -> dict[str, Any]:
         """Find the row's line, make the cache entry learn it, and (with --skip-bad-rows) write it to the rejects."""
         line, offset = row_source(self.entry / "arrow", row.dataset, row.index)
-        stored = self.rows.stored_row(row.dataset, row.index)
+        stored = self.rows.stored_row(row.dataset, row.index if row.position is None else row.position)
         sides = [stored.get(side) or {} for side in ("anchor", "positive", "negative")]
         images = [image for side in sides for image in side.get("images") or []]
         record = {
@@ -181,11 +187,13 @@ class BadRowGuard:
 
     # ---------------------------------------------------------------- end of run
     def totals(self) -> dict[str, int]:
-        """``{"rows_in", "trained", "rejected", "rejected_at_validation", "rejected_at_batch_time"}`` of this run.
+        """``{"rows_in", "trained", "held_out_for_eval", "rejected", "rejected_at_validation",
+        "rejected_at_batch_time"}`` of this run.
 
-        Rows in = good + bad lines of the file; rejected at validation = the report's bad lines (rows learned by an
-        earlier run included); at batch time = rows this run found unreadable (read back from the cache entry, so
-        the rows every rank and dataloader worker found are counted once)."""
+        Rows in = good + bad lines of the file = trained + held out (``--eval-split``) + rejected; rejected at
+        validation = the report's bad lines (rows learned by an earlier run included); at batch time = rows this run
+        found unreadable (read back from the cache entry, so the rows every rank and dataloader worker found are
+        counted once)."""
         new = {record["line"] for record in recall(self.entry)} - self.known_at_start if self.entry else set()
         late_now = new - {bad.line for bad in self.report.bad}
         at_validation = len(self.report.bad)
@@ -193,7 +201,8 @@ class BadRowGuard:
         rejected = at_validation + len(late_now)
         return {
             "rows_in": rows_in,
-            "trained": rows_in - rejected,
+            "trained": rows_in - rejected - self.held_out,
+            "held_out_for_eval": self.held_out,
             "rejected": rejected,
             "rejected_at_validation": at_validation,
             "rejected_at_batch_time": len(late_now),
@@ -202,9 +211,10 @@ class BadRowGuard:
     def log_totals(self) -> dict[str, int]:
         totals = self.totals()
         logger.info(
-            "rows in: %d = %d trained + %d rejected (%d at validation, %d unreadable at batch time)%s",
+            "rows in: %d = %d trained + %s%d rejected (%d at validation, %d unreadable at batch time)%s",
             totals["rows_in"],
             totals["trained"],
+            f"{self.held_out} held out for evaluation + " if self.held_out else "",
             totals["rejected"],
             totals["rejected_at_validation"],
             totals["rejected_at_batch_time"],

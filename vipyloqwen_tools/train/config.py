@@ -12,7 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any
+
+SAMPLE_TRAIN_FILE = "data/sample/train.jsonl"
+SAMPLE_EVAL_FILE = "data/sample/eval.jsonl"
+AUTO = "auto"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def is_sample_train_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the repository's bundled sample train file (as the default names it, or resolved)."""
+    return str(path) == SAMPLE_TRAIN_FILE or Path(path).resolve() == (_REPO / SAMPLE_TRAIN_FILE).resolve()
 
 
 @dataclasses.dataclass
@@ -21,11 +32,19 @@ class TrainConfig:
 
     ``model`` is a viPyloQwen checkpoint folder (``scripts/build_model.py`` writes one) or ``tiny`` (built
     offline into ``<output_dir>/init-tiny``).
+
+    Evaluation: ``eval_file`` (a JSONL file in the training schema), or ``eval_split`` (a held-out share of the train
+    file's rows), or none. The bundled ``data/sample/eval.jsonl`` is only ever paired with the bundled sample train
+    file: with your own ``train_file`` and no ``eval_file`` the run evaluates on nothing unless ``eval_split`` says so.
     """
 
     model: str = "tiny"
-    train_file: str = "data/sample/train.jsonl"
-    eval_file: str | None = "data/sample/eval.jsonl"
+    train_file: str = SAMPLE_TRAIN_FILE
+    # "auto": the bundled sample eval file beside the bundled sample train file, else none (a flag --train-file
+    # without --eval-file resets the YAML's eval file to "auto"); "" or None: no evaluation
+    eval_file: str | None = AUTO
+    eval_split: float | None = None  # hold out this share of the train file's rows per task for evaluation
+    image_root: str | None = None  # relative image paths of the train file: under this folder, not the file's own
     output_dir: str = "runs/vipyloqwen"
     # optimisation (seed recipe defaults)
     learning_rate: float = 1e-4
@@ -81,13 +100,25 @@ class TrainConfig:
     accept_changes: str | None = None
     resume_from: str | None = None  # a checkpoint folder (or its name in output_dir) instead of the newest one
 
+    def __post_init__(self) -> None:
+        # "auto" is resolved once, here: after it the eval file is a path or None (replace() keeps it so).
+        if self.eval_file == AUTO:
+            sample = is_sample_train_file(self.train_file) and not self.eval_split
+            self.eval_file = str(Path(self.train_file).with_name(Path(SAMPLE_EVAL_FILE).name)) if sample else None
+        elif self.eval_file == "":
+            self.eval_file = None
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
-        """Load a YAML config (unknown keys are an error) and apply ``overrides`` (``None`` values ignored)."""
+        """Load a YAML config (unknown keys are an error) and apply ``overrides`` (``None`` values ignored).
+
+        An overriding ``train_file`` or ``eval_split`` without an overriding ``eval_file`` resets the eval file to
+        ``"auto"``: the YAML's eval file was chosen for the YAML's train file (``eval_file=""`` turns evaluation
+        off)."""
         values: dict[str, Any] = {}
         if path is not None:
             import yaml
@@ -100,7 +131,10 @@ class TrainConfig:
             if unknown:
                 raise ValueError(f"{path}: unknown setting(s) {sorted(unknown)}; valid: {', '.join(cls.field_names())}")
             values.update(loaded)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if ("train_file" in given or "eval_split" in given) and "eval_file" not in given:
+            values["eval_file"] = AUTO  # the YAML's eval file was chosen for the YAML's train file
+        values.update(given)
         config = cls(**values)
         config.check()
         return config
@@ -132,6 +166,17 @@ class TrainConfig:
         if self.nonfinite_policy not in POLICIES:
             raise ValueError(f"nonfinite_policy must be one of {', '.join(POLICIES)}, got {self.nonfinite_policy!r}")
         parse_accept(self.accept_changes)
+        if self.eval_split is not None:
+            if not 0.0 < self.eval_split < 1.0:
+                raise ValueError(
+                    f"eval_split is the share of the train file's rows held out, in (0, 1), e.g. 0.01; got "
+                    f"{self.eval_split}"
+                )
+            if self.eval_file:
+                raise ValueError(
+                    f"eval_split {self.eval_split} and eval_file {self.eval_file}: evaluate on one of them; "
+                    '--eval-file "" turns the eval file off'
+                )
 
 
-__all__ = ["TrainConfig"]
+__all__ = ["AUTO", "SAMPLE_EVAL_FILE", "SAMPLE_TRAIN_FILE", "TrainConfig", "is_sample_train_file"]

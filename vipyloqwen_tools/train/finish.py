@@ -3,7 +3,8 @@
 :func:`finish_run` is the last step of :func:`vipyloqwen_tools.train.run.train`. Every process takes part (the
 evaluation's encode calls and the weight gathering under FSDP2 / DeepSpeed ZeRO-3 are collectives); only the main
 process writes ``final/`` (a Hub-layout checkpoint, :func:`vipyloqwen_tools.checkpoint.export.save_checkpoint`),
-``training_curves.png``, ``log_history.json`` and ``train_config.json``.
+``training_curves.png``, ``log_history.json`` and ``train_config.json`` (the settings used, the inference limits
+exported and the training limits, rows per dataset, the evaluation source).
 
 Example::
 
@@ -26,9 +27,9 @@ from vipyloqwen_tools.train import distributed, resume_check
 from vipyloqwen_tools.train.arguments import RunSetup
 from vipyloqwen_tools.train.config import TrainConfig
 from vipyloqwen_tools.train.curves import plot_history
-from vipyloqwen_tools.train.model import ST_BACKBONE_PREFIX
+from vipyloqwen_tools.train.model import ST_BACKBONE_PREFIX, limits_record
 from vipyloqwen_tools.train.run_data import RunData
-from vipyloqwen_tools.train.trainer import ViPyloQwenTrainer
+from vipyloqwen_tools.train.trainer import ViPyloQwenTrainer, export_limits
 
 logger = logging.getLogger("vipyloqwen.train")
 
@@ -71,7 +72,8 @@ def finish_run(
         state_dict = distributed.full_state_dict(model, prefix=ST_BACKBONE_PREFIX)
     if trainer.is_world_process_zero():
         output_dir = run.output_dir
-        final_dir = save_checkpoint(model[0].model, model[0].processor, output_dir / "final", state_dict=state_dict)
+        with export_limits(model):  # the base's inference limits, whatever the run trained at
+            final_dir = save_checkpoint(model[0].model, model[0].processor, output_dir / "final", state_dict=state_dict)
         result["final_dir"] = str(final_dir)
         result["plot"] = str(plot_history(trainer.state.log_history, output_dir / "training_curves.png"))
         with open(output_dir / "log_history.json", "w", encoding="utf-8") as handle:
@@ -79,6 +81,10 @@ def finish_run(
         used = resume_check.used_config(
             config, run.precision, getattr(model, "vipyloqwen_attention", None), trainer, data.settings
         )
+        # What a model card reports: the limits exported and trained at, the rows per dataset, the eval source.
+        used["limits"] = limits_record(config, model)
+        used["rows"] = {"per_dataset": data.settings["settings"]["task_mix"], **result["rows"]}
+        used["evaluation"] = {"source": data.evaluation.source, "held_out": data.evaluation.held_out}
         with open(output_dir / "train_config.json", "w", encoding="utf-8") as handle:
             json.dump(used, handle, indent=1)
         logger.info("exported %s; curves %s", final_dir, result["plot"])

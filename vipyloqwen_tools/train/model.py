@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from sentence_transformers import SentenceTransformer
 
+from vipyloqwen_tools.checkpoint.limits import InferenceLimits
 from vipyloqwen_tools.plan.planner import check_training_memory
 from vipyloqwen_tools.train.arguments import RunSetup
 from vipyloqwen_tools.train.config import TrainConfig
@@ -67,23 +68,41 @@ def build_tiny(out: Path, seed: int = 0) -> Path:
     return out
 
 
+def training_limits(config: TrainConfig, base: InferenceLimits) -> InferenceLimits:
+    """The limits the run trains at: ``max_length`` text tokens and ``max_image_tokens`` per image (default: the
+    base's image budget)."""
+    max_image = config.max_image_tokens or base.max_image_tokens
+    return InferenceLimits(config.max_length, max_image, min(base.min_image_tokens, max_image))
+
+
+def limits_record(config: TrainConfig, model: SentenceTransformer) -> dict[str, dict[str, int]]:
+    """``train_config.json``'s ``limits``: ``inference`` (the base's, which every export keeps) and ``training``
+    (what the run trained at)."""
+    base = model.vipyloqwen_limits
+    return {"inference": base.as_dict(), "training": training_limits(config, base).as_dict()}
+
+
 def load_model(config: TrainConfig, precision: str) -> SentenceTransformer:
-    """Load the checkpoint with the chosen attention and dtype (weights stay fp32; autocast does bf16)."""
+    """Load the checkpoint with the chosen attention and dtype (weights stay fp32; autocast does bf16).
+
+    The processor trains at the run's limits (:func:`training_limits`); ``model.vipyloqwen_limits`` keeps the
+    checkpoint's own (its inference limits), which every export writes back."""
     path = config.model
     if path == "tiny":
         path = str(build_tiny(Path(config.output_dir) / "init-tiny"))
     attention, reason = pick_attention(config.attn_implementation, precision)
     logger.info("attention: %s (%s)", attention, reason)
-    processor_kwargs = {"max_image_tokens": config.max_image_tokens} if config.max_image_tokens else {}
     model = SentenceTransformer(
         path,
         trust_remote_code=True,
         device="cuda" if torch.cuda.is_available() else "cpu",
         model_kwargs={"attn_implementation": attention, "dtype": torch.float32},
-        processor_kwargs=processor_kwargs,
     )
-    model.max_seq_length = config.max_length
     model.vipyloqwen_attention = attention
+    # The base's inference limits, kept for every export (checkpoint/limits.py); the run trains at its own.
+    processor = model[0].processor
+    model.vipyloqwen_limits = InferenceLimits.of_processor(processor)
+    training_limits(config, model.vipyloqwen_limits).set_on(processor)
     # accelerate 1.15's FSDP2 preparation takes the last child whose class name contains "Norm" under
     # `model.<base_model_prefix>` (the model itself when unset) as the final norm and shards it: here that is ST's
     # parameter-free Normalize module, and fully_shard fails ("object layout differs from 'Normalize'"). Point it at
@@ -108,4 +127,12 @@ def prepare_model(config: TrainConfig, run: RunSetup) -> SentenceTransformer:
     return model
 
 
-__all__ = ["ST_BACKBONE_PREFIX", "build_tiny", "load_model", "pick_attention", "prepare_model"]
+__all__ = [
+    "ST_BACKBONE_PREFIX",
+    "build_tiny",
+    "limits_record",
+    "load_model",
+    "pick_attention",
+    "prepare_model",
+    "training_limits",
+]

@@ -254,7 +254,7 @@ def used_config(config, precision: str, attention: str | None, trainer, settings
     used = dataclasses.asdict(config)
     if used["precision"] != precision:
         used["precision_requested"], used["precision"] = used["precision"], precision
-    if not (config.eval_file and config.eval_steps):
+    if not ((config.eval_file or config.eval_split) and config.eval_steps):
         used["eval_steps"] = None
     if not (config.resume or config.resume_from):
         used["accept_changes"] = None

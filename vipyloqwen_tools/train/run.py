@@ -22,6 +22,7 @@ from vipyloqwen_tools.train.arguments import open_run
 from vipyloqwen_tools.train.config import TrainConfig
 from vipyloqwen_tools.train.finish import finish_run
 from vipyloqwen_tools.train.model import prepare_model
+from vipyloqwen_tools.train.progress import quiet_library_bars
 from vipyloqwen_tools.train.resume_check import resume_point
 from vipyloqwen_tools.train.run_data import prepare_run_data
 from vipyloqwen_tools.train.trainer import build_trainer
@@ -42,6 +43,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     logs, rejects; each process adds its own ``rng_state_<rank>.pth`` to a checkpoint, as transformers does).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    quiet_library_bars()  # off a terminal: a log file gets lines, not carriage returns (train/progress.py)
     run = open_run(config)  # precision, trainer arguments (the process group), trace, output folder
     data = prepare_run_data(config, run)  # validated once, per-task datasets with row ids, prompts, settings
     model = prepare_model(config, run)  # loaded, Matryoshka widths, gradient checkpointing, memory plan checked

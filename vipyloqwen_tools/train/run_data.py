@@ -1,5 +1,6 @@
 """The data of a run, ready for the trainer: per-task datasets (validated once, prepared by the main process
-first), the bad-row guard, the prompts, the run-defining settings a checkpoint records, row ids on every row.
+first), the bad-row guard, the evaluation data (an eval file, a held-out split or none), the prompts, the
+run-defining settings a checkpoint records, row ids on every row.
 
 Example::
 
@@ -19,6 +20,7 @@ from vipyloqwen_tools.train import distributed, resume_check
 from vipyloqwen_tools.train.arguments import RunSetup
 from vipyloqwen_tools.train.bad_rows import BadRowGuard
 from vipyloqwen_tools.train.config import TrainConfig
+from vipyloqwen_tools.train.eval_data import EvalData, choose_eval_data
 from vipyloqwen_tools.train.prepare import REJECTS_FILE, prepare_data, training_prompts
 from vipyloqwen_tools.train.trace import add_row_ids
 
@@ -27,12 +29,14 @@ from vipyloqwen_tools.train.trace import add_row_ids
 class RunData:
     """``datasets``: a DatasetDict, one dataset per task (with row ids); ``report``: the train file's validation
     report; ``row_guard``: rows unreadable at batch time; ``settings``: what every checkpoint records
-    (:func:`vipyloqwen_tools.train.resume_check.run_settings`)."""
+    (:func:`vipyloqwen_tools.train.resume_check.run_settings`); ``evaluation``: the eval rows and where they come
+    from (:mod:`.eval_data`)."""
 
     datasets: Any
     report: ValidationReport
     row_guard: BadRowGuard
     settings: dict[str, Any]
+    evaluation: EvalData = dataclasses.field(default_factory=lambda: EvalData(None, "none"))
 
 
 def prepare_run_data(config: TrainConfig, run: RunSetup) -> RunData:
@@ -41,10 +45,13 @@ def prepare_run_data(config: TrainConfig, run: RunSetup) -> RunData:
     name the rows of a batch)."""
     datasets, report = distributed.prepare_data_once(config, run.args, prepare_data)
     row_guard = BadRowGuard(report, config.train_file, run.output_dir / REJECTS_FILE, skip=config.skip_bad_rows)
+    # Row ids first: they stay the rows' indices in the file's datasets when --eval-split takes rows out.
+    datasets, evaluation = choose_eval_data(config, add_row_ids(datasets))
+    row_guard.held_out = sum(evaluation.held_out.values())
     distributed.check_task_grouping(datasets, config.per_device_train_batch_size, run.args.world_size)
     run.args.prompts = training_prompts(datasets.keys(), config.prefix_documents)
     settings = resume_check.run_settings(config, datasets, run.args.world_size, run.precision)
-    return RunData(datasets=add_row_ids(datasets), report=report, row_guard=row_guard, settings=settings)
+    return RunData(datasets, report, row_guard, settings, evaluation)
 
 
 __all__ = ["RunData", "prepare_run_data"]

@@ -10,11 +10,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 
 import torch
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+from transformers import PrinterCallback, ProgressCallback
+from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
 
 from configuration_vipyloqwen import TASKS
 from vipyloqwen_tools.train import distributed
@@ -25,8 +29,21 @@ from vipyloqwen_tools.train.evaluation import ViPyloQwenEvaluator
 from vipyloqwen_tools.train.guard import NonFiniteGuardMixin
 from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 from vipyloqwen_tools.train.model import ST_BACKBONE_PREFIX
+from vipyloqwen_tools.train.progress import RunProgress
 from vipyloqwen_tools.train.run_data import RunData
 from vipyloqwen_tools.train.sampler import TaskGroupedBatchSampler
+
+
+@contextlib.contextmanager
+def export_limits(model: SentenceTransformer) -> Iterator[None]:
+    """The base model's inference limits on the model's processor while a checkpoint is written
+    (:mod:`vipyloqwen_tools.checkpoint.limits`); the run's training limits before and after."""
+    limits = getattr(model, "vipyloqwen_limits", None)
+    if limits is None:  # a model not loaded by train.model.load_model: its limits are its own
+        yield
+        return
+    with limits.applied(model[0].processor):
+        yield
 
 
 class ViPyloQwenTrainer(NonFiniteGuardMixin, AtomicCheckpointsMixin, SentenceTransformerTrainer):
@@ -92,6 +109,11 @@ class ViPyloQwenTrainer(NonFiniteGuardMixin, AtomicCheckpointsMixin, SentenceTra
         """
         if not self.args.should_save:
             return
+        # Every checkpoint keeps the base's inference limits, not the shorter ones the run trains at.
+        with export_limits(self.model):
+            self._save_files(output_dir, state_dict)
+
+    def _save_files(self, output_dir: str | None, state_dict) -> None:
         if state_dict is None:
             return super()._save(output_dir, state_dict)
         from transformers.trainer import TRAINING_ARGS_NAME
@@ -182,7 +204,8 @@ class ViPyloQwenTrainer(NonFiniteGuardMixin, AtomicCheckpointsMixin, SentenceTra
 def build_trainer(
     config: TrainConfig, run: RunSetup, model: SentenceTransformer, data: RunData, callbacks: list | None = None
 ) -> ViPyloQwenTrainer:
-    """The run's trainer: the router loss bound to each task's dataset, the held-out evaluator (when ``eval_file``),
+    """The run's trainer: the router loss bound to each task's dataset, the held-out evaluator (an eval file or
+    ``--eval-split``),
     the trace and bad-row guard, the non-finite guard's policy; checked for a consistent launch."""
     router = ViPyloQwenRouterLoss(
         model,
@@ -197,9 +220,9 @@ def build_trainer(
         mini_batch_size=config.cached_mini_batch_size,
     )
     evaluator = None
-    if config.eval_file:
-        evaluator = ViPyloQwenEvaluator.from_file(
-            config.eval_file, batch_size=config.eval_batch_size, prefix_documents=config.prefix_documents
+    if data.evaluation.rows is not None:  # an eval file, a held-out split of the train file, or none (eval_data.py)
+        evaluator = ViPyloQwenEvaluator(
+            data.evaluation.rows, batch_size=config.eval_batch_size, prefix_documents=config.prefix_documents
         )
     trainer = ViPyloQwenTrainer(
         model=model,
@@ -211,10 +234,14 @@ def build_trainer(
         row_guard=data.row_guard,
         callbacks=callbacks,
     )
+    # transformers' progress bar with step numbers in the log lines, readable in a log file (train/progress.py)
+    for default in (PrinterCallback, ProgressCallback, DEFAULT_PROGRESS_CALLBACK):
+        trainer.remove_callback(default)
+    trainer.add_callback(RunProgress())
     trainer.configure_guard(config.nonfinite_policy, config.max_nonfinite_steps, config.nonfinite_window)
     distributed.check_launch(trainer)
     trainer.run_settings = data.settings
     return trainer
 
 
-__all__ = ["ViPyloQwenTrainer", "build_trainer"]
+__all__ = ["ViPyloQwenTrainer", "build_trainer", "export_limits"]
