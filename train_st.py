@@ -5,7 +5,7 @@
     python train_st.py --config configs/tiny-cpu.yaml --resume               # continue from the last checkpoint
     python train_st.py validate data/sample/train.jsonl                      # per-task counts + every bad line
     python train_st.py validate big.jsonl --num-proc 32 --cache-dir runs/2b/.data-cache   # validate once, train reuses
-    python train_st.py plan --config configs/vipyloqwen-2b.yaml --architecture qwen2-vl-2b \
+    python train_st.py plan --config configs/vipyloqwen-2b.yaml --architecture qwen2-vl-2b \\
         --accelerate-config configs/accelerate/fsdp-4gpu.yaml --device-memory-gb 94   # predicted peak memory per GPU
     accelerate launch --config_file configs/accelerate/fsdp-4gpu.yaml train_st.py --config configs/vipyloqwen-2b.yaml
 
@@ -32,10 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vipyloqwen_tools.checkpoint.finite import NonFiniteWeightsError  # noqa: E402
 from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source, report  # noqa: E402
-from vipyloqwen_tools.data import DataError, validate_file, write_rejects  # noqa: E402
+from vipyloqwen_tools.data import (  # noqa: E402
+    IMAGE_PATH_RULE,
+    DataError,
+    image_folder,
+    validate_file,
+    write_rejects,
+)
 from vipyloqwen_tools.plan.planner import MemoryPlanError  # noqa: E402
 from vipyloqwen_tools.train.checkpoints import CheckpointSaveError, NoCompleteCheckpointError  # noqa: E402
 from vipyloqwen_tools.train.config import TrainConfig  # noqa: E402
+from vipyloqwen_tools.train.flag_help import HELP  # noqa: E402
 from vipyloqwen_tools.train.guard import NonFiniteTrainingError  # noqa: E402
 from vipyloqwen_tools.train.resume_check import ResumeMismatchError  # noqa: E402
 from vipyloqwen_tools.train.run import train  # noqa: E402
@@ -61,17 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         kind = _flag_type(field)
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        help_text = f"{HELP[field.name]} (default: {default!r})".replace("%", "%%")
         if kind == "bool":
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(
+                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            help_text = "JSON value" if kind is json.loads else None
             parser.add_argument(flag, dest=field.name, type=kind, default=None, help=help_text)
     return parser
 
 
 def validate_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="train_st.py validate", description="Check every line of JSONL files.")
-    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("files", nargs="+", type=Path, help="JSONL files in the training schema (docs/training.md)")
+    parser.add_argument(
+        "--image-root",
+        type=Path,
+        default=None,
+        help="folder relative image paths are read from (default: each JSONL file's own folder); train with the "
+        "same --image-root",
+    )
     parser.add_argument("--no-check-images", action="store_true", help="skip opening the images")
     parser.add_argument("--num-proc", type=int, default=None, help="worker processes (default: the machine's cores)")
     parser.add_argument(
@@ -87,12 +104,17 @@ def validate_main(argv: list[str]) -> int:
     for path in args.files:
         try:
             report = validate_file(
-                path, check_images=not args.no_check_images, num_proc=args.num_proc, cache_dir=args.cache_dir
+                path,
+                check_images=not args.no_check_images,
+                num_proc=args.num_proc,
+                cache_dir=args.cache_dir,
+                image_root=args.image_root,
             )
         except (DataError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         print(report.summary())
+        print(f"images: relative paths read from {image_folder(path, args.image_root)} ({IMAGE_PATH_RULE})")
         print(report.check_invariant() + (" (from the validate-once cache)" if report.cached else ""))
         if args.rejects is not None and report.bad:
             print(f"bad lines written to {write_rejects(report, args.rejects)}")

@@ -16,7 +16,7 @@ Rows (field names of vipyloqwen_tools/data.py): ``task`` (registry key or prefix
 ``positive`` (a string, or {"text": str, "images": [path, ...], "turns": [{"role", "content"}, ...]}),
 optional ``negative`` (same shape), ``score`` in [0, 1] (required for text_pair), optional ``id``. Image
 paths are relative to the JSONL file's folder (or absolute). A malformed line stops the run with its line
-number (``--skip-bad-lines`` lists them and goes on).
+number (``--skip-bad-rows``, the flag training uses, lists them and goes on; ``--skip-bad-lines`` is its old name).
 
 Example::
 
@@ -85,18 +85,25 @@ def _as_side(side: dict[str, Any] | None) -> Side | None:
     return None if side is None else Side(text=side["text"], images=tuple(side["images"]))
 
 
-def read_jsonl(path: str | Path, skip_bad_lines: bool = False) -> tuple[list[Row], list[tuple[int, str]]]:
-    """Parse every non-blank line with the training schema's parser (``vipyloqwen_tools.data``).
+def read_jsonl(
+    path: str | Path,
+    skip_bad_rows: bool = False,
+    image_root: str | Path | None = None,
+    skip_bad_lines: bool | None = None,
+) -> tuple[list[Row], list[tuple[int, str]]]:
+    """Parse every non-blank line with the training schema's parser (``vipyloqwen_tools.data``); relative image
+    paths are read from ``image_root`` (default: the file's folder).
 
     Returns (rows, bad lines as (line number, reason)). Raises JsonlError naming every bad line unless
-    ``skip_bad_lines``.
+    ``skip_bad_rows`` (``skip_bad_lines``: its old name).
     """
+    skip_bad_rows = skip_bad_rows or bool(skip_bad_lines)
     path = Path(path)
     if not path.is_file():
         raise JsonlError(f"{path}: no such file")
     rows: list[Row] = []
     bad: list[tuple[int, str]] = []
-    for number, _raw, row, error in iter_file(path):
+    for number, _raw, row, error in iter_file(path, image_root=image_root):
         if error is not None:
             bad.append((number, error))
             continue
@@ -111,10 +118,10 @@ def read_jsonl(path: str | Path, skip_bad_lines: bool = False) -> tuple[list[Row
                 id=row["id"],
             )
         )
-    if bad and not skip_bad_lines:
+    if bad and not skip_bad_rows:
         listed = "\n".join(f"  {path}:{n}: {reason}" for n, reason in bad[:50])
         more = f"\n  ... {len(bad) - 50} more" if len(bad) > 50 else ""
-        raise JsonlError(f"{len(bad)} bad line(s) in {path}:\n{listed}{more}")
+        raise JsonlError(f"{len(bad)} bad line(s) in {path} (--skip-bad-rows evaluates the rest):\n{listed}{more}")
     if not rows:
         raise JsonlError(f"{path}: no usable rows")
     return rows, bad
@@ -290,7 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--positive-threshold", type=float, default=0.5, help="text_pair score for a retrieval match")
     parser.add_argument("--prefix-documents", action="store_true", help="prefix documents with the task token too")
-    parser.add_argument("--skip-bad-lines", action="store_true", help="report malformed lines and go on")
+    parser.add_argument(
+        "--skip-bad-rows",
+        "--skip-bad-lines",  # the old name, kept as an alias
+        dest="skip_bad_rows",
+        action="store_true",
+        help="list the bad lines and evaluate the rest (the flag train_st.py uses; --skip-bad-lines is its old name)",
+    )
+    parser.add_argument(
+        "--image-root", help="folder relative image paths are read from (default: the JSONL file's folder)"
+    )
     parser.add_argument("--device", help="torch device")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -304,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.batch_size < 1:
             raise JsonlError("--batch-size must be >= 1")
-        rows, bad = read_jsonl(args.data, args.skip_bad_lines)
+        rows, bad = read_jsonl(args.data, args.skip_bad_rows, args.image_root)
         for number, reason in bad:
             print(f"skipped {args.data}:{number}: {reason}", file=sys.stderr)
         source = resolve_model_source(args.model)

@@ -7,6 +7,7 @@ Schema: one JSON object per line.
     task      required  registry key or its prefix: text_pair | instr | ocr | vqa_multi | vqa_single
                         (or "<text_pair>", "<ocr>", ...)
     query     required  the anchor side: a string, or {"text": str, "images": [path, ...], "turns": [...]}
+                        ("image", the key of Sentence-Transformers' dicts, is read as "images")
     positive  required  the document side: a string, or {"text": str, "images": [path, ...]}
     negative  optional  an explicit hard negative, same shape as positive
     score     number in [0, 1]; required for text_pair (graded similarity), optional elsewhere
@@ -15,8 +16,8 @@ Schema: one JSON object per line.
     "turns" (instr, vqa_multi): the earlier turns, [{"role": "user" | "assistant", "content": str}, ...],
     serialised before "text" as "user: ...\\nassistant: ...\\n" lines (a multi-turn instruction or the
     dialogue history of a multi-turn VQA). Images: 1-5 per side, paths relative to the JSONL file's
-    folder (or absolute). ocr / vqa_single / vqa_multi need at least one query image; text_pair and
-    instr take text only.
+    folder (or absolute; ``image_root`` / ``--image-root`` reads relative paths from another folder).
+    ocr / vqa_single / vqa_multi need at least one query image; text_pair and instr take text only.
 
 Example lines::
 
@@ -55,12 +56,14 @@ from vipyloqwen_tools.data.lines import decode_line, escape_bytes, iter_raw_line
 from vipyloqwen_tools.data.report import BadLine, Duplicates, ValidationReport, write_rejects
 from vipyloqwen_tools.data.scan import scan_file
 from vipyloqwen_tools.data.schema import (
+    IMAGE_PATH_RULE,
     IMAGE_TASKS,
     ROLES,
     SIDES,
     TEXT_ONLY_TASKS,
     DataError,
     check_row,
+    image_folder,
     parse_line,
     verify_image,
 )
@@ -74,15 +77,17 @@ def default_cache_dir() -> Path:
 
 
 def iter_file(
-    path: str | os.PathLike, check_images: bool = True
+    path: str | os.PathLike, check_images: bool = True, image_root: str | os.PathLike | None = None
 ) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None]]:
     """Yield ``(line_number, raw, row, error)`` for every non-blank line, in order; exactly one of row/error is set.
+
+    Relative image paths are read from ``image_root`` (default: the file's folder).
 
     Serial and lossless (see :mod:`vipyloqwen_tools.data.lines`): a line that is not UTF-8 comes back as an error
     with its raw bytes escaped, and the reading goes on. Each distinct image is verified once per call.
     """
     path = Path(path)
-    root = str(path.resolve().parent)
+    root = image_folder(path, image_root)
     verdicts: dict[str, str | None] = {}
 
     def image_check(image: str) -> str | None:
@@ -108,8 +113,12 @@ def validate_file(
     check_images: bool = True,
     num_proc: int | None = None,
     cache_dir: str | os.PathLike | None = None,
+    image_root: str | os.PathLike | None = None,
 ) -> ValidationReport:
     """Check every line of a JSONL file; returns per-task counts, every bad line (number + reason), duplicates.
+
+    Relative image paths are read from ``image_root`` (default: the file's folder); a missing image's error names
+    the path looked at.
 
     ``num_proc`` worker processes (default: the machine's cores; small files are read in this process). With a
     ``cache_dir`` the per-task Arrow datasets are built in the same pass and the report and datasets are cached
@@ -121,8 +130,10 @@ def validate_file(
         >>> print(report.summary())
     """
     if cache_dir is not None:
-        return prepare_task_datasets(path, cache_dir, num_proc=num_proc, check_images=check_images)[1]
-    return scan_file(path, num_proc=num_proc, check_images=check_images)[0]
+        return prepare_task_datasets(
+            path, cache_dir, num_proc=num_proc, check_images=check_images, image_root=image_root
+        )[1]
+    return scan_file(path, num_proc=num_proc, check_images=check_images, image_root=image_root)[0]
 
 
 def load_task_datasets(
@@ -157,18 +168,21 @@ def load_task_datasets(
     return datasets
 
 
-def load_eval_rows(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
+def load_eval_rows(
+    path: str | os.PathLike, image_root: str | os.PathLike | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """The rows of an eval JSONL file grouped by task (normalised; raises DataError listing bad lines)."""
-    report = validate_file(path, num_proc=1)
+    report = validate_file(path, num_proc=1, image_root=image_root)
     if report.bad:
         raise DataError(f"eval file has bad lines:\n{report.summary()}")
     rows: dict[str, list[dict[str, Any]]] = {}
-    for _, _, row, _ in iter_file(path, check_images=False):
+    for _, _, row, _ in iter_file(path, check_images=False, image_root=image_root):
         rows.setdefault(row["task"], []).append(row)
     return rows
 
 
 __all__ = [
+    "IMAGE_PATH_RULE",
     "IMAGE_TASKS",
     "ROLES",
     "SIDES",
@@ -178,6 +192,7 @@ __all__ = [
     "Duplicates",
     "ValidationReport",
     "default_cache_dir",
+    "image_folder",
     "iter_file",
     "load_eval_rows",
     "load_task_datasets",

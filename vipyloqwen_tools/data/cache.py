@@ -60,10 +60,14 @@ def fingerprint(path: str | os.PathLike, threads: int | None = None) -> dict[str
     return {**stat_key(path), "content_hash": file_content_hash(Path(path).resolve(), threads)}
 
 
-def cache_entry(cache_dir: str | os.PathLike, path: str | os.PathLike, check_images: bool) -> tuple[Path, dict]:
-    """The entry name prefix ``<cache_dir>/<name>-<stat key>`` of a file and the stat key it stands for."""
+def cache_entry(
+    cache_dir: str | os.PathLike, path: str | os.PathLike, check_images: bool, image_root: str | None = None
+) -> tuple[Path, dict]:
+    """The entry name prefix ``<cache_dir>/<name>-<stat key>`` of a file and the stat key it stands for (an
+    ``image_root`` is part of it: the same lines name other images)."""
     key = stat_key(path)
-    text = json.dumps({**key, "check_images": check_images, "version": CACHE_VERSION}, sort_keys=True)
+    root = {"image_root": os.path.abspath(image_root)} if image_root else {}
+    text = json.dumps({**key, **root, "check_images": check_images, "version": CACHE_VERSION}, sort_keys=True)
     name = f"{Path(key['path']).stem}-{hashlib.blake2b(text.encode(), digest_size=8).hexdigest()}"
     return Path(cache_dir) / name, key
 
@@ -129,8 +133,11 @@ def prepare_task_datasets(
     cache_dir: str | os.PathLike,
     num_proc: int | None = None,
     check_images: bool = True,
+    image_root: str | os.PathLike | None = None,
 ):
     """``(DatasetDict, ValidationReport)`` for a JSONL file, from the cache or built once (then cached).
+
+    Relative image paths are read from ``image_root`` (default: the file's folder).
 
     The datasets hold the good rows only; the report says what was left out and why (the caller refuses bad rows
     or writes them to a rejects file). ``num_proc`` workers build a missing entry (default: the machine's cores).
@@ -140,7 +147,7 @@ def prepare_task_datasets(
         raise FileNotFoundError(f"data file not found: {path}")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    prefix, key = cache_entry(cache_dir, path, check_images)
+    prefix, key = cache_entry(cache_dir, path, check_images, str(image_root) if image_root else None)
     if (entry := _matching(prefix, path, num_proc)) is not None:
         return _load(entry, path)
     with _locked(prefix.with_name(prefix.name + ".lock")):
@@ -152,7 +159,9 @@ def prepare_task_datasets(
         tmp.mkdir()
         began = time.perf_counter()
         try:
-            report, rows = scan_file(path, num_proc=num_proc, check_images=check_images, work=tmp, arrow=True)
+            report, rows = scan_file(
+                path, num_proc=num_proc, check_images=check_images, work=tmp, arrow=True, image_root=image_root
+            )
             if stat_key(path) != key:
                 raise DataError(f"{path} changed while it was being validated; run again on a file at rest")
             entry = prefix.with_name(f"{prefix.name}-{report.content_hash[:16]}")

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from configuration_vipyloqwen import TASKS
-from vipyloqwen_tools.data.schema import DataError
+from vipyloqwen_tools.data.schema import SCORE_RANGE_ERROR, DataError
 
 MAX_PAIRS = 10  # duplicate line pairs kept in a report (the counts are exact)
+_SCORE_OUT = re.compile("^" + re.escape(SCORE_RANGE_ERROR).replace(re.escape("{score}"), r"(\S+)") + "$")
 
 
 @dataclass
@@ -111,7 +113,19 @@ class ValidationReport:
             out.append(f"  line {line.line}: {line.reason}")
         if len(shown) < bad:
             out.append(f"  ... {bad - len(shown)} more bad lines")
+        out += [f"  hint: {hint}" for hint in self.hints()]
         return "\n".join(out)
+
+    def hints(self) -> list[str]:
+        """What the bad lines suggest about the whole file: scores on a 0-5 scale."""
+        scores = [float(match.group(1)) for line in self.bad if (match := _SCORE_OUT.match(line.reason))]
+        if scores and all(1.0 < score <= 5.0 for score in scores):
+            # The other scores passed, so they are in [0, 1]: every score of the file lies in [0, 5].
+            return [
+                f"{len(scores)} score(s) above 1 and every score of the file lies in [0, 5]: a 0-5 scale (as STS "
+                "data uses)? Rescale the scores to [0, 1] (score / 5) and validate again"
+            ]
+        return []
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -40,7 +40,7 @@ from vipyloqwen_tools.data.lines import (
     split_ranges,
 )
 from vipyloqwen_tools.data.report import MAX_PAIRS, BadLine, Duplicates, ValidationReport
-from vipyloqwen_tools.data.schema import DataError, check_row, row_images, verify_image
+from vipyloqwen_tools.data.schema import DataError, check_row, image_folder, row_images, verify_image
 
 logger = logging.getLogger(__name__)
 BUCKET_BITS = 4  # duplicate hashes are merged in 2**BUCKET_BITS buckets: the main process holds one at a time
@@ -191,8 +191,11 @@ def scan_file(
     check_images: bool = True,
     work: str | os.PathLike | None = None,
     arrow: bool = False,
+    image_root: str | os.PathLike | None = None,
 ) -> tuple[ValidationReport, dict[str, int]]:
     """Validate every line of ``path`` with ``num_proc`` workers (default: the machine's cores).
+
+    Relative image paths are read from ``image_root`` (default: the file's folder).
 
     With ``arrow`` the good rows are written under ``work/arrow`` (see :func:`open_task_datasets`); ``work`` also
     holds the duplicate hashes (a temporary folder when None). Returns the report and the rows written per
@@ -214,7 +217,7 @@ def scan_file(
     with tempfile.TemporaryDirectory(prefix="vipyloqwen-scan-") as scratch:
         work_dir = Path(work) if work is not None else Path(scratch)
         jobs = [
-            RangeJob(str(path), str(path.parent), i, a, b, str(work_dir), arrow, check_images, size=size)
+            RangeJob(str(path), image_folder(path, image_root), i, a, b, str(work_dir), arrow, check_images, size=size)
             for i, (a, b) in enumerate(ranges)
         ]
         pool = _executor(min(workers, len(jobs)))

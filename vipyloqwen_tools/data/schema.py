@@ -58,10 +58,22 @@ def verify_image(path: str) -> str | None:
     return None
 
 
-def _image_error(side: str, image: str, reason: str) -> ValueError:
+# The reason of a score out of range; the report reads the scores back from it (the 0-5 scale hint).
+SCORE_RANGE_ERROR = "score {score} outside [0, 1]"
+# Where a relative image path is read from: said in every missing-image error (with the path looked at).
+IMAGE_PATH_RULE = "a relative image path is read from the JSONL file's folder, or from --image-root DIR"
+
+
+def image_folder(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> str:
+    """The folder the relative image paths of the JSONL file ``path`` are read from: ``image_root`` when given,
+    else the file's own folder (absolute)."""
+    return os.path.abspath(image_root) if image_root else str(Path(path).resolve().parent)
+
+
+def _image_error(side: str, image: str, path: str, reason: str) -> ValueError:
     if reason == "missing":
-        return ValueError(f"{side}: missing image {image!r}")
-    return ValueError(f"{side}: unreadable image {image!r}: {reason.removeprefix('unreadable: ')}")
+        return ValueError(f"{side}: missing image {image!r}: no file {path} ({IMAGE_PATH_RULE})")
+    return ValueError(f"{side}: unreadable image {image!r} ({path}): {reason.removeprefix('unreadable: ')}")
 
 
 def _turns_text(turns: Any, side: str, text: str | None) -> str:
@@ -85,9 +97,13 @@ def parse_side(value: Any, side: str, task: str, root: str, image_check: ImageCh
         value = {"text": value}
     if not isinstance(value, dict):
         raise ValueError(f"{side}: expected a string or an object, got {type(value).__name__}")
-    unknown = set(value) - {"text", "images", "turns"}
+    unknown = set(value) - {"text", "images", "image", "turns"}
     if unknown:
-        raise ValueError(f"{side}: unknown field(s) {sorted(unknown)}; valid: text, images, turns")
+        raise ValueError(f"{side}: unknown field(s) {sorted(unknown)}; valid: text, images (or image), turns")
+    if "image" in value:  # Sentence-Transformers' dict key, read as the schema's "images"
+        if "images" in value:
+            raise ValueError(f"{side}: both 'images' and 'image': give the image paths once, as 'images'")
+        value = {**value, "images": value["image"]}
     text = value.get("text")
     if text is not None and not isinstance(text, str):
         raise ValueError(f"{side}.text: expected a string, got {type(text).__name__}")
@@ -109,7 +125,7 @@ def parse_side(value: Any, side: str, task: str, root: str, image_check: ImageCh
         # normpath, not Path.resolve: no syscall per image (11M rows), same absolute path without symlinks.
         path = os.path.normpath(image if os.path.isabs(image) else os.path.join(root, image))
         if image_check is not None and (reason := image_check(path)) is not None:
-            raise _image_error(side, image, reason)
+            raise _image_error(side, image, path, reason)
         resolved.append(path)
     if (text is None or not text.strip()) and not resolved:
         raise ValueError(f"{side}: empty text and no image")
@@ -151,7 +167,7 @@ def parse_row(text: str, root: str, image_check: ImageCheck | None = None) -> di
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             raise ValueError(f"score must be a number in [0, 1], got {score!r}")
         if not 0.0 <= score <= 1.0:
-            raise ValueError(f"score {score} outside [0, 1]")
+            raise ValueError(SCORE_RANGE_ERROR.format(score=score))
     negative = row.get("negative")
     return {
         "task": task,
@@ -189,6 +205,8 @@ def parse_line(raw: str, root: Path | str, check_images: bool = True) -> dict[st
 
 
 __all__ = [
+    "IMAGE_PATH_RULE",
+    "SCORE_RANGE_ERROR",
     "IMAGE_TASKS",
     "ROLES",
     "ROW_FIELDS",
@@ -196,6 +214,7 @@ __all__ = [
     "TEXT_ONLY_TASKS",
     "DataError",
     "check_row",
+    "image_folder",
     "parse_line",
     "parse_row",
     "parse_side",

@@ -4,7 +4,8 @@ Schema::
 
     id        required  a non-empty string, unique in the db
     text      optional  the item's text (a typed task prefix such as "<ocr> ..." selects the task too)
-    images    optional  1-5 image paths, relative to the items file's folder (or absolute)
+    images    optional  1-5 image paths, relative to the items file's folder (or absolute); "image" (the key
+                        Sentence-Transformers' dicts use) is read the same way
     task      optional  a registry key or its prefix token (default: --task, else none)
     ...       any other key is metadata: stored with the item (a JSON column) and returned by search
 
@@ -31,7 +32,7 @@ from typing import Any
 
 from configuration_vipyloqwen import MAX_IMAGES_PER_ITEM, resolve_task
 
-RESERVED_KEYS = ("id", "text", "images", "task")
+RESERVED_KEYS = ("id", "text", "images", "image", "task")  # "image" (Sentence-Transformers' key) = "images"
 
 
 @dataclass
@@ -60,7 +61,9 @@ def parse_item(raw: str, line: int, root: Path, default_task: str | None = None)
     text = row.get("text")
     if text is not None and not isinstance(text, str):
         raise ValueError(f"'text' must be a string, got {type(text).__name__}")
-    images = row.get("images")
+    if "image" in row and "images" in row:
+        raise ValueError("has both 'images' and 'image': give the image paths once, as 'images'")
+    images = row.get("images", row.get("image"))
     if images is None:
         images = []
     elif isinstance(images, str):

@@ -599,10 +599,12 @@ def profile_data(
     min_image_tokens: int = DEFAULT_MIN_IMAGE_TOKENS,
     max_rows: int | None = None,
     chunk: int = 2048,
+    image_root: str | os.PathLike | None = None,
 ) -> DataProfile:
     """Lengths of every good row of a training JSONL file: text tokens per column (``tokenizer``, cut at
     ``max_length``), image tokens from the image file headers (no pixels decoded). Bad lines (the validator's
-    reasons, or an image whose header cannot be read) are collected in ``profile.bad``.
+    reasons, or an image whose header cannot be read) are collected in ``profile.bad``. Relative image paths are read
+    from ``image_root`` (default: the file's folder), as training reads them.
 
     Example::
 
@@ -627,7 +629,7 @@ def profile_data(
             profile.lengths.setdefault(dataset, {}).setdefault(column, []).append(side_shape(count, images, max_length))
         pending.clear()
 
-    for number, _, row, error in iter_file(path, check_images=False):
+    for number, _, row, error in iter_file(path, check_images=False, image_root=image_root):
         if error is not None:
             profile.bad.append((number, error))
             continue
@@ -765,7 +767,13 @@ def check_training_memory(config: Any, model: Any, precision: str) -> MemoryPlan
     setup = setup_from_config(config, precision=precision, attention=attention)
     plan = plan_limits(arch, setup, device)
     if not plan.fits:
-        profile = profile_data(config.train_file, module.processor.tokenizer, setup.max_length, setup.max_image_tokens)
+        profile = profile_data(
+            config.train_file,
+            module.processor.tokenizer,
+            setup.max_length,
+            setup.max_image_tokens,
+            image_root=config.image_root,
+        )
         plan = plan_data(arch, setup, profile, device)
     logger.info("%s", plan.summary())
     if plan.fits is False:

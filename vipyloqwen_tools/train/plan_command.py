@@ -95,7 +95,10 @@ def plan_command(argv: list[str], config_parser: argparse.ArgumentParser) -> int
         data = None
     if data is not None:
         tokenizer, where = load_tokenizer(config.model)
-        profile = profile_data(data, tokenizer, setup.max_length, setup.max_image_tokens, max_rows=args.max_rows)
+        profile = profile_data(
+            data, tokenizer, setup.max_length, setup.max_image_tokens, max_rows=args.max_rows,
+            image_root=config.image_root,
+        )  # fmt: skip
         if profile.bad:
             print(profile.bad_summary())
             status = 1

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from configuration_vipyloqwen import TASKS
-from vipyloqwen_tools.data import DataError, prepare_task_datasets, write_rejects
+from vipyloqwen_tools.data import DataError, image_folder, prepare_task_datasets, write_rejects
 from vipyloqwen_tools.train.evaluation import document_prefix
 from vipyloqwen_tools.train.losses import task_of_dataset
 
@@ -28,16 +28,19 @@ REJECTS_FILE = "rejects-train.jsonl"  # in the output folder, with --skip-bad-ro
 def prepare_data(config, is_main: bool = True):
     """Validate the train file (refuse bad rows, or write rejects with --skip-bad-rows) and load per-task datasets.
 
-    ``config``: a :class:`~vipyloqwen_tools.train.config.TrainConfig` (its train_file, output_dir, data_cache_dir,
-    data_num_proc and skip_bad_rows are read).
+    ``config``: a :class:`~vipyloqwen_tools.train.config.TrainConfig` (its train_file, image_root, output_dir,
+    data_cache_dir, data_num_proc and skip_bad_rows are read).
 
     Validation and the Arrow build run once per file over ``data_num_proc`` workers and are cached under the
     file's fingerprint in ``data_cache_dir``; a resumed or repeated run (or another process) reuses them. The
     invariant lines read = good + bad + blank is asserted and logged, and rows trained = good rows exactly.
     """
     cache_dir = config.data_cache_dir or Path(config.output_dir) / ".data-cache"
-    datasets, report = prepare_task_datasets(config.train_file, cache_dir, num_proc=config.data_num_proc)
+    datasets, report = prepare_task_datasets(
+        config.train_file, cache_dir, num_proc=config.data_num_proc, image_root=config.image_root
+    )
     logger.info("%s", report.summary(max_bad=0))
+    logger.info("images: relative paths read from %s", image_folder(config.train_file, config.image_root))
     logger.info("data invariant: %s", report.check_invariant())
     if report.bad:
         if not config.skip_bad_rows:
