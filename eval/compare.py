@@ -124,10 +124,7 @@ def compare(
         models.sort(key=lambda m: m.name != first)
     with_baselines = [m for m in models if any(t in TEXT_ONLY_BASELINES for t in m.scores)]
     baselines = text_only_table(models, categories) if with_baselines else ""
-    for m in models:  # the baselines are not tasks of their own in the means
-        m.scores = {t: s for t, s in m.scores.items() if t not in TEXT_ONLY_BASELINES}
-        m.task_types = {t: s for t, s in m.task_types.items() if t not in TEXT_ONLY_BASELINES}
-    text = comparison_tables(models)
+    text = comparison_tables(models)  # the baselines are not tasks of its means (results.headline_scores)
     if categories:
         categories = {t: c for t, c in categories.items() if t not in TEXT_ONLY_BASELINES}
         text += "\n\n" + category_table(models, categories)

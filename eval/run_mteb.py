@@ -35,6 +35,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -49,7 +50,18 @@ if str(REPO_ROOT) not in sys.path:
 
 from configuration_vipyloqwen import MTEB_PROMPTS, mteb_prompts, st_prompts  # noqa: E402
 from eval.cli import eval_parser  # noqa: E402
-from vipyloqwen_tools.release.results import SUMMARY_FILE, fmt, markdown_table, mean, type_means  # noqa: E402
+from vipyloqwen_tools.release.results import (  # noqa: E402
+    STAND_IN_MARK,
+    STAND_IN_NOTE,
+    STAND_IN_REVISION,
+    SUMMARY_FILE,
+    baseline_of,
+    fmt,
+    markdown_table,
+    mean,
+    overall_mean,
+    type_means,
+)
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
@@ -180,6 +192,17 @@ def release_date(source: ModelSource) -> str:
     return dt.datetime.fromtimestamp(newest, tz=dt.timezone.utc).date().isoformat()
 
 
+def folder_name(folder: str | Path) -> str:
+    """The results name of a local checkpoint folder: ``<parent>/<folder>`` (``runs/mine/final`` -> ``mine/final``),
+    the org/name shape mteb needs; never the official model's id, which a local folder's results must not take."""
+    folder = Path(folder).resolve()
+
+    def clean(part: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", part).strip("-.") or "local"
+
+    return f"{clean(folder.parent.name)}/{clean(folder.name)}"
+
+
 def build_model_meta(
     model: SentenceTransformer,
     source: ModelSource,
@@ -191,7 +214,7 @@ def build_model_meta(
     run's name, revision, release date and the loaded checkpoint's own sizes."""
     from eval.vipyloqwen_models import register, vipyloqwen
 
-    name = name or source.hub_id or DEFAULT_NAME
+    name = name or source.hub_id or folder_name(source.path)
     if "/" not in name:
         raise EvalError(f"model name {name!r} must contain an org: 'org/name'")
     register()  # model_meta.json names the loader: mteb resolves it through its registry when reading back
@@ -398,13 +421,15 @@ def missing_offline(tasks: Sequence[AbsTask], local_names: Iterable[str] = ()) -
 
 @dataclass
 class TaskOutcome:
-    """One task's result row: main score (None on failure), type, seconds taken, error text."""
+    """One task's result row: main score (None on failure), type, seconds taken, error text, whether it ran on
+    stand-in data (a local copy: dataset_revision "local")."""
 
     task: str
     type: str
     main_score: float | None
     seconds: float
     error: str | None = None
+    stand_in: bool = False
 
 
 def run(
@@ -424,6 +449,7 @@ def run(
     n = len(tasks)
     for i, task in enumerate(tasks, 1):
         name, ttype = task.metadata.name, str(task.metadata.type)
+        stand_in = (task.metadata.dataset or {}).get("revision") == STAND_IN_REVISION
         print(f"[{i}/{n}] {name} ({ttype}) ...", flush=True)
         start = time.perf_counter()
         try:
@@ -442,37 +468,40 @@ def run(
             task_result = result.task_results[0]
             scores = [s["main_score"] for split in task_result.scores.values() for s in split]
             score = mean(float(s) for s in scores)
-            outcomes.append(TaskOutcome(name, ttype, score, time.perf_counter() - start))
+            outcomes.append(TaskOutcome(name, ttype, score, time.perf_counter() - start, stand_in=stand_in))
             print(f"[{i}/{n}] {name}: main score {fmt(score)} ({time.perf_counter() - start:.1f} s)", flush=True)
         except Exception as err:  # noqa: BLE001 - one failing task must not lose the others
             logger.debug("task %s failed", name, exc_info=True)
-            outcomes.append(TaskOutcome(name, ttype, None, time.perf_counter() - start, f"{type(err).__name__}: {err}"))
+            error = f"{type(err).__name__}: {err}"
+            outcomes.append(TaskOutcome(name, ttype, None, time.perf_counter() - start, error, stand_in))
             print(f"[{i}/{n}] {name}: FAILED: {type(err).__name__}: {err}", flush=True)
     return outcomes
 
 
 def summary_markdown(outcomes: Sequence[TaskOutcome], skipped: Sequence[str] = ()) -> str:
     """Main score per task, mean per task type and the overall mean (x100), as markdown tables; text-only
-    baselines (VN-MMEB's ``<Task>TextOnly``) in a table of their own beside their task, out of the means."""
-    from eval.vn_mmeb import TEXT_ONLY_BASELINES
-
-    baselines = [o for o in outcomes if o.task in TEXT_ONLY_BASELINES]
-    outcomes = [o for o in outcomes if o.task not in TEXT_ONLY_BASELINES]
+    baselines (VN-MMEB's ``<Task>TextOnly``) in a table of their own beside their task, out of the means (the one
+    definition of :func:`vipyloqwen_tools.release.results.overall_mean`); stand-in scores marked."""
+    baselines = [o for o in outcomes if baseline_of(o.task) is not None]
+    outcomes = [o for o in outcomes if baseline_of(o.task) is None]
     done = [o for o in outcomes if o.main_score is not None]
-    rows = [[o.task, o.type, fmt(o.main_score)] for o in sorted(outcomes, key=lambda o: (o.type, o.task))]
-    parts = [markdown_table(["Task", "Type", "Main score"], [[r[0], r[1], r[2]] for r in rows])]
+    ordered = sorted(outcomes, key=lambda o: (o.type, o.task))
+    rows = [[o.task, o.type, fmt(o.main_score) + (STAND_IN_MARK if o.stand_in else "")] for o in ordered]
+    parts = [markdown_table(["Task", "Type", "Main score"], rows)]
     scores = {o.task: o.main_score for o in done}
     types = {o.task: o.type for o in done}
     by_type = type_means(scores, types)  # type: ignore[arg-type]
     counts = {t: sum(1 for o in done if o.type == t) for t in by_type}
     type_rows = [[t, str(counts[t]), fmt(v)] for t, v in by_type.items()]
-    type_rows.append(["All (mean over tasks)", str(len(done)), fmt(mean(scores.values()))])  # type: ignore[arg-type]
+    type_rows.append(["All (mean over tasks)", str(len(done)), fmt(overall_mean(scores))])  # type: ignore[arg-type]
     parts += ["", markdown_table(["Task type", "Tasks", "Mean"], type_rows)]
+    if any(o.stand_in for o in [*outcomes, *baselines]):
+        parts += ["", STAND_IN_NOTE]
     if baselines:
         full = {o.task: o.main_score for o in outcomes}
         base_rows = []
         for o in baselines:
-            task = TEXT_ONLY_BASELINES[o.task]
+            task = baseline_of(o.task)
             gain = None if o.main_score is None or full.get(task) is None else full[task] - o.main_score
             base_rows.append([task, fmt(full.get(task)), fmt(o.main_score), fmt(gain)])
         header = ["Task", "Image + text", "Text only (images removed from the queries)", "Image adds"]
@@ -493,8 +522,6 @@ def write_summary(
     prompts: dict[str, str],
 ) -> str:
     """Write summary.json and summary.md next to results/; returns the markdown."""
-    from eval.vn_mmeb import TEXT_ONLY_BASELINES as baselines
-
     output.mkdir(parents=True, exist_ok=True)
     text = summary_markdown(outcomes, skipped)
     data = {
@@ -505,8 +532,9 @@ def write_summary(
         "tasks": [o.__dict__ for o in outcomes],
         "skipped_missing_data": list(skipped),
         # The mean over the tasks, text-only baselines left out (they are listed with the task they belong to).
-        "mean": mean(o.main_score for o in outcomes if o.main_score is not None and o.task not in baselines),
-        "text_only_baselines": {o.task: baselines[o.task] for o in outcomes if o.task in baselines},
+        "mean": overall_mean({o.task: o.main_score for o in outcomes if o.main_score is not None}),
+        "text_only_baselines": {o.task: baseline_of(o.task) for o in outcomes if baseline_of(o.task)},
+        "stand_in_tasks": [o.task for o in outcomes if o.stand_in],
     }
     (output / SUMMARY_FILE).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (output / "summary.md").write_text(text + "\n", encoding="utf-8")
@@ -526,7 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="checkpoint folder or Hub id (org/name)")
     parser.add_argument("--revision", help="Hub revision to load (default: main); for a folder, overrides its hash")
-    parser.add_argument("--model-name", help=f"name in the results, org/name (default: the Hub id or {DEFAULT_NAME})")
+    parser.add_argument(
+        "--name",
+        "--model-name",  # the old name, kept as an alias
+        dest="name",
+        help="the model's name in the results, org/name: its results go to results/<org>__<name>/ and a release "
+        "card's table is headed by it (default: the Hub id; for a folder <parent>/<folder>, e.g. mine/final)",
+    )
     parser.add_argument("--release-date", help="YYYY-MM-DD for model_meta.json (default: date of the weights file)")
     parser.add_argument("--benchmark", help=f'mteb benchmark name, e.g. "{DEFAULT_BENCHMARK}"')
     parser.add_argument("--tasks", nargs="+", help="task names (mteb or from --custom-tasks)")
@@ -584,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(tasks)} task(s): {', '.join(t.metadata.name for t in tasks)}", flush=True)
         source = resolve_model_source(args.model, args.revision)
         model = load_model(source, args.device)
-        meta = build_model_meta(model, source, args.model_name, args.release_date)
+        meta = build_model_meta(model, source, args.name, args.release_date)
         print(f"model {meta.name} revision {meta.revision} ({meta.n_parameters:,} parameters, dim {meta.embed_dim})")
         encoder = make_encoder(model, meta, prompts)
     except EvalError as err:

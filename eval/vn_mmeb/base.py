@@ -15,6 +15,8 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
+from vipyloqwen_tools.release.results import TEXT_ONLY_SUFFIX
+
 from .layout import LayoutError
 
 # Metadata shared by every VN-MMEB task unless its dataset says otherwise (mteb's TaskMetadata fields).
@@ -148,7 +150,7 @@ def text_only(task: type[VNMMEBTask]) -> type[VNMMEBTask]:
     with the images removed from the queries. Named ``<Task>TextOnly``; how far it trails the task is how much
     the model's score depends on the image."""
     meta = task.metadata
-    name = f"{meta.name}TextOnly"
+    name = f"{meta.name}{TEXT_ONLY_SUFFIX}"  # release/results.py reads the suffix: out of every mean
 
     def build(self: VNMMEBTask, root: Path, split: str) -> RetrievalSplitData:
         data = task.build(self, root, split)

@@ -50,11 +50,21 @@ from vipyloqwen_tools.checkpoint.files import (
     st_files,
     strip_machine_local_keys,
 )
+from vipyloqwen_tools.checkpoint.limits import InferenceLimits
+from vipyloqwen_tools.release.card import (  # noqa: F401  (build_card, eval_section: re-exported)
+    DEFAULT_LANGUAGES,
+    DEFAULT_LICENSE,
+    DEFAULT_REPO_ID,
+    SOURCE_REPOSITORY,
+    build_card,
+    choose_card_kind,
+    eval_section,
+    fine_tune_card,
+    repository_card,
+)
+from vipyloqwen_tools.release.facts import FactsError, checkpoint_facts, limit_problems
 from vipyloqwen_tools.release.readme import replace_block, tasks_table
 
-DEFAULT_REPO_ID = "erax-ai/viPyloQwen"
-# The source repository: the tools the card names (scripts/, train_st.py, eval/, ...) live there, not on the Hub.
-SOURCE_REPOSITORY = "https://github.com/EraX-AI/viPyloQwen"
 # Paths the card may name that a Hub download does not hold; naming any needs the source link on the first screen.
 SOURCE_ONLY = ("scripts/", "train_st.py", "vipyloqwen_tools", "eval/", "bench/", "tests/", "Makefile", "make demo")
 CARD_SCREEN_LINES = 40  # the card's first screen: this many lines after the YAML front matter
@@ -203,33 +213,6 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
     return {}, text
 
 
-def eval_section(eval_dir: Path) -> str:
-    """Markdown tables of the MTEB results under ``eval_dir`` (:mod:`.results` reads the MTEB layout)."""
-    from vipyloqwen_tools.release.results import comparison_tables, load_models
-
-    try:
-        return comparison_tables(load_models([eval_dir]))
-    except (FileNotFoundError, ValueError) as exc:
-        raise ReleaseError(f"eval results in {eval_dir}: {exc}") from exc
-
-
-def build_card(readme: str, eval_dir: Path | None = None) -> str:
-    """The model card: the repo's README.md with the tasks table refreshed from the registry and, when
-    ``eval_dir`` is given, the evaluation tables between ``<!-- eval:start -->`` / ``<!-- eval:end -->``
-    (a new "Evaluation" section before "Citation", or at the end, when the README has no such markers)."""
-    card = replace_block(readme, "tasks", tasks_table())
-    if eval_dir is None:
-        return card
-    tables = eval_section(Path(eval_dir)).rstrip("\n") + "\n"
-    if "<!-- eval:start -->" in card:
-        return replace_block(card, "eval", tables)
-    section = f"## Evaluation\n\n<!-- eval:start -->\n{tables}<!-- eval:end -->\n\n"
-    if "\n## Citation" in card:
-        head, tail = card.split("\n## Citation", 1)
-        return f"{head.rstrip()}\n\n{section}## Citation{tail}"
-    return f"{card.rstrip()}\n\n{section}"
-
-
 # ----------------------------------------------------------------------------------------- step 1
 def assemble(
     checkpoint: str | Path,
@@ -237,12 +220,22 @@ def assemble(
     repo_id: str = DEFAULT_REPO_ID,
     eval_dir: str | Path | None = None,
     readme: str | Path | None = None,
+    card: str | Path | None = None,
+    repository_card_: bool = False,
+    base_model: str | None = None,
+    train_config: str | Path | None = None,
+    license: str = DEFAULT_LICENSE,
+    languages: list[str] | tuple[str, ...] = DEFAULT_LANGUAGES,
 ) -> Path:
     """Build the release folder ``out`` from ``checkpoint`` (a build_model or training output folder).
 
     ``out`` must not exist or be empty. Checkpoint files outside the release layout (trainer state, optimizer,
     logs) are left out and listed on stdout. Raises :class:`ReleaseError` when the checkpoint has no safetensors
     weights (pickle weights are never released) or lacks a required file.
+
+    The card (:mod:`.card`): ``card`` (a file, released as written), the repository's ``readme`` for the
+    maintainers' repo id or ``repository_card_``, else one written for the fine-tune from the checkpoint's facts
+    (``base_model``, ``train_config``: :mod:`.facts`; ``license`` and ``languages`` for its front matter).
     """
     checkpoint, out = Path(checkpoint), Path(out)
     if not (checkpoint / "config.json").is_file():
@@ -282,14 +275,38 @@ def assemble(
         (out / rel).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     strip_machine_local_keys(out)
 
-    readme_text = Path(readme or REPO_ROOT / "README.md").read_text(encoding="utf-8")
     try:
-        card = build_card(readme_text, Path(eval_dir) if eval_dir else None)
-    except ValueError as exc:  # replace_block: the README lost its tasks markers
-        raise ReleaseError(f"README.md: {exc}") from exc
-    if repo_id != DEFAULT_REPO_ID:
-        card = card.replace(f'"{DEFAULT_REPO_ID}"', f'"{repo_id}"')
-    readme_dir = Path(readme).parent if readme else REPO_ROOT
+        kind = choose_card_kind(repo_id, card, repository_card_)
+    except ValueError as exc:
+        raise ReleaseError(str(exc)) from exc
+    eval_path = Path(eval_dir) if eval_dir else None
+    if eval_path is not None:  # read once up front: a bad results folder is named as such, whatever the card
+        from vipyloqwen_tools.release.results import load_models
+
+        try:
+            load_models([eval_path])
+        except (FileNotFoundError, ValueError) as exc:
+            raise ReleaseError(f"eval results in {eval_dir}: {exc}") from exc
+    try:
+        if kind == "given":
+            card_path = Path(card)
+            if not card_path.is_file():
+                raise ReleaseError(f"--card {card_path}: no such file")
+            text, readme_dir = card_path.read_text(encoding="utf-8"), card_path.parent
+        elif kind == "repository":
+            readme_text = Path(readme or REPO_ROOT / "README.md").read_text(encoding="utf-8")
+            try:
+                text = repository_card(readme_text, repo_id, eval_path)
+            except ValueError as exc:  # replace_block: the README lost its tasks markers
+                raise ReleaseError(f"README.md: {exc}") from exc
+            readme_dir = Path(readme).parent if readme else REPO_ROOT
+        else:
+            facts = checkpoint_facts(checkpoint, train_config, base_model)
+            text, readme_dir = fine_tune_card(facts, repo_id, eval_path, license, languages), checkpoint
+    except FactsError as exc:
+        raise ReleaseError(str(exc)) from exc
+    print(f"model card: {kind} ({'your ' + str(card) if kind == 'given' else 'written for ' + repo_id})")
+    card = text
     for rel in card_files(card):  # the plot and the docs pages the card links to
         source = readme_dir / rel
         if not source.is_file():
@@ -341,8 +358,31 @@ def _source_link_problems(body: str) -> list[str]:
     return []
 
 
-def _card_problems(card: str) -> list[str]:
-    """Front matter keys, trust_remote_code=True in every loading call of the Python snippets, tasks table."""
+LOADED_ID = re.compile(r"""^\s*(?:model_name_or_path\s*=\s*)?["']([^"']+)["']""")
+
+
+def _repo_id_problems(body: str, repo_id: str) -> list[str]:
+    """The card's code loads the model being released: every loading call's model id is ``repo_id``, and no code
+    block names the maintainers' model in a release of another one (a copied snippet would load the wrong model)."""
+    problems = []
+    for block in re.findall(r"```(?:python|py)\n(.*?)```", body, re.S):
+        for match in re.finditer(r"(?:SentenceTransformer|\.from_pretrained)\(", block):
+            loaded = LOADED_ID.match(block[match.end() :])
+            if loaded and loaded[1] != repo_id:
+                problems.append(f"README.md: a snippet loads {loaded[1]!r}, not the released {repo_id!r}")
+    if repo_id != DEFAULT_REPO_ID:
+        for block in re.findall(r"```[^\n]*\n(.*?)```", body, re.S):
+            if DEFAULT_REPO_ID in block:
+                line = next(line for line in block.splitlines() if DEFAULT_REPO_ID in line)
+                problems.append(
+                    f"README.md: a code block names {DEFAULT_REPO_ID}, not the released {repo_id}: {line.strip()!r}"
+                )
+    return problems
+
+
+def _card_problems(card: str, repo_id: str | None = None) -> list[str]:
+    """Front matter keys, trust_remote_code=True in every loading call of the Python snippets, the repo id in
+    every snippet (when ``repo_id`` is given), tasks table."""
     problems = []
     try:
         metadata, body = split_front_matter(card)
@@ -368,16 +408,29 @@ def _card_problems(card: str) -> list[str]:
     except ReleaseError as exc:
         problems.append(str(exc))
     problems += _source_link_problems(body)
+    if repo_id is not None:
+        problems += _repo_id_problems(body, repo_id)
     try:
         if replace_block(body, "tasks", tasks_table()) != body:
             problems.append("README.md: tasks table differs from the task registry")
     except ValueError:
-        problems.append("README.md: no <!-- tasks:start --> ... <!-- tasks:end --> table")
+        problems.append(
+            "README.md: no <!-- tasks:start --> ... <!-- tasks:end --> table (the task prefixes a user needs): add "
+            "the two marker lines and run python -m vipyloqwen_tools.release.readme --readme CARD to fill them"
+        )
     return problems
 
 
-def static_problems(folder: Path, local_dirs: Iterable[str] = ()) -> list[str]:
-    """Checks that need no model load: layout, weights format, JSON hygiene, code identity, model card."""
+def static_problems(
+    folder: Path,
+    local_dirs: Iterable[str] = (),
+    repo_id: str | None = None,
+    base_limits: InferenceLimits | None = None,
+    allow_reduced_limits: bool = False,
+) -> list[str]:
+    """Checks that need no model load: layout, weights format, JSON hygiene, code identity, model card (its
+    snippets load ``repo_id`` when given), inference limits (consistent, and not below ``base_limits`` unless
+    ``allow_reduced_limits``: :func:`vipyloqwen_tools.release.facts.limit_problems`)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         return [f"{folder}: no config.json"]
@@ -436,7 +489,9 @@ def static_problems(folder: Path, local_dirs: Iterable[str] = ()) -> list[str]:
         if data.get("prompts") != st_prompts():
             problems.append("config_sentence_transformers.json prompts differ from the task registry")
     if (folder / "README.md").is_file():
-        problems += _card_problems((folder / "README.md").read_text(encoding="utf-8"))
+        problems += _card_problems((folder / "README.md").read_text(encoding="utf-8"), repo_id)
+    if (folder / "processor_config.json").is_file():
+        problems += limit_problems(folder, base_limits, allow_reduced_limits)
     for rel in weight_files(folder):
         if rel.endswith(".safetensors") and (folder / rel).is_file():
             try:
@@ -456,11 +511,16 @@ def verify(
     tolerance: float = 1e-5,
     local_dirs: Iterable[str] = (),
     timeout_s: float = 3600,
+    repo_id: str | None = None,
+    base_limits: InferenceLimits | None = None,
+    allow_reduced_limits: bool = False,
 ) -> VerificationReport:
     """Verify a release folder: static checks, then a load + encode check in a fresh offline interpreter.
 
     Args:
         folder: the release folder.
+        repo_id: the repo it is released to: the card's snippets must load it (None: not checked).
+        base_limits: the base model's inference limits; lower ones are refused unless ``allow_reduced_limits``.
         reference: the checkpoint it was built from; its AutoModel embeddings must match (None: skip).
         tolerance: max abs difference allowed between loading paths (and against ``reference``).
         local_dirs: extra local folders whose paths must not appear in any shipped file.
@@ -469,7 +529,7 @@ def verify(
     folder = Path(folder)
     report = VerificationReport(folder=folder.resolve())
     dirs = [*local_dirs, *([str(reference)] if reference else [])]
-    report.problems = static_problems(folder, dirs)
+    report.problems = static_problems(folder, dirs, repo_id, base_limits, allow_reduced_limits)
     if report.problems:  # do not spend a model load on a folder already refused
         return report
     with tempfile.TemporaryDirectory(prefix="vipyloqwen-verify-") as tmp:

@@ -9,6 +9,12 @@ repository::
 Any of ``<root>``, ``<root>/results``, ``<root>/results/<org>__<name>`` or the revision folder itself may be
 given; when a model folder holds several revisions, the most recently modified one is used unless a
 revision is asked for.
+
+One definition of the means, used by ``run_mteb.py``'s summary, ``compare.py`` and the release card alike
+(:func:`headline_scores`, :func:`overall_mean`): the mean over the tasks, text-only baselines (``<Task>TextOnly``:
+the same task with the images removed from its queries) left out; they are shown beside their task instead. Scores
+of stand-in data (a task run on a local copy: ``dataset_revision`` ``"local"``, e.g. the test fixtures) are marked
+in every table (:data:`STAND_IN_NOTE`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,15 @@ from functools import lru_cache
 from pathlib import Path
 
 UNKNOWN_TYPE = "Unknown"
+# A task named <Task>TextOnly is the text-only baseline of <Task> (eval/vn_mmeb/base.py names them so).
+TEXT_ONLY_SUFFIX = "TextOnly"
+# dataset_revision of a task run on a local copy of its data (eval/vn_mmeb's localize, run_mteb --data-root).
+STAND_IN_REVISION = "local"
+STAND_IN_MARK = "*"
+STAND_IN_NOTE = (
+    f'{STAND_IN_MARK} stand-in data: run on a local copy of the dataset (dataset_revision "{STAND_IN_REVISION}"), '
+    "e.g. the test fixtures, not the published dataset; not comparable with published scores."
+)
 # Name of the run summary run_mteb.py writes next to results/ (not inside it: the results layout stays
 # exactly the MTEB one). It carries the task type of tasks mteb's registry does not know (local tasks).
 SUMMARY_FILE = "summary.json"
@@ -35,6 +50,7 @@ class ModelScores:
         folder: the revision folder.
         scores: task name -> main score (mean over the task's splits and subsets, as mteb aggregates).
         task_types: task name -> mteb task type, where known.
+        stand_in: tasks scored on stand-in data (``dataset_revision`` ``"local"``).
     """
 
     name: str
@@ -42,6 +58,24 @@ class ModelScores:
     folder: Path
     scores: dict[str, float] = field(default_factory=dict)
     task_types: dict[str, str] = field(default_factory=dict)
+    stand_in: set[str] = field(default_factory=set)
+
+
+def baseline_of(task: str) -> str | None:
+    """The task a text-only baseline belongs to (``XTextOnly`` -> ``X``), or None for a task of its own."""
+    if task.endswith(TEXT_ONLY_SUFFIX) and len(task) > len(TEXT_ONLY_SUFFIX):
+        return task[: -len(TEXT_ONLY_SUFFIX)]
+    return None
+
+
+def headline_scores(scores: Mapping[str, float]) -> dict[str, float]:
+    """The scores the means are taken over: every task but the text-only baselines."""
+    return {task: score for task, score in scores.items() if baseline_of(task) is None}
+
+
+def overall_mean(scores: Mapping[str, float]) -> float | None:
+    """The overall mean: over :func:`headline_scores` (the one definition: summary, compare and card)."""
+    return mean(headline_scores(scores).values())
 
 
 def main_score(result: Mapping) -> float | None:
@@ -141,6 +175,8 @@ def load_revision_folder(folder: str | Path, task_types: Mapping[str, str] | Non
         if score is None:
             continue
         out.scores[task] = score
+        if result.get("dataset_revision") == STAND_IN_REVISION:
+            out.stand_in.add(task)
         out.task_types[task] = known_types.get(task) or mteb_task_type(task) or UNKNOWN_TYPE
     return out
 
@@ -184,10 +220,22 @@ def comparison_tables(models: list[ModelScores], scale: float = 100.0) -> str:
     """Markdown: a per-task table (tasks grouped by type), a per-type table and the overall means.
 
     Means per type and overall are taken over the tasks every model has a score for, so a model is not
-    favoured by having run fewer (or easier) tasks; the table says how many tasks that is.
+    favoured by having run fewer (or easier) tasks; the table says how many tasks that is. Text-only baselines
+    are not tasks of these tables (:func:`headline_scores`); stand-in scores are marked (:data:`STAND_IN_NOTE`).
     """
     if not models:
         raise ValueError("no models to compare")
+    models = [
+        ModelScores(
+            m.name,
+            m.revision,
+            m.folder,
+            headline_scores(m.scores),
+            {t: v for t, v in m.task_types.items() if baseline_of(t) is None},
+            set(m.stand_in),
+        )
+        for m in models
+    ]
     labels = [f"{m.name}@{m.revision[:8]}" if len({x.name for x in models}) < len(models) else m.name for m in models]
     types: dict[str, str] = {}
     for m in models:
@@ -195,7 +243,7 @@ def comparison_tables(models: list[ModelScores], scale: float = 100.0) -> str:
             if types.get(task, UNKNOWN_TYPE) == UNKNOWN_TYPE:
                 types[task] = t
     all_tasks = sorted(types, key=lambda task: (types[task], task))
-    task_rows = [[task, types[task], *(fmt(m.scores.get(task), scale) for m in models)] for task in all_tasks]
+    task_rows = [[task, types[task], *(_cell(m, task, scale) for m in models)] for task in all_tasks]
     common = [task for task in all_tasks if all(task in m.scores for m in models)]
     type_rows = []
     for t in sorted({types[task] for task in common}):
@@ -204,7 +252,7 @@ def comparison_tables(models: list[ModelScores], scale: float = 100.0) -> str:
     overall = [
         "All (mean over tasks)",
         str(len(common)),
-        *(fmt(mean(m.scores[x] for x in common), scale) for m in models),
+        *(fmt(overall_mean({x: m.scores[x] for x in common}), scale) for m in models),
     ]
     parts = [
         "Per task (main score):\n",
@@ -212,4 +260,11 @@ def comparison_tables(models: list[ModelScores], scale: float = 100.0) -> str:
         f"\nPer task type (mean over the {len(common)} tasks every model has):\n",
         markdown_table(["Task type", "Tasks", *labels], [*type_rows, overall]),
     ]
+    if any(m.stand_in & set(m.scores) for m in models):
+        parts.append("\n" + STAND_IN_NOTE)
     return "\n".join(parts)
+
+
+def _cell(model: ModelScores, task: str, scale: float) -> str:
+    text = fmt(model.scores.get(task), scale)
+    return f"{text}{STAND_IN_MARK}" if task in model.stand_in and task in model.scores else text

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,12 +32,25 @@ logger = logging.getLogger("vipyloqwen.train")
 
 @dataclasses.dataclass
 class EvalData:
-    """``rows``: ``{task: [row, ...]}`` for the evaluator (None: no evaluation); ``source``: what it is, for the log
-    and ``train_config.json``; ``held_out``: rows held out per training dataset (``--eval-split``)."""
+    """``rows``: ``{task: [row, ...]}`` for the evaluator (None: no evaluation); ``source``: what it is, for the log;
+    ``kind``: ``eval_split``, ``eval_file`` or ``none``; ``held_out``: rows held out per training dataset
+    (``--eval-split``)."""
 
     rows: dict[str, list[dict[str, Any]]] | None
     source: str
     held_out: dict[str, int] = dataclasses.field(default_factory=dict)
+    kind: str = "none"
+
+    def record(self, config) -> dict[str, Any]:
+        """``train_config.json``'s ``evaluation``: the kind, the file's name (not its path: a card quotes it), the
+        share held out and the rows evaluated per task."""
+        return {
+            "kind": self.kind,
+            "file": Path(config.eval_file).name if self.kind == "eval_file" else None,
+            "eval_split": config.eval_split if self.kind == "eval_split" else None,
+            "rows": {task: len(rows) for task, rows in (self.rows or {}).items()},
+            "held_out": self.held_out,
+        }
 
 
 def eval_row(task: str, stored: dict[str, Any]) -> dict[str, Any]:
@@ -82,9 +96,10 @@ def choose_eval_data(config, datasets) -> tuple[Any, EvalData]:
     if config.eval_split:
         datasets, rows, counts = hold_out(datasets, config.eval_split, config.seed)
         source = f"{sum(counts.values())} rows held out of {config.train_file} (--eval-split {config.eval_split})"
-        data = EvalData(rows, source, counts)
+        data = EvalData(rows, source, counts, "eval_split")
     elif config.eval_file:
-        data = EvalData(load_eval_rows(config.eval_file, image_root=config.image_root), str(config.eval_file))
+        rows = load_eval_rows(config.eval_file, image_root=config.image_root)
+        data = EvalData(rows, str(config.eval_file), kind="eval_file")
     else:
         data = EvalData(None, "none")
     if data.rows is None:

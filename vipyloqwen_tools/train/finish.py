@@ -84,7 +84,8 @@ def finish_run(
         # What a model card reports: the limits exported and trained at, the rows per dataset, the eval source.
         used["limits"] = limits_record(config, model)
         used["rows"] = {"per_dataset": data.settings["settings"]["task_mix"], **result["rows"]}
-        used["evaluation"] = {"source": data.evaluation.source, "held_out": data.evaluation.held_out}
+        used["evaluation"] = data.evaluation.record(config)
+        used["global_step"] = trainer.state.global_step
         with open(output_dir / "train_config.json", "w", encoding="utf-8") as handle:
             json.dump(used, handle, indent=1)
         logger.info("exported %s; curves %s", final_dir, result["plot"])
