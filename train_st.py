@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def validate_main(argv: list[str]) -> int:
+def build_validate_parser() -> argparse.ArgumentParser:
+    """``train_st.py validate``'s flags."""
     parser = argparse.ArgumentParser(prog="train_st.py validate", description="Check every line of JSONL files.")
     parser.add_argument("files", nargs="+", type=Path, help="JSONL files in the training schema (docs/training.md)")
     parser.add_argument(
@@ -99,7 +100,11 @@ def validate_main(argv: list[str]) -> int:
         "run with --data-cache-dir set to the same folder reuses them)",
     )
     parser.add_argument("--rejects", type=Path, default=None, help="write the bad lines to this JSONL file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def validate_main(argv: list[str]) -> int:
+    args = build_validate_parser().parse_args(argv)
     status = 0
     for path in args.files:
         try:

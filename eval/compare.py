@@ -28,6 +28,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from eval.cli import eval_parser  # noqa: E402
 from vipyloqwen_tools.release.results import (  # noqa: E402
+    STAND_IN_MARK,
     comparison_tables,
     find_revision_folders,
     fmt,
@@ -71,12 +72,18 @@ def text_only_table(models: list, categories: dict[str, str] | None = None) -> s
             full, base = m.scores.get(task), m.scores.get(of_task.get(task, ""))
             if task in of_task:
                 gain = None if full is None or base is None else full - base
-                row += [fmt(full), fmt(base), fmt(gain)]
+                row += [_marked(m, task), _marked(m, of_task[task]), fmt(gain)]
             else:
                 why = "same (text queries)" if category == "t2i" else "n/a (image-only queries)"
-                row += [fmt(full), why, "-"]
+                row += [_marked(m, task), why, "-"]
         rows.append(row)
     return markdown_table(header, rows)
+
+
+def _marked(model, task: str) -> str:
+    """A score (x100), marked when it was run on stand-in data (release/results.py's STAND_IN_NOTE)."""
+    stand_in = task in model.stand_in and task in model.scores
+    return fmt(model.scores.get(task)) + (STAND_IN_MARK if stand_in else "")
 
 
 def category_table(models: list, categories: dict[str, str]) -> str:

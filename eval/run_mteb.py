@@ -503,7 +503,8 @@ def summary_markdown(outcomes: Sequence[TaskOutcome], skipped: Sequence[str] = (
         for o in baselines:
             task = baseline_of(o.task)
             gain = None if o.main_score is None or full.get(task) is None else full[task] - o.main_score
-            base_rows.append([task, fmt(full.get(task)), fmt(o.main_score), fmt(gain)])
+            mark = STAND_IN_MARK if o.stand_in else ""
+            base_rows.append([task, fmt(full.get(task)) + mark, fmt(o.main_score) + mark, fmt(gain)])
         header = ["Task", "Image + text", "Text only (images removed from the queries)", "Image adds"]
         parts += ["", markdown_table(header, base_rows)]
     failed = [o for o in [*outcomes, *baselines] if o.main_score is None]

@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmark", default=BENCHMARK_NAME)
     parser.add_argument("--peers", nargs="*", default=list(DEFAULT_PEERS), help="mteb model names (none: only --ours)")
     parser.add_argument("--ours", help="our checkpoint (folder or Hub id), run through eval/run_mteb.py")
+    parser.add_argument("--name", help="our results' name, org/name (run_mteb.py --name; default: its default)")
     parser.add_argument("--output", help="the one results folder (results/ + compare.md; default: a new temp folder)")
     parser.add_argument("--data-root", help="local dataset copies in their published layouts (see run_mteb.py)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -209,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--no-progress",
         ]
         argv_ours += ["--data-root", args.data_root] if args.data_root else []
+        argv_ours += ["--name", args.name] if args.name else []
         argv_ours += ["--overwrite"] if args.overwrite else []
         rc = max(rc, min(run_mteb.main(argv_ours), 1))
     for status in statuses:

@@ -111,3 +111,29 @@ def test_text_only_baselines_in_their_own_table(tmp_path):
     assert f"| KTVICT2IRetrieval | t2i | 70.00 | {same} | - | 90.00 | {same} | - |" in baselines
     assert "| KTVICI2TRetrieval | i2t | 50.00 | n/a (image-only queries) | - |" in baselines
     assert "OpenViVQAIT2TRetrievalTextOnly |" not in baselines
+
+
+def test_one_mean_on_card_run_mteb_summary_and_compare(tmp_path, tiny_checkpoint):
+    """The same results give the same mean everywhere: text-only baselines out of it, stand-in data marked."""
+    from eval.run_mteb import TaskOutcome, summary_markdown
+    from vipyloqwen_tools.release.card import build_card, fine_tune_card
+    from vipyloqwen_tools.release.facts import checkpoint_facts
+    from vipyloqwen_tools.release.results import STAND_IN_NOTE
+
+    scores = {"OpenViVQAIT2TRetrieval": 0.5999, "OpenViVQAIT2TRetrievalTextOnly": 0.3527}
+    scores["KTVICT2IRetrieval"] = 0.4001
+    folder = _write_model(tmp_path / "mine", "me/mine", "abc123", scores)
+    for path in folder.glob("*Retrieval*.json"):  # run on local copies of the data: stand-ins
+        result = json.loads(path.read_text())
+        path.write_text(json.dumps({**result, "dataset_revision": "local"}))
+    expected = "| All (mean over tasks) | 2 | 50.00 |"  # (59.99 + 40.01) / 2; with the baseline it would be 45.09
+    outcomes = [TaskOutcome(task, "Any2AnyRetrieval", score, 1.0, stand_in=True) for task, score in scores.items()]
+    summary = summary_markdown(outcomes)
+    compared = compare.compare([tmp_path / "mine"])
+    repository = build_card("<!-- tasks:start -->\n<!-- tasks:end -->\n", tmp_path / "mine")
+    written = fine_tune_card(checkpoint_facts(tiny_checkpoint, base_model="a/b"), "me/mine", tmp_path / "mine")
+    for text in (summary, compared, repository, written):
+        assert [line for line in text.splitlines() if line.startswith("| All (mean")] == [expected], text
+        assert STAND_IN_NOTE in text and "59.99*" in text
+    assert "MTEB main scores (x100) of `me/mine`, as filed by `eval/run_mteb.py`:" in written
+    assert "| OpenViVQAIT2TRetrieval | 59.99* | 35.27* | 24.72 |" in summary  # the baseline beside its task

@@ -89,6 +89,7 @@ QUERIES = ["thủ đô Việt Nam", "món ăn nổi tiếng", "thời tiết hô
 CORPUS = ["Hà Nội là thủ đô.", "Phở là món ăn nổi tiếng.", "Trời mưa.", "Giá vàng tăng.", "Bóng đá.", "Sông Hồng."]
 CAPTIONS = ["màu đỏ", "màu xanh lá", "màu xanh dương", "màu vàng", "màu tím"]
 N_IMAGES = 4
+NAME = "me/mine"  # the results are filed under the name given (--name)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +125,7 @@ def mteb_run(tiny_checkpoint, local_tasks, tmp_path_factory) -> tuple[int, Path]
     """One CLI run over the three local tasks."""
     out = tmp_path_factory.mktemp("mteb_out")
     argv = ["--model", str(tiny_checkpoint), "--custom-tasks", str(local_tasks), "--output", str(out), "--no-progress"]
+    argv += ["--name", NAME]
     rc = run_mteb.main([*argv, "--tasks", "LocalSTS", "LocalTextRetrieval", "LocalI2TRetrieval", "--batch-size", "3"])
     return rc, out
 
@@ -140,7 +142,7 @@ def _ndcg_mrr_recall(sim: np.ndarray, positives: list[int]) -> tuple[float, floa
 
 
 def _scores(out: Path, checkpoint: Path, task: str) -> dict:
-    folder = out / "results" / "erax-ai__viPyloQwen" / run_mteb.content_hash(checkpoint)
+    folder = out / "results" / NAME.replace("/", "__") / run_mteb.content_hash(checkpoint)
     return json.loads((folder / f"{task}.json").read_text(encoding="utf-8"))["scores"]["test"][0]
 
 
@@ -148,12 +150,12 @@ def test_results_in_mteb_layout_with_model_meta(mteb_run, tiny_checkpoint):
     rc, out = mteb_run
     assert rc == 0
     revision = run_mteb.content_hash(tiny_checkpoint)
-    folder = out / "results" / "erax-ai__viPyloQwen" / revision
+    folder = out / "results" / NAME.replace("/", "__") / revision
     for task in ("LocalSTS", "LocalTextRetrieval", "LocalI2TRetrieval"):
         result = json.loads((folder / f"{task}.json").read_text(encoding="utf-8"))
         assert result["task_name"] == task
     meta = json.loads((folder / "model_meta.json").read_text(encoding="utf-8"))
-    assert meta["name"] == "erax-ai/viPyloQwen" and meta["revision"] == revision
+    assert meta["name"] == NAME and meta["revision"] == revision
     assert set(meta["modalities"]) == {"text", "image"}
     assert meta["embed_dim"] == 32 and meta["license"] == "apache-2.0"
     assert 9_000_000 < meta["n_parameters"] < 11_000_000
@@ -176,7 +178,7 @@ def test_results_load_back_through_the_model_meta(mteb_run, tiny_checkpoint, st_
     from eval.vipyloqwen_models import vipyloqwen, vipyloqwen_loader
 
     _, out = mteb_run
-    folder = out / "results" / "erax-ai__viPyloQwen" / run_mteb.content_hash(tiny_checkpoint)
+    folder = out / "results" / NAME.replace("/", "__") / run_mteb.content_hash(tiny_checkpoint)
     raw = (folder / "model_meta.json").read_text(encoding="utf-8")
     assert json.loads(raw)["loader"] == "vipyloqwen_loader" and json.loads(raw)["training_datasets"] == []
     meta = ModelMeta.model_validate_json_resolved(raw)  # resolves the loader name through mteb's registry
@@ -184,7 +186,7 @@ def test_results_load_back_through_the_model_meta(mteb_run, tiny_checkpoint, st_
     assert meta.n_embedding_parameters == 151_936 * 64  # the tiny checkpoint's own, measured at the run
     results = ResultCache(cache_path=str(out)).load_results(models=[meta], include_remote=False)
     [model_results] = results.model_results
-    assert model_results.model_name == "erax-ai/viPyloQwen" and model_results.model_revision == meta.revision
+    assert model_results.model_name == NAME and model_results.model_revision == meta.revision
     assert {r.task_name for r in model_results.task_results} == {"LocalSTS", "LocalTextRetrieval", "LocalI2TRetrieval"}
     encoder = meta.loader(meta.name, revision=meta.revision, device="cpu", model_name_or_path=str(tiny_checkpoint))
     text = ["Hà Nội là thủ đô."]
@@ -319,3 +321,13 @@ def test_prompt_override():
     assert prompts["Retrieval-query"] == TASKS["instr"].prefix
     with pytest.raises(run_mteb.EvalError, match="expected KEY=TASK"):
         run_mteb.parse_prompt_overrides(["Retrieval-query=nope"])
+
+
+def test_results_are_filed_under_the_name_given_never_the_official_id(tmp_path):
+    """Default: a Hub id names itself; a folder is named <parent>/<folder>, never erax-ai/viPyloQwen."""
+    (tmp_path / "runs" / "my run" / "final").mkdir(parents=True)
+    assert run_mteb.folder_name(tmp_path / "runs" / "my run" / "final") == "my-run/final"
+    assert run_mteb.folder_name(tmp_path / "runs" / "my run" / "final") != run_mteb.DEFAULT_NAME
+    parser = run_mteb.build_parser()
+    for flag in ("--name", "--model-name"):  # --model-name is the old name
+        assert parser.parse_args(["--model", "m", flag, "me/mine"]).name == "me/mine"

@@ -71,7 +71,8 @@ def test_skip_bad_rows_drops_the_row_from_its_batch_and_counts_it(tmp_path: Path
     assert reject["file"] == str(train_file) and reject["line"] == line and str(image) in reject["reason"]
     assert reject["raw"] == train_file.read_text(encoding="utf-8").splitlines()[line - 1]
     assert result["rows"] == {
-        "rows_in": 24, "trained": 23, "rejected": 1, "rejected_at_validation": 0, "rejected_at_batch_time": 1,
+        "rows_in": 24, "trained": 23, "held_out_for_eval": 0, "rejected": 1, "rejected_at_validation": 0,
+        "rejected_at_batch_time": 1,
     }  # fmt: skip
     assert "rows in: 24 = 23 trained + 1 rejected (0 at validation, 1 unreadable at batch time)" in caplog.text
     # The row is among the first 100 of its task: the model card's set-up read it and went on (it used to die there).
@@ -107,5 +108,6 @@ def test_without_skip_the_run_stops_naming_the_line_and_a_resume_does_not_crash_
     assert result["global_step"] == 6
     assert [(r["file"], r["line"]) for r in rejects(tmp_path)] == [(str(train_file), line)]
     assert result["rows"] == {
-        "rows_in": 24, "trained": 23, "rejected": 1, "rejected_at_validation": 1, "rejected_at_batch_time": 0,
+        "rows_in": 24, "trained": 23, "held_out_for_eval": 0, "rejected": 1, "rejected_at_validation": 1,
+        "rejected_at_batch_time": 0,
     }  # fmt: skip

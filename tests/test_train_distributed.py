@@ -93,6 +93,17 @@ def test_ranks_stay_equal_and_see_different_batches(two_process_run):
     assert sorted(r["micro_batches"][0]["dataset"] for r in steps[0]) == ["instr"] * 2 + ["ocr"] * 2 + ["text_pair"] * 2
 
 
+def test_one_progress_display_under_torchrun(two_process_run):
+    """Rank 0 alone shows the plan and one progress line per logged step (step/total, elapsed<ETA, rate); the
+    captured output (a pipe, not a terminal) has no carriage returns."""
+    log = two_process_run.log
+    assert "\r" not in log
+    assert log.count(f"training: {STEPS} optimizer steps") == 1 and f"x {WORLD} process(es)" in log
+    for step in range(1, STEPS + 1):
+        lines = [line for line in log.splitlines() if line.startswith(f"step {step}/{STEPS} ") and "'loss'" in line]
+        assert len(lines) == 1 and "<" in lines[0] and ("it/s]" in lines[0] or "s/it]" in lines[0]), lines
+
+
 def test_only_rank_zero_writes(two_process_run):
     trace, out = two_process_run.trace, two_process_run.out
     rank0 = {entry for record in trace[0] for entry in record["writes"]}

@@ -31,7 +31,9 @@ def bench_run(tiny_checkpoint, tmp_path_factory) -> tuple[int, Path, Path]:
     out = tmp_path_factory.mktemp("vn_mmeb_out")
     argv = ["--model", str(tiny_checkpoint), "--benchmark", BENCH, "--data-root", str(FIXTURES)]
     rc = run_mteb.main([*argv, "--output", str(out), "--no-progress", "--batch-size", "8"])
-    folder = out / "results" / "erax-ai__viPyloQwen" / run_mteb.content_hash(tiny_checkpoint)
+    # filed under the checkpoint folder's name (run_mteb --name's default), not the official id
+    name = run_mteb.folder_name(tiny_checkpoint).replace("/", "__")
+    folder = out / "results" / name / run_mteb.content_hash(tiny_checkpoint)
     return rc, out, folder
 
 
@@ -54,7 +56,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_benchmark_runs_offline_in_mteb_results_layout(bench_run):
+def test_benchmark_runs_offline_in_mteb_results_layout(bench_run, tiny_checkpoint):
     rc, out, folder = bench_run
     assert rc == 0
     names = [t.metadata.name for t in vn_mmeb.get_benchmark(BENCH).tasks]
@@ -65,7 +67,7 @@ def test_benchmark_runs_offline_in_mteb_results_layout(bench_run):
         result = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         assert result["task_name"] == name and result["dataset_revision"] == "local"
     meta = json.loads((folder / "model_meta.json").read_text(encoding="utf-8"))
-    assert meta["name"] == "erax-ai/viPyloQwen" and set(meta["modalities"]) >= {"text", "image"}
+    assert meta["name"] == run_mteb.folder_name(tiny_checkpoint) and set(meta["modalities"]) >= {"text", "image"}
     assert _score(folder, "ViInfographicVQAMultiT2IRetrieval")["main_score"] == pytest.approx(
         _score(folder, "ViInfographicVQAMultiT2IRetrieval")["ndcg_at_5"]
     )
@@ -86,12 +88,29 @@ def test_text_only_baseline_rows(bench_run):
     table = compare.compare([out], benchmark=BENCH)
     for baseline, task in vn_mmeb.TEXT_ONLY_BASELINES.items():
         full, text = _score(folder, task)["main_score"], _score(folder, baseline)["main_score"]
-        assert f"| {task} | {full * 100:.2f} | {text * 100:.2f} | {(full - text) * 100:.2f} |" in md
-        assert f"| {task} | it2t | {full * 100:.2f} | {text * 100:.2f} | {(full - text) * 100:.2f} |" in table
+        # every score here ran on the local stand-ins: marked (*)
+        assert f"| {task} | {full * 100:.2f}* | {text * 100:.2f}* | {(full - text) * 100:.2f} |" in md
+        assert f"| {task} | it2t | {full * 100:.2f}* | {text * 100:.2f}* | {(full - text) * 100:.2f} |" in table
         assert f"| {baseline} |" not in table.split("Text-only baseline")[0]  # not a task of its own in the means
     assert "| KTVICT2IRetrieval | t2i | " in table and "same (text queries)" in table
     assert "| XM3600I2TRetrieval | i2t | " in table and "n/a (image-only queries)" in table
     assert "| it2t | 3 | " in table and "| t2t |" not in table
+
+
+def test_one_mean_in_the_run_summary_compare_and_the_release_card(bench_run, tiny_checkpoint):
+    """The same results, the same overall mean (text-only baselines out of it) and the stand-in caveat, wherever
+    they are shown."""
+    from vipyloqwen_tools.release.card import fine_tune_card
+    from vipyloqwen_tools.release.facts import checkpoint_facts
+    from vipyloqwen_tools.release.results import STAND_IN_NOTE
+
+    _, out, _ = bench_run
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    expected = f"| All (mean over tasks) | 14 | {summary['mean'] * 100:.2f} |"
+    card = fine_tune_card(checkpoint_facts(tiny_checkpoint, base_model="a/b"), "me/mine", out)
+    for text in ((out / "summary.md").read_text(encoding="utf-8"), compare.compare([out]), card):
+        assert [line for line in text.splitlines() if line.startswith("| All (mean")] == [expected]
+        assert STAND_IN_NOTE in text  # every task ran on the local stand-ins
 
 
 def test_hub_datasets_are_pinned_to_commits():
@@ -254,7 +273,7 @@ def test_one_results_folder_one_table(bench_run):
     assert run_peers.main(["--peers", "--output", str(out)]) == 0
     text = (out / "compare.md").read_text(encoding="utf-8")
     ko = _score(folder, "KTVICT2IRetrieval")["main_score"]
-    assert f"| KTVICT2IRetrieval | Any2AnyRetrieval | {ko * 100:.2f} |" in text
+    assert f"| KTVICT2IRetrieval | Any2AnyRetrieval | {ko * 100:.2f}* |" in text  # * stand-in data
     it2t = np.mean(
         [
             _score(folder, t)["main_score"]

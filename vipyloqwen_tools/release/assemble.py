@@ -305,7 +305,8 @@ def assemble(
             text, readme_dir = fine_tune_card(facts, repo_id, eval_path, license, languages), checkpoint
     except FactsError as exc:
         raise ReleaseError(str(exc)) from exc
-    print(f"model card: {kind} ({'your ' + str(card) if kind == 'given' else 'written for ' + repo_id})")
+    said = {"given": f"your {card}", "repository": f"the repository's README.md, for {repo_id}"}
+    print(f"model card: {kind} ({said.get(kind, f'written for {repo_id}')})")
     card = text
     for rel in card_files(card):  # the plot and the docs pages the card links to
         source = readme_dir / rel
@@ -358,6 +359,7 @@ def _source_link_problems(body: str) -> list[str]:
     return []
 
 
+MAINTAINERS_ID = re.compile(rf"(?<![\w/.-]){re.escape(DEFAULT_REPO_ID)}(?![\w.-])")  # not inside a longer id
 LOADED_ID = re.compile(r"""^\s*(?:model_name_or_path\s*=\s*)?["']([^"']+)["']""")
 
 
@@ -372,8 +374,8 @@ def _repo_id_problems(body: str, repo_id: str) -> list[str]:
                 problems.append(f"README.md: a snippet loads {loaded[1]!r}, not the released {repo_id!r}")
     if repo_id != DEFAULT_REPO_ID:
         for block in re.findall(r"```[^\n]*\n(.*?)```", body, re.S):
-            if DEFAULT_REPO_ID in block:
-                line = next(line for line in block.splitlines() if DEFAULT_REPO_ID in line)
+            if MAINTAINERS_ID.search(block):
+                line = next(line for line in block.splitlines() if MAINTAINERS_ID.search(line))
                 problems.append(
                     f"README.md: a code block names {DEFAULT_REPO_ID}, not the released {repo_id}: {line.strip()!r}"
                 )

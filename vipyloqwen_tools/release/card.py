@@ -82,7 +82,8 @@ def repository_card(readme: str, repo_id: str, eval_dir: Path | None = None) -> 
     card = build_card(readme, eval_dir)
     if repo_id == DEFAULT_REPO_ID:
         return card
-    return CODE_BLOCK.sub(lambda m: m[1] + m[2].replace(DEFAULT_REPO_ID, repo_id) + m[3], card)
+    maintainers = re.compile(rf"(?<![\w/.-]){re.escape(DEFAULT_REPO_ID)}(?![\w.-])")
+    return CODE_BLOCK.sub(lambda m: m[1] + maintainers.sub(repo_id, m[2]) + m[3], card)
 
 
 def _count(value: int) -> str:
