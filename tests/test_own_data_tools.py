@@ -57,6 +57,12 @@ def test_missing_image_names_the_path_looked_at_and_the_rule(tmp_path):
     assert IMAGE_PATH_RULE == "a relative image path is read from the JSONL file's folder, or from --image-root DIR"
 
 
+def test_unreadable_image_names_the_path_read(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"not a png")
+    [bad] = validate_file(write_jsonl(tmp_path / "mine.jsonl", [_ocr("x.png")]), num_proc=1).bad
+    assert bad.reason.startswith(f"query: unreadable image 'x.png' ({tmp_path / 'x.png'}): ")
+
+
 def test_image_root_reads_relative_paths_from_another_folder(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "pictures" / "imgs").mkdir(parents=True)

@@ -92,6 +92,9 @@ def broken_copy(folder: Path, tmp_path: Path) -> Path:
 def test_dry_run_folder_loads_and_gives_checkpoint_embeddings(dry_run, verified, tiny_parts, release_st):
     out, stdout, _ = dry_run
     assert "dry run" in stdout and "verification passed" in stdout
+    assert "model card: repository (the repository's README.md, for erax-ai/viPyloQwen)" in stdout
+    # a build_model checkpoint has no training record: no base limits to compare with, and the output says so
+    assert "inference limits: no training record with the base model's limits; compared with nothing" in stdout
     names = {item["name"] for item in verified.details["items"]}
     assert {f"task:{t}" for t in release.TASKS} <= names
     assert {"modality:text", "modality:image", "modality:text+image", "modality:multi-image"} <= names

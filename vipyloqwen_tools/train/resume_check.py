@@ -1,9 +1,9 @@
 """Resume checks: a checkpoint records the settings that define its run; ``--resume`` refuses changed ones.
 
 Every checkpoint holds ``run_settings.json``: the run-defining settings (:data:`RUN_DEFINING`: the model, the train
-file with its content fingerprint, the task mix (rows per dataset), world size and batch sizes, the learning-rate
-schedule, the loss settings, the input limits, precision and seed), the other settings for the record, and the
-history of earlier resumes. ``--resume`` compares them with the current run and refuses any change with a message
+file with its content fingerprint, the task mix (rows per dataset), the held-out share (``eval_split``) and the
+image folder (``image_root``), world size and batch sizes, the learning-rate schedule, the loss settings, the input
+limits, precision and seed), the other settings for the record, and the history of earlier resumes. ``--resume`` compares them with the current run and refuses any change with a message
 naming each setting (old -> new) and the flag that accepts it: ``--accept-changes name[,name...]``. The other
 settings (logging, save / eval steps, max steps, epochs, eval file, workers, paths of caches and traces) may change
 freely.
@@ -37,6 +37,8 @@ RUN_DEFINING: dict[str, str] = {
     "model": "the model the run started from",
     "train_file": "the training data (path, size, content fingerprint)",
     "task_mix": "rows per training dataset (task)",
+    "eval_split": "share of the train file held out for evaluation (the rows trained)",
+    "image_root": "folder the train file's relative image paths are read from",
     "world_size": "number of processes",
     "per_device_train_batch_size": "batch size per process",
     "gradient_accumulation_steps": "micro-batches per optimizer step",
