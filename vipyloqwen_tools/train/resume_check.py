@@ -3,10 +3,10 @@
 Every checkpoint holds ``run_settings.json``: the run-defining settings (:data:`RUN_DEFINING`: the model, the train
 file with its content fingerprint, the task mix (rows per dataset), the held-out share (``eval_split``) and the
 image folder (``image_root``), world size and batch sizes, the learning-rate schedule, the loss settings, the input
-limits, precision and seed), the other settings for the record, and the history of earlier resumes. ``--resume`` compares them with the current run and refuses any change with a message
-naming each setting (old -> new) and the flag that accepts it: ``--accept-changes name[,name...]``. The other
-settings (logging, save / eval steps, max steps, epochs, eval file, workers, paths of caches and traces) may change
-freely.
+limits, precision and seed), the other settings for the record, and the history of earlier resumes. ``--resume``
+compares them with the current run and refuses any change with a message naming each setting (old -> new) and the
+flag that accepts it: ``--accept-changes name[,name...]``. The other settings (logging, save / eval steps, max
+steps, epochs, eval file, workers, paths of caches and traces) may change freely.
 
 An accepted change is used from the resumed step on: the optimizer and scheduler states loaded from the checkpoint
 carry the old learning rate and weight decay, so :class:`ApplyResumeChanges` sets the new ones after they are
