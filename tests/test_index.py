@@ -86,8 +86,9 @@ def built(corpus, tiny_checkpoint, tmp_path_factory):
 
 def test_build_counts_and_rejects_with_line_numbers(built, corpus):
     db, stats = built
-    assert (stats.lines, stats.new, stats.already_stored, stats.rejected) == (21, 15, 0, 6)
-    assert stats.lines == stats.new + stats.already_stored + stats.rejected
+    assert (stats.lines, stats.new, stats.changed, stats.unchanged, stats.rejected) == (21, 15, 0, 0, 6)
+    assert stats.lines == stats.new + stats.changed + stats.unchanged + stats.rejected
+    assert stats.embedded == 15
     rejects = [json.loads(line) for line in (db / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["line"], r["id"]) for r in rejects] == [
         (8, "doc3"),
@@ -171,7 +172,7 @@ def test_append_adds_only_new_ids(corpus, tiny_checkpoint, tmp_path, built):
     build(str(tiny_checkpoint), first, db, batch_size=4, num_workers=0)
     before = _table(db)
     stats = build(str(tiny_checkpoint), corpus["path"], db, batch_size=3, num_workers=0, commit_every=4)
-    assert (stats.new, stats.already_stored, stats.rejected) == (9, 6, 6)
+    assert (stats.new, stats.unchanged, stats.changed, stats.rejected, stats.embedded) == (9, 6, 0, 6, 9)
     after = _table(db)
     assert sorted(after["ids"]) == sorted(item["id"] for item in corpus["good"])  # each id once
     old = {i: v for i, v in zip(after["ids"], after["vectors"], strict=True) if i in before["ids"]}
@@ -207,7 +208,8 @@ def test_kill_and_resume_neither_duplicates_nor_loses(corpus, tiny_checkpoint, t
     staged = list((db / "_staging").glob("*.arrow"))
     assert len(staged) == 2 and Store.open(db).count() == 0  # nothing committed, two shards on disk
     stats = build(str(tiny_checkpoint), corpus["path"], db, batch_size=2, num_workers=0, commit_every=3)
-    assert stats.already_stored == 6 and stats.new == 9  # the staged items were not embedded again
+    assert stats.resumed == 6 and stats.embedded == 9  # the staged items were not embedded again
+    assert stats.new == 15 and stats.unchanged == 0  # all new to the table
     ids = _table(db)["ids"]
     assert sorted(ids) == sorted(item["id"] for item in corpus["good"]) and len(ids) == len(set(ids))
 

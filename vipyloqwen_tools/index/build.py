@@ -1,19 +1,23 @@
-"""Build (or extend) an index: items JSONL -> embeddings -> the LanceDB store, resumable and sharded over ranks.
+"""Build or update an index: items (a JSONL file or a folder) -> embeddings -> the LanceDB store, resumable and
+sharded over ranks.
 
 Flow (every rank, ``torchrun --nproc_per_node N`` or a single process):
 
-1. every rank reads the whole items file (parsing is cheap) and skips ids already in the table or in a staged
-   shard file: an interrupted build resumes where its last shard file ended, an append adds only new ids;
-2. the new items are cut into windows of ``commit_every`` items in file order; a window is batched exactly as
+1. every rank reads every item (parsing is cheap), computes its fingerprint (:mod:`.fingerprint`) and compares it
+   with the stored row and with any row staged by an interrupted build: unchanged ids are skipped, ids staged
+   with the same fingerprint are not embedded again (resume), ids whose metadata alone changed keep their stored
+   vector (rank 0 re-stages the row), and new or changed ids are embedded;
+2. the items to embed are cut into windows of ``commit_every`` items in file order; a window is batched exactly as
    ``AutoModel.encode`` batches (by length), and rank ``r`` embeds the batches ``r, r + N, r + 2N, ...``; so
    every item is embedded once, in the same batch as in a one-process build (identical vectors);
-3. the batches are prepared (images opened and resized, text tokenised) by ``num_workers`` workers while the
-   model runs (:mod:`prefetch_vipyloqwen`); an item whose image cannot be read is rejected alone;
+3. the batches are prepared (images opened and resized, PDF pages rendered, text tokenised) by ``num_workers``
+   workers while the model runs (:mod:`prefetch_vipyloqwen`); an item whose image cannot be read is rejected alone;
 4. each rank writes its part of a window as one shard file (atomic rename); after a barrier, rank 0 alone
-   commits the shard files into the table (insert where the id is absent) and (re)builds the indexes.
+   commits the shard files into the table (one upsert commit per file), deletes with ``sync`` the ids the items no
+   longer name (one commit), and (re)builds the indexes.
 
 Lines that break the schema, missing images and repeated ids go to the rejects file with their line number.
-Every line is counted once: ``lines = new + already stored + rejected``.
+Every line is counted once: ``lines = new + changed + unchanged + rejected``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,22 +38,76 @@ import numpy as np
 import torch
 
 from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source
-from vipyloqwen_tools.index.items import IndexItem, read_items
-from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, PROBE_TEXT, Store, rows
+from vipyloqwen_tools.index.fingerprint import content_hash, fingerprint
+from vipyloqwen_tools.index.folder import folder_ids, read_folder
+from vipyloqwen_tools.index.items import IndexItem, raw_ids, read_items
+from vipyloqwen_tools.index.pdf import max_pixels, placeholder, render_page, split_page_ref
+from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, PROBE_TEXT, Store, StoreError, rows
 
 DEFAULT_COMMIT_EVERY = 1024
+# --sync refuses to delete more than this share of the db's rows unless forced: a truncated or wrong items file
+# would otherwise empty the index (an empty file: every row).
+DEFAULT_MAX_DELETE = 0.5
+
+
+class SyncRefused(StoreError):
+    """``sync`` would delete more than ``max_delete`` of the rows: nothing was committed or deleted."""
 
 
 @dataclass
 class BuildStats:
-    """Counts of one build; ``lines == new + already_stored + rejected``."""
+    """Counts of one build; ``lines == new + changed + unchanged + rejected`` (new, changed, unchanged: compared with
+    the table as the build found it).
+
+    How the new and changed rows were made: ``embedded`` by the model in this build, ``reused`` (only the metadata
+    changed: the stored vector is kept), ``resumed`` (embedded and staged by an interrupted earlier build).
+    ``deleted``: rows removed by ``sync`` because the items no longer name their ids.
+    """
 
     lines: int = 0
     new: int = 0
-    already_stored: int = 0
+    changed: int = 0
+    unchanged: int = 0
     rejected: int = 0
+    embedded: int = 0
+    reused: int = 0
+    resumed: int = 0
+    deleted: int = 0
     seconds: float = 0.0
     rows_in_db: int = 0
+
+
+def sync_check(doomed: int, rows_now: int, max_delete: float, force: bool) -> None:
+    """Refuse (:class:`SyncRefused`) to delete ``doomed`` of ``rows_now`` rows when that share passes
+    ``max_delete``, unless ``force``."""
+    if not 0 <= max_delete <= 1:
+        raise ValueError(f"max_delete must be a share between 0 and 1, got {max_delete!r}")
+    if force or doomed == 0 or doomed <= max_delete * rows_now:
+        return
+    raise SyncRefused(
+        f"--sync would delete {doomed} of the {rows_now} rows ({doomed / rows_now:.0%}), above --max-delete "
+        f"{max_delete:g}: is the items file complete? Nothing was embedded, committed or deleted. To delete them, "
+        "rerun with --force (or a higher --max-delete)"
+    )
+
+
+def classify(
+    item: IndexItem, stored: dict[str, tuple[str | None, str | None]], staged: dict[str, str | None]
+) -> tuple[str, str]:
+    """``(kind, action)`` of an item with its fingerprint set. kind: ``new`` / ``changed`` / ``unchanged`` (against
+    the table); action: ``skip``, ``resume`` (a staged row of an interrupted build has this content), ``reuse``
+    (the stored vector is right: only the metadata differs, or a stale staged row must be overwritten) or
+    ``embed``."""
+    entry = stored.get(item.id)
+    kind = "new" if entry is None else "unchanged" if entry[1] == item.fingerprint else "changed"
+    vector_stored = entry is not None and entry[0] is not None and entry[0] == item.content_hash
+    if item.id in staged:
+        if staged[item.id] == item.fingerprint:
+            return kind, "skip" if kind == "unchanged" else "resume"
+        return kind, "reuse" if vector_stored else "embed"  # this build's row is committed after the stale one
+    if kind == "unchanged":
+        return kind, "skip"
+    return kind, "reuse" if vector_stored else "embed"
 
 
 def load_model(model: str, device: str | None = None):
@@ -93,67 +152,113 @@ class _Dist:
         if self.world > 1:
             torch.distributed.barrier()
 
-    def total(self, stats: BuildStats, load_rejects: int) -> BuildStats:
-        """Totals over ranks: lines, already-stored ids and schema rejects are counted alike on every rank (each
-        reads every line); new items and items whose images failed to load are summed."""
-        counts = torch.tensor([stats.new, load_rejects], dtype=torch.float64)
+    def total(self, stats: BuildStats, embedded: list[int]) -> BuildStats:
+        """Totals over ranks: every rank reads every line, so lines, rejects of the schema, unchanged items and the
+        items that need no model are counted alike on each; ``embedded`` (new, changed, items whose image failed to
+        load) is this rank's share and is summed."""
+        counts = torch.tensor(embedded, dtype=torch.float64)
         if self.world > 1:
             torch.distributed.all_reduce(counts)
-        new, loaded_rejects = (int(v) for v in counts.tolist())
-        return BuildStats(stats.lines, new, stats.already_stored, stats.rejected + loaded_rejects, stats.seconds)
+        new, changed, load_rejects = (int(v) for v in counts.tolist())
+        total = BuildStats(**asdict(stats))
+        total.new, total.changed = stats.new + new, stats.changed + changed
+        total.rejected, total.embedded = stats.rejected + load_rejects, new + changed
+        return total
 
     def close(self) -> None:
         if self.started:
             torch.distributed.destroy_process_group()
 
 
+@dataclass
+class _Window:
+    """Items to embed and items whose stored vector is kept, in file order."""
+
+    embed: list[IndexItem]
+    reuse: list[IndexItem]
+
+    @property
+    def first_line(self) -> int:
+        return min(item.line for item in self.embed + self.reuse)
+
+    @property
+    def last_line(self) -> int:
+        return max(item.line for item in self.embed + self.reuse)
+
+
 def _windows(
-    source: Iterator[tuple[int, IndexItem | None, str | None, str | None]],
-    done: set[str],
+    source: Iterator[tuple[int | None, IndexItem | None, str | None, str | None]],
+    stored: dict[str, tuple[str | None, str | None]],
+    staged: dict[str, str | None],
     size: int,
     stats: BuildStats,
     rejects: Any,
     check: Any,
-) -> Iterator[list[IndexItem]]:
-    window: list[IndexItem] = []
+) -> Iterator[_Window]:
+    """Windows of ``size`` items that need work; counts (alike on every rank) the lines, rejects, unchanged items
+    and the items that need no model; the embedded ones are counted when embedded."""
+    window = _Window([], [])
     for line, item, error, item_id in source:
         stats.lines += 1
-        if item is not None and item.id not in done:
-            error = check(item)
+        if item is not None:
+            error = check(item)  # also sets the item's fingerprint
             if error is not None:
                 item = None
         if item is None:
             rejects(line, item_id, error)
-        elif item.id in done:
-            stats.already_stored += 1
+            continue
+        kind, action = classify(item, stored, staged)
+        if action == "embed":
+            window.embed.append(item)  # counted once embedded: a load failure makes it a reject instead
         else:
-            window.append(item)
-            if len(window) == size:
-                yield window
-                window = []
-    if window:
+            setattr(stats, kind, getattr(stats, kind) + 1)
+            if action == "resume":
+                stats.resumed += 1
+            elif action == "reuse":
+                stats.reused += 1
+                window.reuse.append(item)
+        if len(window.embed) + len(window.reuse) == size:
+            yield window
+            window = _Window([], [])
+    if window.embed or window.reuse:
         yield window
 
 
-def _message(processor: Any, item: IndexItem) -> list[dict]:
-    return processor.build_messages(text=[item.text], images=[item.images or None], task=item.task)[0]
+def _images(item: IndexItem, pixels: int, render: bool = False) -> list[Any]:
+    """The item's images for the processor: files as paths; PDF pages rendered (``render``) or, for the length
+    estimate and the size checks, as zero-byte stand-ins of the rendered size."""
+    out: list[Any] = []
+    for image in item.images:
+        page = split_page_ref(image)
+        out.append(image if page is None else (render_page if render else placeholder)(page[0], page[1], pixels))
+    return out
 
 
-def _item_error(processor: Any, item: IndexItem) -> str | None:
+def _message(processor: Any, item: IndexItem, pixels: int, render: bool = False) -> list[dict]:
+    images = _images(item, pixels, render)
+    return processor.build_messages(text=[item.text], images=[images or None], task=item.task)[0]
+
+
+def _item_error(processor: Any, image_tokens: int, item: IndexItem) -> str | None:
     """Why encode's length estimate would refuse the item (a malformed item, an image size Qwen2-VL cannot take:
-    checked from the file header, no decoding), or None. Every rank checks alike, so the windows stay equal."""
+    checked from the file header, no decoding), or None; sets the item's fingerprint (an image that cannot be read
+    is an error too). Every rank checks alike, so the windows stay equal."""
     from images_vipyloqwen import check_size, image_size
     from items_vipyloqwen import split_item
 
-    where = f"line {item.line}"
+    where = f"line {item.line}" if item.line is not None else repr(item.id)
     try:
-        split_item(_message(processor, item), where)
-        for number, path in enumerate(item.images, start=1):
-            size = image_size(path)
+        parsed = split_item(_message(processor, item, max_pixels(image_tokens)), where)
+        for number, image in enumerate(parsed.images, start=1):
+            size = image_size(image)
             if size is not None:
                 check_size(size, f"{where}, image {number}")
+        item.content_hash = content_hash(item.text, item.task, item.images, image_tokens)
     except (ValueError, TypeError) as error:
         return str(error)
+    except OSError as error:
+        return f"{where}: cannot read {error.filename or 'an image'}: {error.strerror or error}"
+    item.fingerprint = fingerprint(item.content_hash, item.metadata)
     return None
 
 
@@ -171,16 +276,24 @@ def build(
     device: str | None = None,
     worker_type: str = "auto",
     log: Any = None,
+    sync: bool = False,
+    max_delete: float = DEFAULT_MAX_DELETE,
+    force: bool = False,
+    write_items: str | Path | None = None,
 ) -> BuildStats:
-    """Embed the items of ``items`` into the db folder ``db``; see the module docstring. Returns the totals.
+    """Embed the items of ``items`` (an items JSONL file, or a folder: :mod:`.folder`) into the db folder ``db``,
+    new or existing; see the module docstring. Returns the totals.
 
     ``model`` is a checkpoint path or Hub id (loaded here, on ``device``), or an already loaded viPyloQwen
-    ``AutoModel`` (its ``config._name_or_path`` names it in the db's manifest).
+    ``AutoModel`` (its ``config._name_or_path`` names it in the db's manifest). With ``sync`` the rows whose ids
+    the items no longer name are deleted, unless they are more than ``max_delete`` of the rows and not ``force``
+    (:class:`SyncRefused`, raised before anything is embedded). ``write_items`` saves a folder's items as an items
+    file.
 
     Example::
 
-        >>> build("erax-ai/viPyloQwen", "corpus.jsonl", "out/corpus-index", batch_size=16)
-        BuildStats(lines=1000, new=998, already_stored=0, rejected=2, ...)
+        >>> build("erax-ai/viPyloQwen", "docs/", "out/docs-index", batch_size=16, sync=True)
+        BuildStats(lines=1000, new=3, changed=2, unchanged=993, rejected=2, embedded=5, ..., deleted=1, ...)
     """
     from prefetch_vipyloqwen import prefetch, resolve_num_workers
 
@@ -188,10 +301,14 @@ def build(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not isinstance(commit_every, int) or commit_every <= 0:
         raise ValueError(f"commit_every must be a positive integer, got {commit_every!r}")
+    sync_check(0, 0, max_delete, force)  # validates max_delete before a model is loaded
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     started = time.perf_counter()
-    if not Path(items).is_file():
-        raise FileNotFoundError(f"items file not found: {items}")
+    folder = Path(items).is_dir()
+    if not folder and not Path(items).is_file():
+        raise FileNotFoundError(f"items file or folder not found: {items}")
+    if write_items is not None and not folder:
+        raise ValueError(f"write_items saves the items of a folder; {items} is already an items file")
     Store.check_target(db)
     dist = _Dist()
     try:
@@ -205,28 +322,44 @@ def build(
         processor = embedder.processor
         probe = probe_vector(embedder)
         dim = embedder.config.embed_dim
+        image_tokens = max_image_tokens or processor.max_image_tokens
+        pixels = max_pixels(image_tokens)
         db = Path(db)
         rejects_path = Path(rejects_path) if rejects_path else db / "rejects.jsonl"
         if dist.rank == 0:
             store = Store.create_or_open(db, model, dim, probe)
+            store.upgrade()
             store.clear_partial_files()
             for stale in store.staging.glob("rejects-*.jsonl") if store.staging.is_dir() else []:
                 stale.unlink()
+            run = store.begin_run()
         dist.barrier()
         if dist.rank != 0:
             store = Store.open(db)
             store.check_model(model, dim, probe)
-        done = store.table_ids() | store.staged_ids()
+            run = store.manifest["runs"]
+        stored, staged = store.fingerprints(), store.staged_fingerprints()
+        keep: set[str] = set()
+        if sync:
+            # The ids the items name, read before any work, so a refused sync costs no embedding.
+            if folder:
+                keep = folder_ids(items, exclude=[db])
+            else:
+                with open(items, encoding="utf-8") as handle:
+                    keep = raw_ids(handle)
+            known = stored.keys() | staged.keys()
+            doomed = len(known - keep)
+            sync_check(doomed, len(known), max_delete, force)
         dist.barrier()  # every rank has read the same state before any rank stages new rows
 
         stats = BuildStats()
         store.staging.mkdir(parents=True, exist_ok=True)
         rank_rejects = (store.staging / f"rejects-r{dist.rank}.jsonl").open("w", encoding="utf-8")
 
-        def write_reject(line: int, item_id: str | None, error: str) -> None:
+        def write_reject(line: int | None, item_id: str | None, error: str) -> None:
             rank_rejects.write(json.dumps({"line": line, "id": item_id, "error": error}, ensure_ascii=False) + "\n")
 
-        def schema_reject(line: int, item_id: str | None, error: str) -> None:
+        def schema_reject(line: int | None, item_id: str | None, error: str) -> None:
             # Every rank reads every line and counts these alike; rank 0 writes them.
             stats.rejected += 1
             if dist.rank == 0:
@@ -239,11 +372,12 @@ def build(
             window, messages, chunk = job
             kept, canonical, failed = [], [], []
             for position in chunk:
+                item = window[position]
                 try:
+                    # PDF pages are rendered here, in the worker, only for the items being embedded.
+                    message = _message(processor, item, pixels, True) if item.images else messages[position]
                     canonical.append(
-                        processor.canonicalize(
-                            messages[position], position, max_image_tokens, where=f"line {window[position].line}"
-                        )
+                        processor.canonicalize(message, position, max_image_tokens, where=f"line {item.line}")
                     )
                     kept.append(position)
                 except (ValueError, TypeError, OSError) as error:
@@ -259,11 +393,26 @@ def build(
             )
             return kept, {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, failed
 
-        load_rejects = 0
-        source = read_items(items, default_task=task)
-        check = functools.partial(_item_error, processor)
-        for window in _windows(source, done, commit_every, stats, schema_reject, check):
-            messages = [_message(processor, item) for item in window]
+        embedded = [0, 0, 0]  # new, changed, failed to load (this rank's share)
+        skipped: Counter = Counter()
+        if folder:
+            source = read_folder(items, task, [db], write_items if dist.rank == 0 else None, skipped)
+        else:
+            source = read_items(items, default_task=task)
+        check = functools.partial(_item_error, processor, image_tokens)
+        for work in _windows(source, stored, staged, commit_every, stats, schema_reject, check):
+            name = f"w{work.first_line:09d}"
+            if work.reuse and dist.rank == 0:
+                # Only the metadata changed (or a stale staged row is overwritten): the stored vector is kept.
+                kept_rows = store.rows_of([item.id for item in work.reuse])
+                ids, vectors_kept = kept_rows.column("id").to_pylist(), kept_rows.column("vector").to_pylist()
+                by_id = dict(zip(ids, vectors_kept, strict=True))
+                matrix = np.asarray([by_id[item.id] for item in work.reuse], dtype=np.float32)
+                store.stage(rows(dim, work.reuse, matrix), f"{name}-kept", run)
+            window = work.embed
+            if not window:
+                continue
+            messages = [_message(processor, item, pixels) for item in window]
             chunks = embedder._batches(embedder._item_lengths(messages, max_image_tokens, None), batch_size)
             mine = chunks[dist.rank :: dist.world]
             jobs = [(window, messages, chunk) for chunk in mine]
@@ -277,32 +426,34 @@ def build(
                 batches = prefetch(prepare, jobs, workers, worker_type, device=next(embedder.parameters()).device)
                 for kept, batch, failed in batches:
                     for position, error in failed:
-                        load_rejects += 1
+                        embedded[2] += 1
                         write_reject(window[position].line, window[position].id, error)
                     if batch is not None:
                         vectors.append(embedder.embed_batch(batch).float().cpu())
                         done_items.extend(window[p] for p in kept)
             if done_items:
                 matrix = torch.cat(vectors).numpy().astype(np.float32, copy=False)
-                store.stage(rows(dim, done_items, matrix), f"w{window[0].line:09d}-r{dist.rank}")
-                stats.new += len(done_items)
+                store.stage(rows(dim, done_items, matrix), f"{name}-r{dist.rank}", run)
+                changed = sum(item.id in stored for item in done_items)
+                embedded[0] += len(done_items) - changed
+                embedded[1] += changed
             log(
-                f"[index] rank {dist.rank}/{dist.world}: lines up to {window[-1].line}: {stats.new} new items staged,"
-                f" {stats.rejected + load_rejects} rejected"
+                f"[index] rank {dist.rank}/{dist.world}: lines up to {work.last_line}: "
+                f"{embedded[0] + embedded[1]} items embedded and staged, {stats.rejected + embedded[2]} rejected"
             )
         rank_rejects.close()
         stats.seconds = time.perf_counter() - started
         dist.barrier()  # every shard file is written
-        total = dist.total(stats, load_rejects)
+        total = dist.total(stats, embedded)
         if dist.rank == 0:
-            added = store.commit_staged()
-            if added != total.new:
-                log(f"[index] note: {total.new} rows staged by this run, {added} added (others were staged earlier)")
+            store.commit_staged()
+            if sync and doomed:
+                total.deleted = store.delete_absent(keep)
             rejected = []
             for path in sorted(store.staging.glob("rejects-*.jsonl")):
                 rejected += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
                 path.unlink()
-            rejected.sort(key=lambda entry: entry["line"])
+            rejected.sort(key=lambda entry: (entry["line"] is not None, entry["line"] or 0))
             rejects_path.parent.mkdir(parents=True, exist_ok=True)
             rejects_path.write_text(
                 "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in rejected), encoding="utf-8"
@@ -314,10 +465,14 @@ def build(
             store.write_manifest()
             total.rows_in_db = index["rows"]
             total.seconds = time.perf_counter() - started
+            if skipped:
+                log(f"[index] files of other kinds, not indexed: {dict(sorted(skipped.items()))}")
             log(
-                f"[index] {total.lines} lines = {total.new} new + {total.already_stored} already stored + "
-                f"{total.rejected} rejected ({rejects_path}); {total.rows_in_db} rows in {db}; "
-                f"{total.seconds:.1f}s on {dist.world} process(es)"
+                f"[index] {total.lines} lines = {total.new} new + {total.changed} changed + {total.unchanged} "
+                f"unchanged + {total.rejected} rejected ({rejects_path}); {total.embedded} embedded, {total.reused} "
+                f"kept their vector (metadata only), {total.resumed} staged by an interrupted build; "
+                f"{total.deleted} deleted; {total.rows_in_db} rows in {db}; {total.seconds:.1f}s on "
+                f"{dist.world} process(es)"
             )
         dist.barrier()
         return total

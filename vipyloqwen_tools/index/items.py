@@ -5,14 +5,16 @@ Schema::
     id        required  a non-empty string, unique in the db
     text      optional  the item's text (a typed task prefix such as "<ocr> ..." selects the task too)
     images    optional  1-5 image paths, relative to the items file's folder (or absolute); "image" (the key
-                        Sentence-Transformers' dicts use) is read the same way
+                        Sentence-Transformers' dicts use) is read the same way; a PDF page is
+                        ``"report.pdf#page=N"`` (1-based; rendered at the image budget, :mod:`.pdf`)
     task      optional  a registry key or its prefix token (default: --task, else none)
     ...       any other key is metadata: stored with the item (a JSON column) and returned by search
 
 An item needs a text or at least one image. As in ``encode``, an empty or whitespace text (``""``, ``"   "``)
 and a bare prefix (``"<ocr>"``) are valid: they embed as the task prefix and the end-of-text token.
-A line that breaks the schema, an image file that does not exist and a repeated id are *rejects*: reported
-with their line number, never embedded, and the build goes on.
+A line that breaks the schema, an image file that does not exist, a PDF page that cannot be read (encrypted,
+damaged, no such page) and a repeated id are *rejects*: reported with their line number, never embedded, and the
+build goes on.
 
 Example::
 
@@ -25,12 +27,13 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from configuration_vipyloqwen import MAX_IMAGES_PER_ITEM, resolve_task
+from vipyloqwen_tools.index.pdf import check_page_ref, split_page_ref
 
 RESERVED_KEYS = ("id", "text", "images", "image", "task")  # "image" (Sentence-Transformers' key) = "images"
 
@@ -45,6 +48,9 @@ class IndexItem:
     images: list[str]
     task: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Set by the build (:mod:`.fingerprint`): what decides unchanged / changed / metadata-only.
+    content_hash: str | None = None
+    fingerprint: str | None = None
 
 
 def parse_item(raw: str, line: int, root: Path, default_task: str | None = None) -> IndexItem:
@@ -74,6 +80,12 @@ def parse_item(raw: str, line: int, root: Path, default_task: str | None = None)
         raise ValueError(f"{len(images)} images, at most {MAX_IMAGES_PER_ITEM} per item")
     resolved = []
     for number, image in enumerate(images, start=1):
+        if split_page_ref(image):
+            try:
+                resolved.append(check_page_ref(image, root))
+            except ValueError as error:
+                raise ValueError(f"image {number}: {error}") from None
+            continue
         path = Path(image) if os.path.isabs(image) else root / image
         if not path.is_file():
             raise ValueError(f"image {number} not found: {image!r} (looked for {path})")
@@ -120,21 +132,32 @@ def read_items(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"items file not found: {path}")
-    root = path.resolve().parent
-    first_line: dict[str, int] = {}
     with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            if world_size > 1 and owner(_raw_id(raw), number, world_size) != rank:
-                continue
-            try:
-                item = parse_item(raw, number, root, default_task)
-            except ValueError as error:
-                yield number, None, str(error), _raw_id(raw)
-                continue
-            if item.id in first_line:
-                yield number, None, f"duplicate id {item.id!r} (first at line {first_line[item.id]})", item.id
-                continue
-            first_line[item.id] = number
-            yield number, item, None, item.id
+        yield from parse_lines(handle, path.resolve().parent, default_task, rank, world_size)
+
+
+def parse_lines(
+    lines: Iterable[str], root: Path, default_task: str | None = None, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[int, IndexItem | None, str | None, str | None]]:
+    """:func:`read_items` over lines already in hand (relative paths resolve against ``root``)."""
+    first_line: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        if world_size > 1 and owner(_raw_id(raw), number, world_size) != rank:
+            continue
+        try:
+            item = parse_item(raw, number, root, default_task)
+        except ValueError as error:
+            yield number, None, str(error), _raw_id(raw)
+            continue
+        if item.id in first_line:
+            yield number, None, f"duplicate id {item.id!r} (first at line {first_line[item.id]})", item.id
+            continue
+        first_line[item.id] = number
+        yield number, item, None, item.id
+
+
+def raw_ids(lines: Iterable[str]) -> set[str]:
+    """Every id a line names, valid or not (what ``--sync`` keeps): a read of the ids alone, no validation."""
+    return {item_id for raw in lines if raw.strip() and (item_id := _raw_id(raw)) is not None}

@@ -2,8 +2,10 @@
 
 Layout of a db folder::
 
-    DIR/vipyloqwen-index.json   manifest: format, model name, embed_dim, a probe embedding (model fingerprint)
-    DIR/items.lance/            the LanceDB table: id, vector, text, images, task, metadata (JSON)
+    DIR/vipyloqwen-index.json   manifest: format, model name, embed_dim, a probe embedding (model fingerprint),
+                                the number of builds started (``runs``: orders staged shard files)
+    DIR/items.lance/            the LanceDB table: id, vector, text, images, task, metadata (JSON),
+                                content_hash and fingerprint (:mod:`.fingerprint`)
     DIR/_staging/               shard files written by build ranks, committed into the table by rank 0
     DIR/rejects.jsonl           the last build's rejected lines (default place)
 
@@ -11,8 +13,10 @@ Why LanceDB (docs/index.md has the comparison): embedded (a library, no server),
 100M x 1024-d vectors live on disk rather than in RAM; IVF-PQ ANN index built on disk; SQL metadata filters
 (``where``) pushed down before the vector search; versioned, atomic commits, so a killed writer never leaves
 half a commit. A build never writes the table from several processes: each rank writes Arrow shard files
-(written to a temporary name, then renamed) and only rank 0 commits them, with an insert-if-absent merge on
-``id`` so a commit interrupted after the table write but before the shard files were removed adds nothing twice.
+(written to a temporary name, then renamed) and only rank 0 commits them, one upsert (``merge_insert`` on ``id``:
+replace a matched row, insert a new one) per shard file, oldest build first, so a commit interrupted after the
+table write but before the shard file was removed is redone with the same rows, and a newer build's rows win.
+Deletes (:meth:`Store.delete_where`, :meth:`Store.delete_absent`) are one commit each too.
 
 Example::
 
@@ -27,7 +31,9 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +43,8 @@ import pyarrow as pa
 MANIFEST = "vipyloqwen-index.json"
 TABLE = "items"
 STAGING = "_staging"
-FORMAT = 1
+FORMAT = 2  # 2: rows carry content_hash and fingerprint; a format-1 db is searched as is, upgraded by a build
+READABLE_FORMATS = (1, 2)
 PROBE_TEXT = "viPyloQwen index probe: Hà Nội là thủ đô của Việt Nam."
 # Same model: the probe embeddings agree to float noise (bf16 on a GPU vs fp32 on a CPU: ~1e-3).
 PROBE_MIN_COSINE = 0.99
@@ -59,8 +66,26 @@ def schema(embed_dim: int) -> pa.Schema:
             pa.field("images", pa.list_(pa.string())),
             pa.field("task", pa.string()),
             pa.field("metadata", pa.json_()),
+            pa.field("content_hash", pa.string()),
+            pa.field("fingerprint", pa.string()),
         ]
     )
+
+
+FINGERPRINT_COLUMNS = ("content_hash", "fingerprint")
+_RUN = re.compile(r"^run(\d+)-")
+# Ids per ``id IN (...)`` filter: a short SQL text per query, few queries per window.
+IDS_PER_QUERY = 1024
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a SQL string literal (quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def ids_filter(ids: Iterable[str]) -> str:
+    """The SQL filter ``id IN (...)`` of ``ids``."""
+    return f"id IN ({', '.join(sql_string(i) for i in ids)})"
 
 
 def rows(embed_dim: int, items: list[Any], vectors: np.ndarray) -> pa.Table:
@@ -74,6 +99,8 @@ def rows(embed_dim: int, items: list[Any], vectors: np.ndarray) -> pa.Table:
             "images": [item.images for item in items],
             "task": [item.task for item in items],
             "metadata": pa.array([json.dumps(item.metadata, ensure_ascii=False) for item in items], type=pa.json_()),
+            "content_hash": [getattr(item, "content_hash", None) for item in items],
+            "fingerprint": [getattr(item, "fingerprint", None) for item in items],
         },
         schema=schema(embed_dim),
     )
@@ -108,8 +135,10 @@ class Store:
                 "into a new or empty folder)"
             )
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT:
-            raise StoreError(f"{root}: unsupported index format {manifest.get('format')!r} (this code reads {FORMAT})")
+        if manifest.get("format") not in READABLE_FORMATS:
+            raise StoreError(
+                f"{root}: unsupported index format {manifest.get('format')!r} (this code reads {READABLE_FORMATS})"
+            )
         return cls(root, manifest)
 
     @staticmethod
@@ -140,11 +169,32 @@ class Store:
             "probe": {"text": PROBE_TEXT, "vector": probe},
             "table": TABLE,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "runs": 0,
         }
         store = cls(root, manifest)
         store._db.create_table(TABLE, schema=schema(embed_dim))
         store.write_manifest()  # last: a folder with a manifest always has its table
         return store
+
+    def upgrade(self) -> bool:
+        """Bring a format-1 db (no fingerprints) to this format: the two columns are added empty (one commit), so
+        its rows count as changed once and are re-embedded by the next build. Returns whether it upgraded."""
+        if self.manifest["format"] == FORMAT:
+            return False
+        names = set(self.table.schema.names)
+        missing = [pa.field(name, pa.string()) for name in FINGERPRINT_COLUMNS if name not in names]
+        if missing:
+            self.table.add_columns(missing)
+        self.manifest["format"] = FORMAT
+        self.write_manifest()
+        return True
+
+    def begin_run(self) -> int:
+        """Number this build (the manifest's ``runs``, written before any shard file): shard files are committed
+        in run order, so a row staged by a newer build wins over a stale one of an interrupted build."""
+        self.manifest["runs"] = int(self.manifest.get("runs", 0)) + 1
+        self.write_manifest()
+        return self.manifest["runs"]
 
     def write_manifest(self) -> None:
         path = self.root / MANIFEST
@@ -186,6 +236,24 @@ class Store:
             ids.update(batch.column("id").to_pylist())
         return ids
 
+    def fingerprints(self) -> dict[str, tuple[str | None, str | None]]:
+        """id -> (content_hash, fingerprint) of every row (three columns, streamed); a format-1 row has Nones."""
+        if not set(FINGERPRINT_COLUMNS) <= set(self.table.schema.names):
+            return dict.fromkeys(self.table_ids(), (None, None))
+        found: dict[str, tuple[str | None, str | None]] = {}
+        for batch in self.table.search().select(["id", *FINGERPRINT_COLUMNS]).limit(None).to_batches():
+            hashes, prints = (batch.column(c).to_pylist() for c in FINGERPRINT_COLUMNS)
+            found.update(zip(batch.column("id").to_pylist(), zip(hashes, prints, strict=True), strict=True))
+        return found
+
+    def rows_of(self, ids: list[str]) -> pa.Table:
+        """The stored rows (every column) of ``ids``, in no particular order."""
+        parts = [
+            self.table.search().where(ids_filter(ids[start : start + IDS_PER_QUERY])).limit(None).to_arrow()
+            for start in range(0, len(ids), IDS_PER_QUERY)
+        ]
+        return pa.concat_tables(parts) if parts else schema(self.embed_dim).empty_table()
+
     def has_vector_index(self) -> bool:
         return any("vector" in config.columns for config in self.table.list_indices())
 
@@ -195,19 +263,35 @@ class Store:
         return self.root / STAGING
 
     def staged_files(self) -> list[Path]:
-        return sorted(self.staging.glob("*.arrow")) if self.staging.is_dir() else []
+        """The shard files waiting for their commit, in commit order: by build run, then by name."""
+        if not self.staging.is_dir():
+            return []
+
+        def order(path: Path) -> tuple[int, str]:
+            run = _RUN.match(path.name)
+            return (int(run.group(1)) if run else 0, path.name)
+
+        return sorted(self.staging.glob("*.arrow"), key=order)
 
     def staged_ids(self) -> set[str]:
-        ids: set[str] = set()
+        return set(self.staged_fingerprints())
+
+    def staged_fingerprints(self) -> dict[str, str | None]:
+        """id -> fingerprint of every staged row; where an id is staged twice, the one committed last."""
+        found: dict[str, str | None] = {}
         for path in self.staged_files():
             with pa.memory_map(str(path)) as source:
-                ids.update(pa.ipc.open_file(source).read_all().column("id").to_pylist())
-        return ids
+                data = pa.ipc.open_file(source).read_all()
+            prints = data.column("fingerprint").to_pylist() if "fingerprint" in data.schema.names else None
+            found.update(zip(data.column("id").to_pylist(), prints or [None] * data.num_rows, strict=True))
+        return found
 
-    def stage(self, table: pa.Table, name: str) -> Path:
-        """Write one shard file atomically (temporary name, fsync, rename): it is whole or absent."""
+    def stage(self, table: pa.Table, name: str, run: int | None = None) -> Path:
+        """Write one shard file atomically (temporary name, fsync, rename): it is whole or absent. ``run`` (from
+        :meth:`begin_run`) orders it after the shard files of earlier builds."""
         self.staging.mkdir(parents=True, exist_ok=True)
-        path = self.staging / f"{name}-{uuid.uuid4().hex[:8]}.arrow"
+        prefix = f"run{run:06d}-" if run is not None else ""
+        path = self.staging / f"{prefix}{name}-{uuid.uuid4().hex[:8]}.arrow"
         tmp = path.with_suffix(".tmp")
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
@@ -222,22 +306,44 @@ class Store:
             path.unlink()
 
     def commit_staged(self) -> int:
-        """Insert every staged row whose id is not in the table yet (one commit per shard file), then remove the
-        shard file. Returns the number of rows added. Single writer: call from one process only."""
+        """Upsert every shard file into the table (one ``merge_insert`` commit per file, in :meth:`staged_files`
+        order: a matched id's row is replaced, a new id inserted), then remove the file. Redoing a file whose
+        commit went through but whose removal did not writes the same rows again. Returns the number of rows
+        added. Single writer: call from one process only."""
         table = self.table
         before = table.count_rows()
         for path in self.staged_files():
             with pa.memory_map(str(path)) as source:
                 data = pa.ipc.open_file(source).read_all()
             if data.num_rows:
-                table.merge_insert("id").when_not_matched_insert_all().execute(data)
+                data = data.cast(schema(self.embed_dim)) if data.schema != table.schema else data
+                table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
             path.unlink()
         return table.count_rows() - before
+
+    # ------------------------------------------------------------------ deletes (one commit each)
+    def delete_where(self, where: str) -> int:
+        """Delete the rows matching the SQL filter ``where`` in one commit; returns how many."""
+        if not where or not where.strip():
+            raise ValueError("delete: an empty filter would match every row; give a condition")
+        return int(self.table.delete(where).num_deleted_rows)
+
+    def delete_ids(self, ids: Iterable[str]) -> int:
+        """Delete the rows of ``ids`` (absent ids are ignored) in one commit; returns how many were deleted."""
+        ids = list(dict.fromkeys(ids))
+        return self.delete_where(ids_filter(ids)) if ids else 0
+
+    def delete_absent(self, keep: Iterable[str]) -> int:
+        """Delete every row whose id is not in ``keep`` in one commit (a ``merge_insert`` whose source is the ids
+        alone, deleting the rows the source does not match); returns how many."""
+        source = pa.table({"id": pa.array(sorted(set(keep)), type=pa.string())})
+        result = self.table.merge_insert("id").when_not_matched_by_source_delete().execute(source)
+        return int(result.num_deleted_rows)
 
     def ensure_indexes(self, index_min_rows: int = DEFAULT_INDEX_MIN_ROWS) -> dict[str, Any]:
         """A BTREE index on ``id``; an IVF-PQ vector index once the table has ``index_min_rows`` rows (rows added
         later are searched exactly beside the index until :meth:`optimize` folds them in)."""
-        from lancedb.index import BTree, IvfPq
+        from lancedb.index import BTree
 
         table = self.table
         rows_now = table.count_rows()
@@ -249,15 +355,43 @@ class Store:
         if ("vector",) in names:
             table.optimize()  # fold new rows into the existing indexes, compact small commits
         elif rows_now >= index_min_rows:
-            sub_vectors = next(
-                d for d in (self.embed_dim // 16, self.embed_dim // 8, 1) if d and self.embed_dim % d == 0
-            )
-            config = IvfPq(
-                distance_type="dot",  # unit vectors: dot = cosine
-                num_partitions=max(1, int(math.sqrt(rows_now))),
-                num_sub_vectors=sub_vectors,  # 16 dims per 8-bit code: 64 bytes per 1024-d vector
-            )
-            table.create_index("vector", config=config)
+            self._create_vector_index(table, rows_now)
         else:
             table.optimize()
         return {"rows": rows_now, "vector_index": "IVF_PQ" if self.has_vector_index() else None}
+
+    def _create_vector_index(self, table: Any, rows_now: int, replace: bool = False) -> None:
+        from lancedb.index import IvfPq
+
+        sub_vectors = next(d for d in (self.embed_dim // 16, self.embed_dim // 8, 1) if d and self.embed_dim % d == 0)
+        config = IvfPq(
+            distance_type="dot",  # unit vectors: dot = cosine
+            num_partitions=max(1, int(math.sqrt(rows_now))),
+            num_sub_vectors=sub_vectors,  # 16 dims per 8-bit code: 64 bytes per 1024-d vector
+        )
+        table.create_index("vector", config=config, replace=replace)
+
+    def optimize(self, keep_versions_days: float | None = None, reindex: bool = False) -> dict[str, Any]:
+        """Compact the table (small fragments of many commits merged, deleted rows dropped), fold new rows into the
+        indexes, and remove the files of versions older than ``keep_versions_days`` (LanceDB's default, 7 days,
+        when None; 0 keeps only the latest version: no reader may be on an older one). ``reindex`` retrains the
+        IVF-PQ vector index on the rows as they are now. Returns the table's shape before and after."""
+        table = self.table
+        before = self.shape()
+        if reindex and self.has_vector_index():
+            self._create_vector_index(table, table.count_rows(), replace=True)
+        cleanup = dt.timedelta(days=keep_versions_days) if keep_versions_days is not None else None
+        table.optimize(cleanup_older_than=cleanup, delete_unverified=keep_versions_days == 0)
+        return {"before": before, "after": self.shape()}
+
+    def shape(self) -> dict[str, int]:
+        """Rows, fragments, versions and bytes on disk of the table (what many small commits grow)."""
+        table = self.table
+        stats = table.stats()
+        disk = sum(f.stat().st_size for f in (self.root / f"{TABLE}.lance").rglob("*") if f.is_file())
+        return {
+            "rows": int(stats["num_rows"]),
+            "fragments": int(stats["fragment_stats"]["num_fragments"]),
+            "versions": len(table.list_versions()),
+            "disk_bytes": disk,
+        }
