@@ -1,13 +1,19 @@
-"""Index a corpus into an embedded vector database (LanceDB, on disk) and search it.
+"""Index a corpus into an embedded vector database (LanceDB, on disk), keep it in step with the corpus, search it.
 
-    python scripts/index.py build --model M --items ITEMS.jsonl --db DIR [--batch-size N] [--num-workers N] [--task T]
+    python scripts/index.py build --model M --items FOLDER --db DIR [--sync] [--write-items ITEMS.jsonl]
+    python scripts/index.py build --model M --items ITEMS.jsonl --db DIR [--sync] [--batch-size N] [--task T]
     torchrun --nproc_per_node N scripts/index.py build ...        # sharded: one process per GPU (or several on CPU)
-    python scripts/index.py search --model M --db DIR [--text Q] [--image PATH ...] [--task T] [--top-k K] [--json]
+    python scripts/index.py search [--model M] --db DIR [--text Q] [--image PATH ...] [--task T] [--top-k K] [--json]
+    python scripts/index.py delete --db DIR (--ids ID [ID ...] | --where SQL)
+    python scripts/index.py optimize --db DIR [--keep-versions-days D] [--reindex]
 
-Items: one JSON object per line, {"id": str, "text": str?, "images": [path, ...]?, "task": str?, ...metadata};
-image paths are relative to the items file. Building into an existing db adds only ids it does not hold yet, so
-rerunning an interrupted build resumes it. Rejected lines (bad JSON or schema, a missing or unreadable image, a
-repeated id) go to DIR/rejects.jsonl (or --rejects) with their line numbers; the build goes on. See docs/index.md.
+Items: a folder (text files, images, PDFs page by page; ids are the relative paths), or an items file with one JSON
+object per line, {"id": str, "text": str?, "images": [path or "doc.pdf#page=N", ...]?, "task": str?, ...metadata};
+paths are relative to the items file. Building into an existing db compares each item's content fingerprint with
+its row: new ids are added, changed ones re-embedded and replaced, unchanged ones skipped, and rerunning an
+interrupted build resumes it; --sync also deletes the rows of ids the items no longer name. Rejected lines (bad
+JSON or schema, a missing or unreadable image or PDF, a repeated id) go to DIR/rejects.jsonl (or --rejects) with
+their line numbers; the build goes on. See docs/index.md.
 """
 
 from __future__ import annotations
@@ -23,20 +29,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefetch_vipyloqwen import WORKER_TYPES  # noqa: E402
 from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, report  # noqa: E402
-from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, StoreError  # noqa: E402
+from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, DEFAULT_MAX_DELETE, StoreError  # noqa: E402
 
 
 def _workers(value: str) -> int | None:
     return None if value == "auto" else int(value)
 
 
+def _share(value: str) -> float:
+    share = float(value)
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"a share between 0 and 1 (0.5 = half the rows), got {value}")
+    return share
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    build = commands.add_parser("build", help="embed an items JSONL file into a db folder (new or existing)")
+    build = commands.add_parser("build", help="embed a folder or an items JSONL file into a db folder (new or old)")
     build.add_argument("--model", required=True, help="checkpoint folder or Hub id")
-    build.add_argument("--items", required=True, type=Path, help="items JSONL file")
+    build.add_argument(
+        "--items", required=True, type=Path, help="a folder (text files, images, PDFs) or an items JSONL file"
+    )
+    build.add_argument("--sync", action="store_true", help="also delete the rows of ids the items no longer name")
+    build.add_argument(
+        "--max-delete",
+        type=_share,
+        default=DEFAULT_MAX_DELETE,
+        help=f"--sync refuses to delete more than this share of the rows (default {DEFAULT_MAX_DELETE})",
+    )
+    build.add_argument("--force", action="store_true", help="--sync deletes whatever share it must")
+    build.add_argument("--write-items", type=Path, help="save the items of an --items folder as an items JSONL file")
     build.add_argument("--db", required=True, type=Path, help="db folder (created if new or empty)")
     build.add_argument("--batch-size", type=int, default=8, help="items per forward pass (default 8)")
     build.add_argument(
@@ -71,6 +95,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     search.add_argument("--exact", action="store_true", help="exact cosine ranking even with an ANN index")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     search.add_argument("--device")
+
+    delete = commands.add_parser("delete", help="delete rows by id or by a SQL filter (one commit)")
+    delete.add_argument("--db", required=True, type=Path)
+    which = delete.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ids", nargs="+", help="ids to delete (absent ids are ignored)")
+    which.add_argument("--where", help="SQL filter, e.g. \"json_get_string(metadata, 'path') = 'old/report.pdf'\"")
+
+    optimize = commands.add_parser("optimize", help="compact the table after many updates; fold rows into indexes")
+    optimize.add_argument("--db", required=True, type=Path)
+    optimize.add_argument(
+        "--keep-versions-days",
+        type=float,
+        help="remove the files of table versions older than this (default: LanceDB's 7 days; 0: only the latest, "
+        "when no reader or writer is using the db)",
+    )
+    optimize.add_argument("--reindex", action="store_true", help="retrain the IVF-PQ vector index on the rows now")
     return parser.parse_args(argv)
 
 
@@ -90,6 +130,10 @@ def run_build(args: argparse.Namespace) -> int:
         index_min_rows=args.index_min_rows,
         device=args.device,
         worker_type=args.worker_type,
+        sync=args.sync,
+        max_delete=args.max_delete,
+        force=args.force,
+        write_items=args.write_items,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"db": str(args.db), **stats.__dict__}))
@@ -116,10 +160,37 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_delete(args: argparse.Namespace) -> int:
+    from vipyloqwen_tools.index.store import Store
+
+    store = Store.open(args.db)
+    if store.staged_files():
+        raise StoreError(
+            f"{args.db} has rows staged by an interrupted build ({len(store.staged_files())} shard files in "
+            f"{store.staging}); finish it first (rerun the build), or its rows would come back after this delete"
+        )
+    deleted = store.delete_ids(args.ids) if args.ids else store.delete_where(args.where)
+    store.manifest["rows"] = store.count()
+    store.write_manifest()
+    print(json.dumps({"db": str(args.db), "deleted": deleted, "rows_in_db": store.manifest["rows"]}))
+    return 0
+
+
+def run_optimize(args: argparse.Namespace) -> int:
+    from vipyloqwen_tools.index.store import Store
+
+    result = Store.open(args.db).optimize(args.keep_versions_days, args.reindex)
+    print(json.dumps({"db": str(args.db), **result}))
+    return 0
+
+
+COMMANDS = {"build": run_build, "search": run_search, "delete": run_delete, "optimize": run_optimize}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return run_build(args) if args.command == "build" else run_search(args)
+        return COMMANDS[args.command](args)
     except (StoreError, ModelSourceError, FileNotFoundError) as error:
         return report(error)  # one line, from the first process only under torchrun
 

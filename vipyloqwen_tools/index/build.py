@@ -42,12 +42,16 @@ from vipyloqwen_tools.index.fingerprint import content_hash, fingerprint
 from vipyloqwen_tools.index.folder import folder_ids, read_folder
 from vipyloqwen_tools.index.items import IndexItem, raw_ids, read_items
 from vipyloqwen_tools.index.pdf import max_pixels, placeholder, render_page, split_page_ref
-from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, PROBE_TEXT, Store, StoreError, rows
+from vipyloqwen_tools.index.store import (
+    DEFAULT_INDEX_MIN_ROWS,
+    DEFAULT_MAX_DELETE,
+    PROBE_TEXT,
+    Store,
+    StoreError,
+    rows,
+)
 
 DEFAULT_COMMIT_EVERY = 1024
-# --sync refuses to delete more than this share of the db's rows unless forced: a truncated or wrong items file
-# would otherwise empty the index (an empty file: every row).
-DEFAULT_MAX_DELETE = 0.5
 
 
 class SyncRefused(StoreError):

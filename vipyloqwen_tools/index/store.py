@@ -50,6 +50,9 @@ PROBE_TEXT = "viPyloQwen index probe: Hà Nội là thủ đô của Việt Nam.
 PROBE_MIN_COSINE = 0.99
 # Below this many rows the table is searched exactly (a flat scan is fast and an ANN index needs rows to train).
 DEFAULT_INDEX_MIN_ROWS = 100_000
+# A sync (build --sync) refuses to delete more than this share of the db's rows unless forced: a truncated or wrong
+# items file would otherwise empty the index (an empty file: every row).
+DEFAULT_MAX_DELETE = 0.5
 
 
 class StoreError(ValueError):
