@@ -8,6 +8,14 @@ Measured, on this machine:
   encode, with ``num_workers=0`` (the default for text) and with 2 workers (median ratio of the items/s);
 - **sharded** (same items, largest size): ``torchrun --nproc_per_node 2 scripts/index.py build`` into a second
   db, compared with the one-process db: ids, texts, metadata, and vectors bit for bit;
+- **sync** (``--sync``, tiny model): a db of ``--sync-items`` short texts, then the same file with
+  ``--sync-changed`` of its texts edited, built with ``sync=True`` into a copy of that db, against a full build of
+  the file into a fresh db, and a sync of the unchanged file (the fixed cost), interleaved; ratio = median over
+  repeats of sync time / full build time of the same repeat;
+- **compaction** (``--compaction``, no model: random unit vectors of ``--compaction-dim``): a table of
+  ``--compaction-rows`` rows updated ``--compaction-updates`` times (1% of the rows re-staged and upserted, as a
+  sync commits them), then ``Store.optimize`` with LanceDB's default version retention and with 0 days: rows,
+  fragments, versions, bytes on disk and the median exact-search time before and after;
 - **2b-shaped** (``--two-b``): per workload of ``bench/encode_bench.py`` (queries, passages, pages, mixed; images
   written as PNG files the build reads back), the floor (stock forward on the pre-built batches),
   ``AutoModel.encode`` and the index build of the workload into a fresh db, interleaved; ratio = median over
@@ -18,6 +26,7 @@ Example::
 
     python bench/index_bench.py --out bench/results/index-tiny.json
     python bench/index_bench.py --two-b --sizes none --no-sharded --out bench/results/index-2b-shaped.json
+    python bench/index_bench.py --sizes none --sync --compaction --out bench/results/index-sync-tiny.json
 """
 
 from __future__ import annotations
@@ -44,7 +53,8 @@ import torch  # noqa: E402
 from bench import harness  # noqa: E402
 from bench.common import REPO_ROOT, make_workloads, prepare_checkpoint, short_texts  # noqa: E402
 from vipyloqwen_tools.index.build import build  # noqa: E402
-from vipyloqwen_tools.index.store import Store  # noqa: E402
+from vipyloqwen_tools.index.search import query_table  # noqa: E402
+from vipyloqwen_tools.index.store import Store, rows  # noqa: E402
 
 
 def write_texts(path: Path, texts: list[str]) -> Path:
@@ -137,6 +147,97 @@ def stream_bench(model: Any, workdir: Path, sizes: list[int], batch_size: int, r
             "encode_over_build_items_per_s": harness.median_ratio(times["build"], times["encode"]),
         }
     return {"batch_size": batch_size, "sizes": sizes, "rows": rows, "throughput": ratios}
+
+
+def sync_bench(model: Any, workdir: Path, n: int, share: float, batch_size: int, repeats: int) -> dict[str, Any]:
+    """A sync of ``n`` items of which ``share`` changed, against a full build of the same file (see the docstring)."""
+    texts = short_texts(n)
+    base = write_texts(workdir / "sync-base.jsonl", texts)
+    every = round(1 / share)
+    edited = write_texts(workdir / "sync-edited.jsonl", [t + " (đã sửa)" if i % every == 0 else t
+                                                           for i, t in enumerate(texts)])  # fmt: skip
+    reference, db = workdir / "sync-reference", workdir / "sync-db"
+    shutil.rmtree(reference, ignore_errors=True)
+    build(model, base, reference, batch_size=batch_size, num_workers=0, log=_quiet)
+
+    def before(name: str) -> None:  # untimed: the db a run starts from
+        shutil.rmtree(db, ignore_errors=True)
+        if name != "full build":
+            shutil.copytree(reference, db)
+
+    last: dict[str, Any] = {}
+
+    def run(items: Path, sync: bool) -> None:
+        last[str(items)] = build(model, items, db, batch_size=batch_size, num_workers=0, sync=sync, log=_quiet)
+
+    runs = {
+        "full build": lambda: run(base, False),
+        "sync, changed": lambda: run(edited, True),
+        "sync, unchanged": lambda: run(base, True),
+    }
+    for name in runs:  # warm-up: first use of each path
+        before(name)
+        runs[name]()
+    times = harness.interleaved(runs, repeats, before=before)
+    changed = last[str(edited)]
+    return {
+        "items": n,
+        "changed_share": share,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "seconds_all": times,
+        "seconds": {name: statistics.median(values) for name, values in times.items()},
+        "sync_over_full": harness.median_ratio(times["sync, changed"], times["full build"]),
+        "unchanged_sync_over_full": harness.median_ratio(times["sync, unchanged"], times["full build"]),
+        "sync_counts": {key: getattr(changed, key) for key in ("lines", "new", "changed", "unchanged", "embedded")},
+    }
+
+
+def compaction_bench(workdir: Path, n: int, dim: int, updates: int, queries: int = 20) -> dict[str, Any]:
+    """What many small upsert commits leave behind, and what ``Store.optimize`` makes of it (no model)."""
+    rng = np.random.default_rng(0)
+
+    def unit(count: int) -> np.ndarray:
+        vectors = rng.standard_normal((count, dim)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    class Row:
+        def __init__(self, number: int, version: int) -> None:
+            self.id, self.text, self.images, self.task = f"r{number}", f"row {number} v{version}", [], None
+            self.metadata = {"n": number}
+            self.content_hash = self.fingerprint = f"{number}-{version}"
+
+    db = workdir / "compaction-db"
+    shutil.rmtree(db, ignore_errors=True)
+    store = Store.create_or_open(db, "random", dim, unit(1)[0].tolist())
+    store.stage(rows(dim, [Row(i, 0) for i in range(n)], unit(n)), "w0", run=0)
+    store.commit_staged()
+    store.ensure_indexes()
+    probes = [torch.from_numpy(v) for v in unit(queries)]
+
+    def search_seconds() -> float:
+        return statistics.median(harness.timed(lambda q=q: query_table(store, q, k=10, exact=True)) for q in probes)
+
+    step = max(1, n // 100)
+    update_seconds = []
+    for update in range(1, updates + 1):
+        chosen = rng.choice(n, size=step, replace=False)
+        store.stage(rows(dim, [Row(int(i), update) for i in chosen], unit(step)), "w", run=update)
+        update_seconds.append(harness.timed(store.commit_staged))
+    measured: dict[str, Any] = {"after_updates": {**store.shape(), "exact_search_seconds": search_seconds()}}
+    for label, days in (("optimize (versions kept 7 days)", None), ("optimize --keep-versions-days 0", 0)):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="optimize\\(cleanup_older_than=0\\)")
+            seconds = harness.timed(lambda d=days: store.optimize(d))
+        measured[label] = {**store.shape(), "exact_search_seconds": search_seconds(), "optimize_seconds": seconds}
+    return {
+        "rows": n,
+        "dim": dim,
+        "updates": updates,
+        "rows_per_update": step,
+        "upsert_commit_seconds_median": statistics.median(update_seconds),
+        "shapes": measured,
+    }
 
 
 def db_content(db: Path) -> dict[str, Any]:
@@ -266,6 +367,43 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 same,
             )
         )
+    sync = results.get("sync")
+    if sync:
+        share = sync["changed_share"]
+        checks.append(
+            harness.target(
+                f"sync of {sync['items']} items, {share:.0%} changed: time / full build (tiny model)",
+                sync["sync_over_full"],
+                f"about {share:.0%} (report)",
+                None,
+            )
+        )
+        checks.append(
+            harness.target(
+                f"sync of {sync['items']} unchanged items: time / full build (the fixed cost)",
+                sync["unchanged_sync_over_full"],
+                "report",
+                None,
+            )
+        )
+        counts = sync["sync_counts"]
+        right = counts["embedded"] == round(sync["items"] * share) and counts["unchanged"] == counts["lines"] - counts[
+            "embedded"
+        ]
+        checks.append(harness.target("sync embeds exactly the changed items", float(right), "== 1", right))
+    compaction = results.get("compaction")
+    if compaction:
+        shapes = compaction["shapes"]
+        after, done = shapes["after_updates"], shapes["optimize --keep-versions-days 0"]
+        checks.append(
+            harness.target(
+                f"optimize after {compaction['updates']} updates: fragments {after['fragments']} -> "
+                f"{done['fragments']}, versions {after['versions']} -> {done['versions']}: bytes after / before",
+                done["disk_bytes"] / after["disk_bytes"],
+                "report",
+                None,
+            )
+        )
     two_b = results.get("two_b")
     if two_b:
         for name, workload in two_b["workloads"].items():
@@ -284,6 +422,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-sharded", action="store_true", help="skip the torchrun build")
     parser.add_argument("--procs", type=int, default=2, help="torchrun processes (default 2)")
+    parser.add_argument("--sync", action="store_true", help="time a sync against a full build (tiny model)")
+    parser.add_argument("--sync-items", type=int, default=10_000, help="items of the sync (default 10,000)")
+    parser.add_argument("--sync-changed", type=float, default=0.01, help="share of them edited (default 0.01)")
+    parser.add_argument("--compaction", action="store_true", help="measure optimize after many upserts (no model)")
+    parser.add_argument("--compaction-rows", type=int, default=10_000)
+    parser.add_argument("--compaction-dim", type=int, default=1024, help="vector width (default 1024, the 2B's)")
+    parser.add_argument("--compaction-updates", type=int, default=50, help="upserts of 1%% of the rows (default 50)")
     parser.add_argument("--two-b", action="store_true", help="also time the 2b-shaped workloads")
     parser.add_argument("--two-b-size", default="quick", choices=("smoke", "quick", "full"))
     parser.add_argument(
@@ -303,6 +448,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="vipyloqwen-index-bench-") as tmp:
         workdir = Path(tmp)
+        if args.sync:
+            from transformers import AutoModel
+
+            checkpoint = prepare_checkpoint("tiny", workdir)
+            model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True, dtype=torch.float32).eval()
+            print(f"sync: {args.sync_items} items, {args.sync_changed:.0%} changed ...", flush=True)
+            results["sync"] = sync_bench(
+                model, workdir, args.sync_items, args.sync_changed, args.batch_size, args.repeats
+            )
+            del model
+            harness.release_memory()
+        if args.compaction:
+            print(f"compaction: {args.compaction_rows} rows, {args.compaction_updates} updates ...", flush=True)
+            results["compaction"] = compaction_bench(
+                workdir, args.compaction_rows, args.compaction_dim, args.compaction_updates
+            )
         if sizes:
             from transformers import AutoModel
 

@@ -39,8 +39,8 @@ import torch
 
 from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source
 from vipyloqwen_tools.index.fingerprint import content_hash, fingerprint
-from vipyloqwen_tools.index.folder import folder_ids, read_folder
-from vipyloqwen_tools.index.items import IndexItem, raw_ids, read_items
+from vipyloqwen_tools.index.folder import read_folder
+from vipyloqwen_tools.index.items import IndexItem, read_items
 from vipyloqwen_tools.index.pdf import max_pixels, placeholder, render_page, split_page_ref
 from vipyloqwen_tools.index.store import (
     DEFAULT_INDEX_MIN_ROWS,
@@ -90,8 +90,8 @@ def sync_check(doomed: int, rows_now: int, max_delete: float, force: bool) -> No
         return
     raise SyncRefused(
         f"--sync would delete {doomed} of the {rows_now} rows ({doomed / rows_now:.0%}), above --max-delete "
-        f"{max_delete:g}: is the items file complete? Nothing was embedded, committed or deleted. To delete them, "
-        "rerun with --force (or a higher --max-delete)"
+        f"{max_delete:g}: is the items file complete? Nothing was committed or deleted (rows embedded by this "
+        "build stay staged for the next one). To delete them, rerun with --force (or a higher --max-delete)"
     )
 
 
@@ -197,21 +197,25 @@ def _windows(
     size: int,
     stats: BuildStats,
     rejects: Any,
+    identify: Any,
     check: Any,
 ) -> Iterator[_Window]:
     """Windows of ``size`` items that need work; counts (alike on every rank) the lines, rejects, unchanged items
-    and the items that need no model; the embedded ones are counted when embedded."""
+    and the items that need no model; the embedded ones are counted when embedded. ``identify(item)`` sets the
+    item's fingerprint; ``check(item)`` (what the model would refuse) runs only for the items to embed: an unchanged
+    row passed it when it was embedded."""
     window = _Window([], [])
     for line, item, error, item_id in source:
         stats.lines += 1
         if item is not None:
-            error = check(item)  # also sets the item's fingerprint
-            if error is not None:
-                item = None
-        if item is None:
+            error = identify(item)
+        if item is not None and error is None:
+            kind, action = classify(item, stored, staged)
+            if action == "embed":
+                error = check(item)
+        if item is None or error is not None:
             rejects(line, item_id, error)
             continue
-        kind, action = classify(item, stored, staged)
         if action == "embed":
             window.embed.append(item)  # counted once embedded: a load failure makes it a reject instead
         else:
@@ -226,6 +230,13 @@ def _windows(
             window = _Window([], [])
     if window.embed or window.reuse:
         yield window
+
+
+def _noting_ids(source: Iterator[tuple], ids: set[str]) -> Iterator[tuple]:
+    for entry in source:
+        if entry[3] is not None:
+            ids.add(entry[3])
+        yield entry
 
 
 def _images(item: IndexItem, pixels: int, render: bool = False) -> list[Any]:
@@ -243,10 +254,21 @@ def _message(processor: Any, item: IndexItem, pixels: int, render: bool = False)
     return processor.build_messages(text=[item.text], images=[images or None], task=item.task)[0]
 
 
+def _identify(image_tokens: int, item: IndexItem) -> str | None:
+    """Set the item's content hash and fingerprint (:mod:`.fingerprint`); an image that cannot be read is an error."""
+    try:
+        item.content_hash = content_hash(item.text, item.task, item.images, image_tokens)
+    except OSError as error:
+        where = f"line {item.line}" if item.line is not None else repr(item.id)
+        return f"{where}: cannot read {error.filename or 'an image'}: {error.strerror or error}"
+    item.fingerprint = fingerprint(item.content_hash, item.metadata)
+    return None
+
+
 def _item_error(processor: Any, image_tokens: int, item: IndexItem) -> str | None:
     """Why encode's length estimate would refuse the item (a malformed item, an image size Qwen2-VL cannot take:
-    checked from the file header, no decoding), or None; sets the item's fingerprint (an image that cannot be read
-    is an error too). Every rank checks alike, so the windows stay equal."""
+    checked from the file header or the PDF page size, no decoding), or None. Every rank checks alike, so the
+    windows stay equal."""
     from images_vipyloqwen import check_size, image_size
     from items_vipyloqwen import split_item
 
@@ -257,12 +279,8 @@ def _item_error(processor: Any, image_tokens: int, item: IndexItem) -> str | Non
             size = image_size(image)
             if size is not None:
                 check_size(size, f"{where}, image {number}")
-        item.content_hash = content_hash(item.text, item.task, item.images, image_tokens)
     except (ValueError, TypeError) as error:
         return str(error)
-    except OSError as error:
-        return f"{where}: cannot read {error.filename or 'an image'}: {error.strerror or error}"
-    item.fingerprint = fingerprint(item.content_hash, item.metadata)
     return None
 
 
@@ -291,7 +309,7 @@ def build(
     ``model`` is a checkpoint path or Hub id (loaded here, on ``device``), or an already loaded viPyloQwen
     ``AutoModel`` (its ``config._name_or_path`` names it in the db's manifest). With ``sync`` the rows whose ids
     the items no longer name are deleted, unless they are more than ``max_delete`` of the rows and not ``force``
-    (:class:`SyncRefused`, raised before anything is embedded). ``write_items`` saves a folder's items as an items
+    (:class:`SyncRefused`, raised before anything is committed). ``write_items`` saves a folder's items as an items
     file.
 
     Example::
@@ -343,17 +361,6 @@ def build(
             store.check_model(model, dim, probe)
             run = store.manifest["runs"]
         stored, staged = store.fingerprints(), store.staged_fingerprints()
-        keep: set[str] = set()
-        if sync:
-            # The ids the items name, read before any work, so a refused sync costs no embedding.
-            if folder:
-                keep = folder_ids(items, exclude=[db])
-            else:
-                with open(items, encoding="utf-8") as handle:
-                    keep = raw_ids(handle)
-            known = stored.keys() | staged.keys()
-            doomed = len(known - keep)
-            sync_check(doomed, len(known), max_delete, force)
         dist.barrier()  # every rank has read the same state before any rank stages new rows
 
         stats = BuildStats()
@@ -403,8 +410,12 @@ def build(
             source = read_folder(items, task, [db], write_items if dist.rank == 0 else None, skipped)
         else:
             source = read_items(items, default_task=task)
+        identify = functools.partial(_identify, image_tokens)
         check = functools.partial(_item_error, processor, image_tokens)
-        for work in _windows(source, stored, staged, commit_every, stats, schema_reject, check):
+        keep: set[str] = set()  # every id a line or file names, valid or not: what sync keeps
+        if sync:
+            source = _noting_ids(source, keep)
+        for work in _windows(source, stored, staged, commit_every, stats, schema_reject, identify, check):
             name = f"w{work.first_line:09d}"
             if work.reuse and dist.rank == 0:
                 # Only the metadata changed (or a stale staged row is overwritten): the stored vector is kept.
@@ -446,6 +457,12 @@ def build(
                 f"{embedded[0] + embedded[1]} items embedded and staged, {stats.rejected + embedded[2]} rejected"
             )
         rank_rejects.close()
+        if sync:
+            # Every rank read every line: all decide alike, before any commit. A refused sync leaves this build's
+            # embeddings staged, so the rerun (with the whole items file, or --force) does not embed them again.
+            known = stored.keys() | staged.keys()
+            doomed = len(known - keep)
+            sync_check(doomed, len(known), max_delete, force)
         stats.seconds = time.perf_counter() - started
         dist.barrier()  # every shard file is written
         total = dist.total(stats, embedded)

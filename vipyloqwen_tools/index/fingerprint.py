@@ -52,21 +52,34 @@ def file_digest(path: str | os.PathLike) -> str:
     return _file_digest(path, stat.st_size, stat.st_mtime_ns)
 
 
-def _hash(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=DIGEST_BYTES).hexdigest()
+def _feed(digest: Any, value: str | None) -> None:
+    # Length-prefixed, None distinct from "": no two different sequences of parts feed the same bytes.
+    if value is None:
+        digest.update(b"\xff" * 8)
+        return
+    data = value.encode("utf-8", "surrogatepass")
+    digest.update(len(data).to_bytes(8, "little"))
+    digest.update(data)
 
 
 def content_hash(text: str | None, task: str | None, images: Sequence[str], max_image_tokens: int) -> str:
     """The hash of what an item's vector depends on (see the module docstring); ``images`` are file paths or
     PDF page references. ``OSError`` if an image file cannot be read."""
-    parts = []
+    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    for part in (f"content v{VERSION}", text, task, str(len(images))):
+        _feed(digest, part)
     for image in images:
         page = split_page_ref(image)
-        parts.append(["pdf", file_digest(page[0]), page[1]] if page else ["file", file_digest(image)])
-    return _hash([VERSION, text, task, parts, max_image_tokens if parts else None])
+        for part in (f"pdf page {page[1]}", file_digest(page[0])) if page else ("file", file_digest(image)):
+            _feed(digest, part)
+    _feed(digest, str(max_image_tokens) if images else None)
+    return digest.hexdigest()
 
 
 def fingerprint(content: str, metadata: dict[str, Any]) -> str:
-    """The row's fingerprint: its ``content_hash`` and its metadata (key order does not matter)."""
-    return _hash([VERSION, content, metadata])
+    """The row's fingerprint: its ``content_hash`` and its metadata (canonical JSON: key order does not matter)."""
+    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    _feed(digest, f"row v{VERSION}")
+    _feed(digest, content)
+    _feed(digest, json.dumps(metadata, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if metadata else "")
+    return digest.hexdigest()

@@ -115,21 +115,6 @@ def folder_rows(root: str | Path, exclude: Iterable[str | Path] = (), skipped: C
             yield Rejected(relative, f"{relative}: cannot read the file ({error.strerror or error})")
 
 
-def folder_ids(root: str | Path, exclude: Iterable[str | Path] = ()) -> set[str]:
-    """The ids :func:`read_folder` gives (items and rejected files), without reading the files' contents."""
-    ids = set()
-    for relative, path, kind in folder_files(root, exclude):
-        if kind == "pdf":
-            try:
-                ids.update(f"{relative}#page={page}" for page in range(1, len(page_sizes(path.resolve())) + 1))
-                continue
-            except PdfError:
-                pass
-        if kind is not None:
-            ids.add(relative)
-    return ids
-
-
 def read_folder(
     root: str | Path,
     default_task: str | None = None,

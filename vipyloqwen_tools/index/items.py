@@ -157,7 +157,3 @@ def parse_lines(
         first_line[item.id] = number
         yield number, item, None, item.id
 
-
-def raw_ids(lines: Iterable[str]) -> set[str]:
-    """Every id a line names, valid or not (what ``--sync`` keeps): a read of the ids alone, no validation."""
-    return {item_id for raw in lines if raw.strip() and (item_id := _raw_id(raw)) is not None}
