@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from conftest import child_env, make_image, write_jsonl
 
 from scripts import index as cli
 from vipyloqwen_tools.index.build import BuildStats, SyncRefused, build, classify, sync_check
-from vipyloqwen_tools.index.fingerprint import content_hash, fingerprint
+from vipyloqwen_tools.index.fingerprint import content_hash, fingerprint, packed
 from vipyloqwen_tools.index.items import IndexItem
 from vipyloqwen_tools.index.search import Index
 from vipyloqwen_tools.index.store import MANIFEST, Store, rows, schema
@@ -54,9 +55,19 @@ def test_fingerprint_adds_metadata_in_any_key_order():
 
 
 # ------------------------------------------------------------------------------------------- what a rebuild does
+def _hashes(content: str, meta: str) -> tuple[str, str]:
+    """(content_hash, fingerprint) of a text ``content`` with the metadata ``{"m": meta}``."""
+    text_hash = content_hash(content, None, [], 64)
+    return text_hash, fingerprint(text_hash, {"m": meta})
+
+
+def _packed(hashes: tuple[str, str] | tuple[None, None]) -> bytes:
+    return packed(*hashes)
+
+
 def _item(item_id: str, content: str, meta: str) -> IndexItem:
-    item = IndexItem(line=1, id=item_id, text=content, images=[], task=None)
-    item.content_hash, item.fingerprint = content, f"{content}+{meta}"
+    item = IndexItem(line=1, id=item_id, text=content, images=[], task=None, metadata={"m": meta})
+    item.content_hash, item.fingerprint = _hashes(content, meta)
     return item
 
 
@@ -64,20 +75,22 @@ def _item(item_id: str, content: str, meta: str) -> IndexItem:
     ("stored", "staged", "expected"),
     [
         (None, None, ("new", "embed")),
-        (("c1", "c1+m1"), None, ("unchanged", "skip")),
-        (("c0", "c0+m1"), None, ("changed", "embed")),  # the text changed: re-embed
-        (("c1", "c1+m0"), None, ("changed", "reuse")),  # metadata only: keep the stored vector
-        ((None, None), None, ("changed", "embed")),  # a row of a format-1 db: no fingerprint yet
-        (None, "c1+m1", ("new", "resume")),  # staged by an interrupted build: not embedded again
-        (("c0", "c0+m0"), "c1+m1", ("changed", "resume")),
-        (("c1", "c1+m1"), "c1+m1", ("unchanged", "skip")),  # committed, killed before the shard file's removal
-        (None, "c2+m1", ("new", "embed")),  # staged, then edited again before the rerun: the newest content
-        (("c1", "c1+m1"), "c2+m1", ("unchanged", "reuse")),  # edited, staged, edited back: the stored row wins
+        (("c1", "m1"), None, ("unchanged", "skip")),
+        (("c0", "m1"), None, ("changed", "embed")),  # the text changed: re-embed
+        (("c1", "m0"), None, ("changed", "reuse")),  # metadata only: keep the stored vector
+        ("format 1", None, ("changed", "embed")),  # a row of a format-1 db: no fingerprint yet
+        (None, ("c1", "m1"), ("new", "resume")),  # staged by an interrupted build: not embedded again
+        (("c0", "m0"), ("c1", "m1"), ("changed", "resume")),
+        (("c1", "m1"), ("c1", "m1"), ("unchanged", "skip")),  # committed, killed before the shard file's removal
+        (None, ("c2", "m1"), ("new", "embed")),  # staged, then edited again before the rerun: the newest content
+        (("c1", "m1"), ("c2", "m1"), ("unchanged", "reuse")),  # edited, staged, edited back: the stored row wins
     ],
 )
 def test_classify(stored, staged, expected):
     item = _item("a", "c1", "m1")
-    assert classify(item, {"a": stored} if stored else {}, {"a": staged} if staged else {}) == expected
+    table = {} if stored is None else {"a": b"" if stored == "format 1" else _packed(_hashes(*stored))}
+    pending = {} if staged is None else {"a": _hashes(*staged)[1]}
+    assert classify(item, table, pending) == expected
 
 
 def test_sync_check_refuses_a_large_deletion_unless_forced():
@@ -128,7 +141,7 @@ def test_upsert_replaces_changed_rows_in_one_commit_and_newer_run_wins(tmp_path)
     texts = _texts(store)
     assert texts["r1"] == "new 1" and texts["x"] == "added" and len(texts) == 7
     assert "stale 1" not in texts.values() and "old 1" not in texts.values()
-    assert store.fingerprints()["r1"] == ("g1", "g1")
+    assert store.table.to_arrow().filter(pc.field("id") == "r1").column("fingerprint").to_pylist() == ["g1"]
 
 
 def test_deletes_are_one_commit_each(tmp_path):
@@ -152,7 +165,7 @@ def test_format_1_db_is_searched_as_is_and_upgraded_by_a_build(tmp_path):
     manifest = json.loads((tmp_path / "db" / MANIFEST).read_text())
     (tmp_path / "db" / MANIFEST).write_text(json.dumps({**manifest, "format": 1}))
     old_store = Store.open(tmp_path / "db")
-    assert old_store.fingerprints()["r1"] == (None, None)  # classified as changed: re-embedded once
+    assert old_store.fingerprints()["r1"] == b""  # classified as changed: re-embedded once
     assert old_store.upgrade() and Store.open(tmp_path / "db").manifest["format"] == 2
     assert set(old_store.table.schema.names) >= {"content_hash", "fingerprint"} and old_store.count() == 6
     assert not old_store.upgrade()

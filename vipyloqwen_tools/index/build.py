@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source
-from vipyloqwen_tools.index.fingerprint import content_hash, fingerprint
+from vipyloqwen_tools.index.fingerprint import content_hash, fingerprint, packed
 from vipyloqwen_tools.index.folder import read_folder
 from vipyloqwen_tools.index.items import IndexItem, read_items
 from vipyloqwen_tools.index.pdf import max_pixels, placeholder, render_page, split_page_ref
@@ -95,16 +95,15 @@ def sync_check(doomed: int, rows_now: int, max_delete: float, force: bool) -> No
     )
 
 
-def classify(
-    item: IndexItem, stored: dict[str, tuple[str | None, str | None]], staged: dict[str, str | None]
-) -> tuple[str, str]:
-    """``(kind, action)`` of an item with its fingerprint set. kind: ``new`` / ``changed`` / ``unchanged`` (against
-    the table); action: ``skip``, ``resume`` (a staged row of an interrupted build has this content), ``reuse``
-    (the stored vector is right: only the metadata differs, or a stale staged row must be overwritten) or
-    ``embed``."""
-    entry = stored.get(item.id)
-    kind = "new" if entry is None else "unchanged" if entry[1] == item.fingerprint else "changed"
-    vector_stored = entry is not None and entry[0] is not None and entry[0] == item.content_hash
+def classify(item: IndexItem, stored: dict[str, bytes], staged: dict[str, str | None]) -> tuple[str, str]:
+    """``(kind, action)`` of an item with its fingerprint set; ``stored`` as :meth:`Store.fingerprints` gives it.
+    kind: ``new`` / ``changed`` / ``unchanged`` (against the table); action: ``skip``, ``resume`` (a staged row of an
+    interrupted build has this content), ``reuse`` (the stored vector is right: only the metadata differs, or a
+    stale staged row must be overwritten) or ``embed``."""
+    entry, mine = stored.get(item.id), packed(item.content_hash, item.fingerprint)
+    half = len(mine) // 2
+    kind = "new" if entry is None else "unchanged" if entry and entry[half:] == mine[half:] else "changed"
+    vector_stored = bool(entry) and entry[:half] == mine[:half]
     if item.id in staged:
         if staged[item.id] == item.fingerprint:
             return kind, "skip" if kind == "unchanged" else "resume"
@@ -192,7 +191,7 @@ class _Window:
 
 def _windows(
     source: Iterator[tuple[int | None, IndexItem | None, str | None, str | None]],
-    stored: dict[str, tuple[str | None, str | None]],
+    stored: dict[str, bytes],
     staged: dict[str, str | None],
     size: int,
     stats: BuildStats,

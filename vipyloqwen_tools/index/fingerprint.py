@@ -76,6 +76,12 @@ def content_hash(text: str | None, task: str | None, images: Sequence[str], max_
     return digest.hexdigest()
 
 
+def packed(content: str | None, row: str | None) -> bytes:
+    """The two hex digests of a row as one 32-byte value (``b""`` when it has none: a format-1 row): what a build
+    keeps in memory per stored row, about a third of two hex strings in a tuple."""
+    return bytes.fromhex(content) + bytes.fromhex(row) if content and row else b""
+
+
 def fingerprint(content: str, metadata: dict[str, Any]) -> str:
     """The row's fingerprint: its ``content_hash`` and its metadata (canonical JSON: key order does not matter)."""
     digest = hashlib.blake2b(digest_size=DIGEST_BYTES)

@@ -239,14 +239,17 @@ class Store:
             ids.update(batch.column("id").to_pylist())
         return ids
 
-    def fingerprints(self) -> dict[str, tuple[str | None, str | None]]:
-        """id -> (content_hash, fingerprint) of every row (three columns, streamed); a format-1 row has Nones."""
+    def fingerprints(self) -> dict[str, bytes]:
+        """id -> content_hash and fingerprint of every row, packed (:func:`~.fingerprint.packed`: 32 bytes, ``b""``
+        for a format-1 row); three columns, streamed."""
+        from vipyloqwen_tools.index.fingerprint import packed
+
         if not set(FINGERPRINT_COLUMNS) <= set(self.table.schema.names):
-            return dict.fromkeys(self.table_ids(), (None, None))
-        found: dict[str, tuple[str | None, str | None]] = {}
+            return dict.fromkeys(self.table_ids(), b"")
+        found: dict[str, bytes] = {}
         for batch in self.table.search().select(["id", *FINGERPRINT_COLUMNS]).limit(None).to_batches():
             hashes, prints = (batch.column(c).to_pylist() for c in FINGERPRINT_COLUMNS)
-            found.update(zip(batch.column("id").to_pylist(), zip(hashes, prints, strict=True), strict=True))
+            found.update(zip(batch.column("id").to_pylist(), map(packed, hashes, prints), strict=True))
         return found
 
     def rows_of(self, ids: list[str]) -> pa.Table:
