@@ -8,7 +8,7 @@ Measured, on this machine:
   encode, with ``num_workers=0`` (the default for text) and with 2 workers (median ratio of the items/s);
 - **sharded** (same items, largest size): ``torchrun --nproc_per_node 2 scripts/index.py build`` into a second
   db, compared with the one-process db: ids, texts, metadata, and vectors bit for bit;
-- **sync** (``--sync``, tiny model): a db of ``--sync-items`` short texts, then the same file with
+- **sync** (``--sync``, ``--sync-model``, default tiny): a db of ``--sync-items`` short texts, then the same file with
   ``--sync-changed`` of its texts edited, built with ``sync=True`` into a copy of that db, against a full build of
   the file into a fresh db, and a sync of the unchanged file (the fixed cost), interleaved; ratio = median over
   repeats of sync time / full build time of the same repeat;
@@ -27,6 +27,8 @@ Example::
     python bench/index_bench.py --out bench/results/index-tiny.json
     python bench/index_bench.py --two-b --sizes none --no-sharded --out bench/results/index-2b-shaped.json
     python bench/index_bench.py --sizes none --sync --compaction --out bench/results/index-sync-tiny.json
+    python bench/index_bench.py --sizes none --sync --sync-model 2b-shaped --sync-items 1000 --batch-size 16 \
+        --out bench/results/index-sync-2b-shaped.json
 """
 
 from __future__ import annotations
@@ -372,7 +374,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         share = sync["changed_share"]
         checks.append(
             harness.target(
-                f"sync of {sync['items']} items, {share:.0%} changed: time / full build (tiny model)",
+                f"sync of {sync['items']} items, {share:.0%} changed: time / full build ({sync.get('model', 'tiny')})",
                 sync["sync_over_full"],
                 f"about {share:.0%} (report)",
                 None,
@@ -422,7 +424,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-sharded", action="store_true", help="skip the torchrun build")
     parser.add_argument("--procs", type=int, default=2, help="torchrun processes (default 2)")
-    parser.add_argument("--sync", action="store_true", help="time a sync against a full build (tiny model)")
+    parser.add_argument("--sync", action="store_true", help="time a sync against a full build")
+    parser.add_argument("--sync-model", default="tiny", help="tiny (default), 2b-shaped or a checkpoint folder")
     parser.add_argument("--sync-items", type=int, default=10_000, help="items of the sync (default 10,000)")
     parser.add_argument("--sync-changed", type=float, default=0.01, help="share of them edited (default 0.01)")
     parser.add_argument("--compaction", action="store_true", help="measure optimize after many upserts (no model)")
@@ -451,12 +454,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.sync:
             from transformers import AutoModel
 
-            checkpoint = prepare_checkpoint("tiny", workdir)
+            checkpoint = prepare_checkpoint(args.sync_model, workdir)
             model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True, dtype=torch.float32).eval()
             print(f"sync: {args.sync_items} items, {args.sync_changed:.0%} changed ...", flush=True)
             results["sync"] = sync_bench(
                 model, workdir, args.sync_items, args.sync_changed, args.batch_size, args.repeats
             )
+            results["sync"]["model"] = args.sync_model
             del model
             harness.release_memory()
         if args.compaction:

@@ -259,10 +259,61 @@ def index_section(data: dict[str, Any]) -> str:
                 "ratio of a small workload overstates the cost of a real one.",
                 "",
             ]
+    lines += _sync_lines(data.get("sync")) + _compaction_lines(data.get("compaction"))
     lines += ["| target | measured | limit | status |", "| --- | ---: | --- | --- |"]
     for check in data["targets"]:
         lines.append(f"| {check['target']} | {check['value']:.3f} | {check['limit']} | {_status(check['met'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _sync_lines(sync: dict[str, Any] | None) -> list[str]:
+    """A sync of an edited corpus against a full build of it (``index_bench.py --sync``)."""
+    if not sync:
+        return []
+    full = sync["seconds"]["full build"]
+    lines = [
+        f"Sync (`build --sync` into a copy of the built db) of {sync['items']} short texts with "
+        f"{sync['changed_share']:.0%} edited, `{sync.get('model', 'tiny')}` model, batch size {sync['batch_size']}, "
+        f"{sync['repeats']} interleaved repeats (medians; ratio = median of the per-repeat ratios):",
+        "",
+        "| run | seconds | time / full build |",
+        "| --- | ---: | ---: |",
+    ]
+    ratios = {"full build": 1.0, "sync, changed": sync["sync_over_full"], "sync, unchanged": None}
+    ratios["sync, unchanged"] = sync["unchanged_sync_over_full"]
+    for name, seconds in sync["seconds"].items():
+        lines.append(f"| {name} | {seconds:.3f} | {ratios.get(name, seconds / full):.4f} |")
+    counts = sync["sync_counts"]
+    lines += [
+        "",
+        f"The sync counted {counts['lines']} lines = {counts['new']} new + {counts['changed']} changed + "
+        f"{counts['unchanged']} unchanged and embedded {counts['embedded']}. A sync of the unchanged file (nothing "
+        "embedded) is its fixed cost: reading, hashing and comparing every line, opening and committing the db.",
+        "",
+    ]
+    return lines
+
+
+def _compaction_lines(compaction: dict[str, Any] | None) -> list[str]:
+    """Many small upserts, then ``Store.optimize`` (``index_bench.py --compaction``)."""
+    if not compaction:
+        return []
+    lines = [
+        f"Compaction: a table of {compaction['rows']} rows x {compaction['dim']}-d vectors after "
+        f"{compaction['updates']} upserts of {compaction['rows_per_update']} rows each (median upsert commit "
+        f"{compaction['upsert_commit_seconds_median']:.3f} s), then `index.py optimize`:",
+        "",
+        "| state | fragments | versions | on disk (MB) | exact search (ms) | optimize (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, shape in compaction["shapes"].items():
+        seconds = shape.get("optimize_seconds")
+        name = f"after the {compaction['updates']} upserts" if name == "after_updates" else name
+        lines.append(
+            f"| {name} | {shape['fragments']} | {shape['versions']} | {shape['disk_bytes'] / 2**20:.1f} | "
+            f"{shape['exact_search_seconds'] * 1000:.1f} | {'' if seconds is None else f'{seconds:.2f}'} |"
+        )
+    return [*lines, ""]
 
 
 def train_section(data: dict[str, Any]) -> str:

@@ -329,3 +329,22 @@ def test_kill_9_during_an_update_then_rerun_gives_every_id_once_with_the_newest_
     assert not Store.open(db).staged_files()
     if where == "staging":
         assert stats.resumed == len(staged) - 1  # the staged rows were not embedded again, but the re-edited one
+
+
+@pytest.mark.slow
+def test_index_bench_sync_and_compaction_report_every_field(tiny_checkpoint, tmp_path):
+    from bench import index_bench, report
+
+    out = tmp_path / "index-sync.json"
+    argv = ["--sizes", "none", "--sync", "--sync-model", str(tiny_checkpoint), "--sync-items", "200", "--repeats", "1"]
+    argv += ["--compaction", "--compaction-rows", "300", "--compaction-dim", "16", "--compaction-updates", "3"]
+    index_bench.main([*argv, "--out", str(out)])
+    written = json.loads(out.read_text(encoding="utf-8"))
+    sync = written["sync"]
+    assert sync["sync_counts"] == {"lines": 200, "new": 0, "changed": 2, "unchanged": 198, "embedded": 2}
+    assert set(sync["seconds"]) == {"full build", "sync, changed", "sync, unchanged"} and sync["sync_over_full"] > 0
+    shapes = written["compaction"]["shapes"]
+    assert shapes["after_updates"]["fragments"] == 4 and shapes["optimize --keep-versions-days 0"]["versions"] == 1
+    assert all(shape["rows"] == 300 for shape in shapes.values())
+    markdown = report.index_section(written)
+    assert "| sync, changed |" in markdown and "| after the 3 upserts | 4 |" in markdown
