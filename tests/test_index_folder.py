@@ -223,3 +223,17 @@ def test_cli_builds_a_folder_and_reports_rejected_files(tiny_checkpoint, tmp_pat
     assert cli.main(["build", "--model", str(tiny_checkpoint), "--items", str(tmp_path / "nothere"), "--db",
                      str(db)]) == 2  # fmt: skip
     assert "items file or folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pages_render_in_thread_and_process_workers_with_identical_vectors(auto_model, tmp_path):
+    """PDFium allows one call at a time per process: threads take turns (a lock), forked workers render apart."""
+    root = make_folder(tmp_path / "docs")
+    tables = {}
+    for label, workers in (("none", {"num_workers": 0}), ("threads", {"num_workers": 2, "worker_type": "thread"}),
+                           ("processes", {"num_workers": 2, "worker_type": "process"})):  # fmt: skip
+        build(auto_model, root, tmp_path / label, batch_size=2, log=lambda message: None, **workers)
+        data = Store.open(tmp_path / label).table.to_arrow().sort_by("id")
+        tables[label] = (data.column("id").to_pylist(), np.stack(data.column("vector").to_numpy(zero_copy_only=False)))
+    for label in ("threads", "processes"):
+        assert tables[label][0] == tables["none"][0] and np.array_equal(tables[label][1], tables["none"][1]), label
