@@ -151,13 +151,20 @@ def stream_bench(model: Any, workdir: Path, sizes: list[int], batch_size: int, r
     return {"batch_size": batch_size, "sizes": sizes, "rows": rows, "throughput": ratios}
 
 
+def edit(text: str) -> str:
+    """Another text of about the same length (the words in reverse order), so the edited items cost the model what
+    the originals did."""
+    words = text.split()
+    reversed_text = " ".join(reversed(words))
+    return reversed_text if reversed_text != text else f"{text} {words[0]}"
+
+
 def sync_bench(model: Any, workdir: Path, n: int, share: float, batch_size: int, repeats: int) -> dict[str, Any]:
     """A sync of ``n`` items of which ``share`` changed, against a full build of the same file (see the docstring)."""
     texts = short_texts(n)
     base = write_texts(workdir / "sync-base.jsonl", texts)
     every = round(1 / share)
-    edited = write_texts(workdir / "sync-edited.jsonl", [t + " (đã sửa)" if i % every == 0 else t
-                                                           for i, t in enumerate(texts)])  # fmt: skip
+    edited = write_texts(workdir / "sync-edited.jsonl", [edit(t) if i % every == 0 else t for i, t in enumerate(texts)])
     reference, db = workdir / "sync-reference", workdir / "sync-db"
     shutil.rmtree(reference, ignore_errors=True)
     build(model, base, reference, batch_size=batch_size, num_workers=0, log=_quiet)

@@ -5,7 +5,7 @@ image reference ``"images": ["report.pdf#page=2"]`` (1-based page number, the ``
 parameters); ``--items FOLDER`` writes one such item per page. The page is rendered (PDFium, through pypdfium2)
 only when it is embedded, at the scale that makes it fill the per-image token budget: ``max_image_tokens`` tokens
 of 28x28 pixels (:data:`images_vipyloqwen.PATCH`), so the render is as sharp as the model can see and no sharper.
-For the default budget of 1024 tokens an A4 page (595 x 842 pt) renders at 116 DPI, 957 x 1355 pixels.
+For the default budget of 1024 tokens an A4 page (595 x 842 pt) renders at 91 DPI, 753 x 1065 pixels.
 
 PDFium is not thread-safe (one call at a time in a process, whatever the document), so every call here holds
 :data:`_PDFIUM_LOCK`; rendering in worker *processes* runs in parallel.
@@ -15,7 +15,7 @@ Example::
     >>> split_page_ref("docs/report.pdf#page=2")
     ('docs/report.pdf', 2)
     >>> render_page("docs/report.pdf", 2, max_pixels=1024 * 28 * 28).size
-    (957, 1355)
+    (753, 1065)
 """
 
 from __future__ import annotations
