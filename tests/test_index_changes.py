@@ -253,18 +253,20 @@ def test_sync_deletes_rows_of_removed_items_and_refuses_a_90_percent_deletion(
     rows_ = _texts_v(1, 10, set())
     db = tmp_path / "db"
     build(auto_model, write_jsonl(tmp_path / "all.jsonl", rows_), db, num_workers=0, log=lambda m: None)
-    stats = build(auto_model, write_jsonl(tmp_path / "nine.jsonl", rows_[:9]), db, num_workers=0, sync=True,
-                  log=lambda m: None)  # fmt: skip
-    assert (stats.unchanged, stats.deleted, stats.embedded) == (9, 1, 0) and "d9" not in _table(db)
     version = Store.open(db).table.version
-    truncated = write_jsonl(tmp_path / "one.jsonl", rows_[:1])  # a file cut short: 8 of the 9 rows would go
-    with pytest.raises(SyncRefused, match=r"delete 8 of the 9 rows \(89%\)"):
+    truncated = write_jsonl(tmp_path / "one.jsonl", rows_[:1])  # a file cut short: 9 of the 10 rows would go
+    with pytest.raises(SyncRefused, match=r"delete 9 of the 10 rows \(90%\), above --max-delete 0.5"):
         build(auto_model, truncated, db, num_workers=0, sync=True, log=lambda m: None)
-    assert len(_table(db)) == 9 and Store.open(db).table.version == version  # nothing written
+    assert len(_table(db)) == 10 and Store.open(db).table.version == version  # nothing written
     assert not Store.open(db).staged_files()
     argv = ["build", "--model", str(tiny_checkpoint), "--items", str(truncated), "--db", str(db)]
     capsys.readouterr()
     assert cli.main([*argv, "--sync"]) == 2 and "--force" in capsys.readouterr().err
+    assert len(_table(db)) == 10
+
+    stats = build(auto_model, write_jsonl(tmp_path / "nine.jsonl", rows_[:9]), db, num_workers=0, sync=True,
+                  log=lambda m: None)  # fmt: skip
+    assert (stats.unchanged, stats.deleted, stats.embedded) == (9, 1, 0) and "d9" not in _table(db)
     stats = build(auto_model, truncated, db, num_workers=0, sync=True, force=True, log=lambda m: None)
     assert stats.deleted == 8 and list(_table(db)) == ["d0"]
 
