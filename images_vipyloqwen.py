@@ -35,6 +35,10 @@ its pixels (1/64 far above the budget), other formats (PNG, TIFF, WebP, ...) are
 decoded size, and so their memory (1 to 4 bytes per pixel), is bounded by that budget. Past either limit the
 error names the item, the size and the limit. Both are module attributes (raise them knowingly).
 
+Every size rule (zero side, aspect ratio, the two pixel limits) raises :class:`ImageSizeError`, a ValueError;
+:func:`check_image_file` applies them all to a file from its header alone (the training data validator refuses
+such an image with its line, ``vipyloqwen_tools/data/schema.py``).
+
 Example::
 
     >>> from PIL import Image
@@ -127,11 +131,41 @@ def _pil_limit_lifted() -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = previous
 
 
+# Public: the data validator decodes a file under the same lifted limit as this module (its own limits checked first).
+pil_limit_lifted = _pil_limit_lifted
+
+
+class ImageSizeError(ValueError):
+    """An image whose size breaks one of this module's rules: a zero side, an aspect ratio above
+    :data:`MAX_ASPECT_RATIO`, more than :data:`MAX_IMAGE_PIXELS` in the file, more than :data:`MAX_DECODE_PIXELS`
+    to decode. A ValueError naming the item, like every image error here; its own type lets a caller tell "the
+    file reads, but the model cannot take it" from "the file does not read"."""
+
+
 def _check_file_pixels(size: tuple[int, int], where: str, source: str) -> None:
     if size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise ValueError(
+        raise ImageSizeError(
             f"{where}: image {source} is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, above the limit of "
             f"{MAX_IMAGE_PIXELS:,} pixels (images_vipyloqwen.MAX_IMAGE_PIXELS); downscale it first"
+        )
+
+
+def _check_header(opened: Image.Image, where: str, source: str, max_pixels: int | None) -> None:
+    """The limits of a file, from its header: its pixel count, then (JPEG: at the draft scale chosen for
+    ``max_pixels``, which this sets) the pixels it would decode."""
+    _check_file_pixels(opened.size, where, source)
+    if max_pixels is not None and opened.format == "JPEG":
+        # Decode at a reduced scale (1/2..1/8 per side) when the file is far larger than the budget.
+        side = int((PRESHRINK_FACTOR * max_pixels) ** 0.5)
+        opened.draft("RGB", (side, side))
+    decoded = opened.size[0] * opened.size[1]
+    if decoded > MAX_DECODE_PIXELS:
+        kind = "a JPEG at its draft scale" if opened.format == "JPEG" else f"a {opened.format} image"
+        raise ImageSizeError(
+            f"{where}: image {source} ({opened.format} {opened.size[0]}x{opened.size[1]}) would decode "
+            f"{decoded:,} pixels as {kind}, above the decode budget of {MAX_DECODE_PIXELS:,} pixels "
+            "(images_vipyloqwen.MAX_DECODE_PIXELS); save it as JPEG (decoded at a reduced scale) or "
+            "downscale it"
         )
 
 
@@ -141,20 +175,7 @@ def _open(fp: Any, where: str, source: str, max_pixels: int | None) -> Image.Ima
         with _pil_limit_lifted():
             opened = Image.open(fp)
         with opened:
-            _check_file_pixels(opened.size, where, source)
-            if max_pixels is not None and opened.format == "JPEG":
-                # Decode at a reduced scale (1/2..1/8 per side) when the file is far larger than the budget.
-                side = int((PRESHRINK_FACTOR * max_pixels) ** 0.5)
-                opened.draft("RGB", (side, side))
-            decoded = opened.size[0] * opened.size[1]
-            if decoded > MAX_DECODE_PIXELS:
-                kind = "a JPEG at its draft scale" if opened.format == "JPEG" else f"a {opened.format} image"
-                raise ValueError(
-                    f"{where}: image {source} ({opened.format} {opened.size[0]}x{opened.size[1]}) would decode "
-                    f"{decoded:,} pixels as {kind}, above the decode budget of {MAX_DECODE_PIXELS:,} pixels "
-                    "(images_vipyloqwen.MAX_DECODE_PIXELS); save it as JPEG (decoded at a reduced scale) or "
-                    "downscale it"
-                )
+            _check_header(opened, where, source, max_pixels)
             opened.load()
             # A multi-frame file keeps its file open for seeking: copy frame 0 out so it can be closed here.
             image = opened.copy() if getattr(opened, "n_frames", 1) > 1 else opened
@@ -168,6 +189,30 @@ def _open(fp: Any, where: str, source: str, max_pixels: int | None) -> Image.Ima
     except (OSError, Image.DecompressionBombError, SyntaxError) as error:
         raise ValueError(f"{where}: cannot read image {source}: {error}") from None
     return image
+
+
+def check_image_file(path: str | os.PathLike, where: str, max_pixels: int | None = None) -> tuple[int, int]:
+    """Check an image file against every size rule of :func:`prepare_image` from its header, decoding nothing:
+    the pixel limit of a file, the decode budget (a JPEG at its draft scale for ``max_pixels``; ``None``: decoded in
+    full), a zero side and the aspect ratio (:func:`check_size`). Returns the file's ``(width, height)``.
+
+    Raises :class:`ImageSizeError` naming ``where`` for a size the model cannot take; a file that does not open
+    raises what PIL raises (OSError, ...). A data validator calls this to refuse such an image up front, with its
+    line, instead of at the batch that would load it.
+
+    Example::
+
+        >>> check_image_file("img/strip.png", "line 12, image 1")
+        ImageSizeError: line 12, image 1: aspect ratio 250 exceeds 200 (size 5000x20); crop or pad the image
+    """
+    source = f"file {os.fspath(path)!r}"
+    with _pil_limit_lifted():
+        opened = Image.open(path)
+    with opened:
+        size = opened.size
+        check_size(size, where)
+        _check_header(opened, where, source, max_pixels)
+    return size
 
 
 def _download(url: str, where: str) -> bytes:
@@ -325,12 +370,13 @@ def _rgb(image: Image.Image, where: str) -> Image.Image:
 
 
 def check_size(size: tuple[int, int], where: str) -> None:
-    """Raise a ValueError naming the item for a size Qwen2-VL cannot take (zero side, aspect ratio > 200)."""
+    """Raise :class:`ImageSizeError` (a ValueError) naming the item for a size Qwen2-VL cannot take (zero side,
+    aspect ratio > 200)."""
     width, height = size
     if width <= 0 or height <= 0:
-        raise ValueError(f"{where}: image has zero size {width}x{height}")
+        raise ImageSizeError(f"{where}: image has zero size {width}x{height}")
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-        raise ValueError(
+        raise ImageSizeError(
             f"{where}: aspect ratio {max(width, height) / min(width, height):.0f} exceeds {MAX_ASPECT_RATIO}"
             f" (size {width}x{height}); crop or pad the image"
         )

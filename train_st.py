@@ -15,8 +15,10 @@ SentenceTransformer / AutoModel and trust_remote_code=True), ``training_curves.p
 ``checkpoint-<step>/`` folders, and ``rejects-train.jsonl`` with --skip-bad-rows.
 
 Exit status: 0 trained and exported; 2 refused before the first step (bad data, memory plan, a --resume with changed
-settings or without a complete checkpoint); 3 stopped by a fault (diverged, a checkpoint that could not be written,
-e.g. a full disk): the last complete checkpoint is kept, see docs/faults.md.
+settings, without a complete checkpoint or with --max-steps below its step, an output folder another run holds) or
+a row unusable at batch time without --skip-bad-rows; 3 stopped by a fault (diverged, a checkpoint or the export that
+could not be written, e.g. a full disk): the last complete checkpoint is kept; 4 stopped on SIGTERM / SIGUSR1 after
+saving a complete checkpoint (--resume continues, nothing lost). See docs/faults.md.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from vipyloqwen_tools.train.flag_help import HELP  # noqa: E402
 from vipyloqwen_tools.train.guard import NonFiniteTrainingError  # noqa: E402
 from vipyloqwen_tools.train.resume_check import ResumeMismatchError  # noqa: E402
 from vipyloqwen_tools.train.run import train  # noqa: E402
+from vipyloqwen_tools.train.run_lock import OutputDirLockedError  # noqa: E402
+from vipyloqwen_tools.train.stop_signal import EXIT_STOPPED, StopRequested  # noqa: E402
 
 
 def _flag_type(field: dataclasses.Field):
@@ -170,10 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         NoCompleteCheckpointError,
         ResumeMismatchError,
+        OutputDirLockedError,
     ) as error:
         return report(error)  # refused before the first step; one line, from the first process only under torchrun
     except (NonFiniteTrainingError, NonFiniteWeightsError, CheckpointSaveError) as error:
         return report(error, 3)  # stopped by a fault during training; the last complete checkpoint is kept
+    except StopRequested as error:
+        return report(error, EXIT_STOPPED)  # SIGTERM / SIGUSR1: a complete checkpoint was saved
     if "final_dir" in result:
         print(f"final checkpoint: {result['final_dir']}")
         print(f"curves: {result['plot']}")

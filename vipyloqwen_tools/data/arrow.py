@@ -169,29 +169,40 @@ def open_task_datasets(folder: Path, transform: bool = True):
 
 
 class ImageReadError(ValueError):
-    """An image that cannot be read when its batch is built (deleted, truncated or changed after validation)."""
+    """An image that cannot be used when its batch is built: deleted, truncated or changed after validation
+    (``unusable``: it reads, but its size breaks a rule of the model's image path, e.g. an aspect ratio of 250)."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot read image {path!r}: {reason}")
-        self.path, self.reason = path, reason
+    def __init__(self, path: str, reason: str, unusable: bool = False) -> None:
+        super().__init__(f"cannot {'use' if unusable else 'read'} image {path!r}: {reason}")
+        self.path, self.reason, self.unusable = path, reason, unusable
+
+
+def open_image(path: str) -> Image.Image:
+    """One stored image path opened for a batch, by the model's own image rules (``images_vipyloqwen``: its pixel
+    limits, frame 0, then the size rules: a zero side, an aspect ratio above 200); raises :class:`ImageReadError`."""
+    from images_vipyloqwen import ImageSizeError, check_size, load_image
+
+    try:
+        image = load_image(path, "image")
+        check_size(image.size, "image")
+    except ImageSizeError as error:
+        raise ImageReadError(path, str(error).removeprefix("image: "), unusable=True) from None
+    except (OSError, ValueError) as error:
+        reason = str(error).removeprefix("image: ").removeprefix(f"cannot read image file {path!r}: ")
+        raise ImageReadError(path, "missing" if reason.startswith("image file not found") else reason) from None
+    return image
 
 
 def to_st_input(side: dict[str, Any] | None) -> str | dict[str, Any]:
     """One stored side -> a Sentence-Transformers input; images are opened here (batch time), lazily.
 
-    An unreadable image raises :class:`ImageReadError` (training's batch-time guard catches it per row)."""
+    An image that cannot be read or used raises :class:`ImageReadError` (training's batch-time guard catches it per
+    row)."""
     text = side.get("text")
     images = side.get("images") or []
     if not images:
         return text
-    opened = []
-    for path in images:
-        try:
-            image = Image.open(path)
-            image.load()
-        except (OSError, ValueError) as error:
-            raise ImageReadError(path, str(error)) from None
-        opened.append(image)
+    opened = [open_image(path) for path in images]
     item: dict[str, Any] = {}
     if text:
         item["text"] = text
@@ -213,6 +224,7 @@ def st_transform(batch: dict[str, list]) -> dict[str, list]:
 __all__ = [
     "BATCH_ROWS",
     "ImageReadError",
+    "open_image",
     "RangeWriter",
     "dataset_name",
     "open_task_datasets",

@@ -42,7 +42,8 @@ from vipyloqwen_tools.data.schema import DataError
 
 logger = logging.getLogger(__name__)
 # Bump when the schema, the Arrow layout or the report format changes. 2: full-file content hash; row lines.
-CACHE_VERSION = 2
+# 3: images checked against every size rule of the model's image path (images_vipyloqwen.check_image_file).
+CACHE_VERSION = 3
 
 
 def stat_key(path: str | os.PathLike) -> dict[str, Any]:

@@ -9,8 +9,12 @@ at the same batch again; with it they go to the rejects file), and their line nu
 ``report.late_bad`` (their rows are still in the Arrow datasets: training drops them when it builds their batch).
 A row whose images read again (the file was restored) is trained again.
 
-Record: ``{"line", "dataset", "index", "task", "images", "reason", "raw"}`` (line: 1-based in the JSONL file;
-dataset / index: the row in its per-task dataset; images: every image path of the row).
+Record: ``{"line", "dataset", "index", "task", "images", "reason", "raw", "check"}`` (line: 1-based in the JSONL
+file; dataset / index: the row in its per-task dataset; images: every image path of the row). ``check`` says how a
+later load decides whether the row is still bad: ``images`` (the default): :func:`~.schema.verify_image` on its
+images (unreadable, or a size the model cannot take); ``preprocess`` (the collator refused the row for a reason
+validation does not check): bad while its images are unchanged (``image_stats``: size and mtime of each, see
+:func:`image_stats`), so it is tried again only once an image was replaced.
 
 Example::
 
@@ -66,17 +70,36 @@ def remember(entry: str | os.PathLike, record: dict[str, Any]) -> bool:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def image_stats(images: list[str]) -> dict[str, list[int] | None]:
+    """``{path: [size, mtime_ns]}`` of each image (``None``: missing): tells a replaced image from the same one."""
+    stats: dict[str, list[int] | None] = {}
+    for image in images:
+        try:
+            stat = os.stat(image)
+            stats[image] = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            stats[image] = None
+    return stats
+
+
+def still_bad(record: dict[str, Any]) -> bool:
+    """Whether a learned row is still bad now (see the module docstring, ``check``)."""
+    if any(verify_image(image) is not None for image in record["images"]):
+        return True
+    if record.get("check") == "preprocess":
+        return image_stats(record["images"]) == record.get("image_stats")
+    return False
+
+
 def apply_learned(report: ValidationReport, entry: str | os.PathLike) -> list[dict[str, Any]]:
-    """Turn the entry's learned rows whose images are still unreadable into bad lines of ``report``.
+    """Turn the entry's learned rows that are still bad (:func:`still_bad`) into bad lines of ``report``.
 
     Returns those records; each is added to ``report.bad`` (line order kept) and ``report.late_bad``, and taken
     off its task's good count, so ``lines read = good + bad + blank`` still holds.
     """
     still = []
     for record in recall(entry):
-        verdicts = {image: verify_image(image) for image in record["images"]}
-        broken = {image: why for image, why in verdicts.items() if why is not None}
-        if not broken:
+        if not still_bad(record):
             logger.warning("line %d: its images read again now: it is trained again", record["line"])
             continue
         still.append(record)
@@ -96,4 +119,4 @@ def apply_learned(report: ValidationReport, entry: str | os.PathLike) -> list[di
     return still
 
 
-__all__ = ["LEARNED_FILE", "apply_learned", "recall", "remember"]
+__all__ = ["LEARNED_FILE", "apply_learned", "image_stats", "recall", "remember", "still_bad"]

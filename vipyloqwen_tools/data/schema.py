@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image, ImageFile
 
 from configuration_vipyloqwen import MAX_IMAGES_PER_ITEM, TASKS, resolve_task
+from images_vipyloqwen import ImageSizeError, check_image_file, pil_limit_lifted
 
 IMAGE_TASKS = frozenset(name for name, spec in TASKS.items() if "image" in spec.query)
 TEXT_ONLY_TASKS = frozenset(TASKS) - IMAGE_TASKS
@@ -37,20 +38,36 @@ class DataError(ValueError):
 
 
 def verify_image(path: str) -> str | None:
-    """``None`` when the image file at ``path`` decodes completely, else the reason ("missing", "unreadable: ...").
+    """``None`` when the image file at ``path`` decodes completely and the model can take its size, else the reason
+    ("missing", "unreadable: ...", "unusable: ...").
 
-    ``Image.verify`` alone checks structure (PNG chunk CRCs) but not that the pixel data is complete (it passes a
-    truncated JPEG), so the image is also decoded; JPEGs decode at 1/8 scale (``draft``), which still reads every
-    byte of the entropy-coded data, so a truncated file fails here and not in the middle of training.
+    Size first, from the header (:func:`images_vipyloqwen.check_image_file`: every size rule the model's image path
+    applies, a zero side, an aspect ratio above 200, the pixel limit of a file, the decode budget): such an image
+    reads, but the collator would refuse it at batch time, days into a run. Then the pixels: ``Image.verify``
+    alone checks structure (PNG chunk CRCs) but not that the pixel data is complete (it passes a truncated JPEG),
+    so the image is also decoded; JPEGs decode at 1/8 scale (``draft``), which still reads every byte of the
+    entropy-coded data, so a truncated file fails here and not in the middle of training. Files are opened under
+    the image module's own pixel limits (not PIL's lower decompression-bomb limit): what the model accepts, the
+    validator accepts.
     """
     if not os.path.isfile(path):
         return "missing"
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images cannot be detected")
     try:
-        with Image.open(path) as image:
+        check_image_file(path, "image")
+    except ImageSizeError as error:
+        return "unusable: " + str(error).removeprefix("image: ")
+    except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad file
+        return f"unreadable: {error}"
+    try:
+        with pil_limit_lifted():
+            opened = Image.open(path)
+        with opened as image:
             image.verify()
-        with Image.open(path) as image:
+        with pil_limit_lifted():
+            opened = Image.open(path)
+        with opened as image:
             image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
     except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad file
@@ -73,6 +90,8 @@ def image_folder(path: str | os.PathLike, image_root: str | os.PathLike | None =
 def _image_error(side: str, image: str, path: str, reason: str) -> ValueError:
     if reason == "missing":
         return ValueError(f"{side}: missing image {image!r}: no file {path} ({IMAGE_PATH_RULE})")
+    if reason.startswith("unusable: "):
+        return ValueError(f"{side}: image {image!r} ({path}) cannot be used: {reason.removeprefix('unusable: ')}")
     return ValueError(f"{side}: unreadable image {image!r} ({path}): {reason.removeprefix('unreadable: ')}")
 
 

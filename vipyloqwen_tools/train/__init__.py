@@ -13,8 +13,11 @@
 - :mod:`.evaluation`: the retrieval evaluator run during and after training; :mod:`.correlation`: Pearson /
   Spearman without scipy.
 - Faults (docs/faults.md): :mod:`.guard` (a non-finite step is skipped, a diverging run stops),
-  :mod:`.checkpoints` (atomic checkpoints with a completion marker; ``--resume`` takes the newest complete one; a
-  full disk says so), :mod:`.resume_check` (a resume with changed run-defining settings is refused).
+  :mod:`.checkpoints` (atomic checkpoints with a completion marker; ``--resume`` takes the newest complete one that
+  verifies; a full disk says so; rotation keeps the last good one), :mod:`.checksums` (the marker's per-file
+  checksums), :mod:`.final_export` (``final/`` atomic too), :mod:`.resume_check` (a resume with changed
+  run-defining settings or ``--max-steps`` below its step is refused), :mod:`.bad_rows` (rows unusable at batch
+  time), :mod:`.run_lock` (one run per output folder), :mod:`.stop_signal` (SIGTERM / SIGUSR1: save, then stop).
 
 May import: the Hub files, :mod:`vipyloqwen_tools.checkpoint`, :mod:`vipyloqwen_tools.data`,
 :mod:`vipyloqwen_tools.plan` (the memory check before a run).

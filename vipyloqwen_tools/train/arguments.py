@@ -2,7 +2,8 @@
 
 :func:`open_run` is the first step of :func:`vipyloqwen_tools.train.run.train`: it resolves the precision, creates the
 ``SentenceTransformerTrainingArguments`` (under torchrun / accelerate launch this forms the process group), starts the
-per-step trace when asked (first, so that it sees every file this process writes) and creates the output folder.
+per-step trace when asked (first, so that it sees every file this process writes), takes the output folder's lock
+(:mod:`.run_lock`: one run per folder; a second run is refused before it writes anything) and creates the folder.
 
 Example::
 
@@ -37,10 +38,16 @@ class RunSetup:
     precision: str
     output_dir: Path
     trace: Any = None
+    lock: Any = None  # the main process's RunLock (None on the others)
 
     @property
     def is_main(self) -> bool:
         return self.args.process_index == 0
+
+    def close(self) -> None:
+        """The end of the run, however it ends: the output folder's lock is released."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def resolve_precision(precision: str) -> str:
@@ -105,9 +112,26 @@ def open_run(config: TrainConfig) -> RunSetup:
         from vipyloqwen_tools.train.trace import TrainingTrace
 
         trace = TrainingTrace(config.trace_dir, args.process_index, args.world_size, watch_dir=output_dir)
+    lock = lock_output_dir(output_dir, args)
+    return RunSetup(args=args, precision=precision, output_dir=output_dir, trace=trace, lock=lock)
+
+
+def lock_output_dir(output_dir: Path, args: SentenceTransformerTrainingArguments):
+    """The main process takes the output folder's lock (creating the folder); every process learns from one
+    all-reduce whether it got it and all raise :class:`~.run_lock.OutputDirLockedError` if not."""
+    from vipyloqwen_tools.train.checkpoints import any_rank
+    from vipyloqwen_tools.train.run_lock import OutputDirLockedError, RunLock
+
+    lock, refused = None, None
     if args.process_index == 0:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    return RunSetup(args=args, precision=precision, output_dir=output_dir, trace=trace)
+        lock = RunLock(output_dir, world_size=args.world_size)
+        try:
+            lock.acquire()
+        except OutputDirLockedError as error:
+            lock, refused = None, error
+    if any_rank(refused is not None, args.device):
+        raise refused or OutputDirLockedError(f"output folder {output_dir} is in use by another run (see rank 0)")
+    return lock
 
 
-__all__ = ["RunSetup", "open_run", "resolve_precision", "training_arguments"]
+__all__ = ["RunSetup", "lock_output_dir", "open_run", "resolve_precision", "training_arguments"]

@@ -1,10 +1,15 @@
-"""Rows whose images cannot be read when their batch is built: dropped and recorded, or a clear stop; never a crash.
+"""Rows that cannot be trained when their batch is built: dropped and recorded, or a clear stop; never a crash.
 
-Validation opened every image once, but a 15-day run builds its batches long after: an image deleted, truncated or
-changed since then is found only when its batch is built. :class:`BadRowGuard` catches that per row:
+Validation opened every image once (and checked its size against the model's rules), but a 15-day run builds its
+batches long after: an image deleted, truncated or changed since then is found only when its batch is built, and
+so is any other row the collator cannot preprocess. :class:`BadRowGuard` catches that per row:
 
-- the training dataset is wrapped (:class:`GuardedRows`): a row whose image fails to open comes back as a
-  :class:`BadRow` marker (dataset, row, image, reason) instead of an exception in the dataloader;
+- the training dataset is wrapped (:class:`GuardedRows`): a row whose image fails to open, or breaks a size rule
+  of the model's image path (:func:`~vipyloqwen_tools.data.arrow.open_image`), comes back as a :class:`BadRow`
+  marker (dataset, row, image, reason) instead of an exception in the dataloader;
+- a batch the collator (tokeniser, image processor) refuses with a ValueError / OSError is collated again row by
+  row: the rows that fail alone are :class:`BadRow` markers too (``kind="preprocess"``); if none fails alone the
+  error is not a row's and is raised as it is;
 - the collator (:class:`GuardedCollator`) finds the row's JSONL line (:func:`~vipyloqwen_tools.data.arrow.row_source`)
   and makes the validate-once cache entry learn it (:func:`~vipyloqwen_tools.data.learned.remember`), then:
   with ``--skip-bad-rows`` drops it from the batch, appends it to the rejects file (file, line, reason, raw line)
@@ -41,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vipyloqwen_tools.data import DataError, ValidationReport
 from vipyloqwen_tools.data.arrow import ImageReadError, read_line_at, row_source
-from vipyloqwen_tools.data.learned import recall, remember
+from vipyloqwen_tools.data.learned import image_stats, recall, remember
 from vipyloqwen_tools.train.trace import ROW_COLUMN
 
 logger = logging.getLogger("vipyloqwen.train")
@@ -50,13 +55,23 @@ MIN_ROWS = 2  # in-batch negatives: a batch needs two rows
 
 @dataclass
 class BadRow:
-    """A row of the training data whose image could not be read while its batch was built."""
+    """A row of the training data that could not be used while its batch was built. ``kind``: ``unreadable`` (an
+    image does not read), ``unusable`` (an image reads but breaks a size rule), ``preprocess`` (the collator
+    refused the row; ``image`` then lists the row's images)."""
 
     dataset: str
     index: int  # the row's index in the train file's dataset (what row_source reads)
     image: str
     reason: str
     position: int | None = None  # its index in the trained dataset (differs when --eval-split held rows out)
+    kind: str = "unreadable"
+
+
+WHEN = {
+    "unreadable": "unreadable when its batch was built",
+    "unusable": "unusable when its batch was built",
+    "preprocess": "failed preprocessing when its batch was built",
+}
 
 
 class GuardedRows(Dataset):
@@ -74,10 +89,17 @@ class GuardedRows(Dataset):
         except ImageReadError as error:
             which = bisect.bisect_right(self.inner.cumulative_sizes, index)
             local = index - (self.inner.cumulative_sizes[which - 1] if which else 0)
+            kind = "unusable" if error.unusable else "unreadable"
             # Row ids (train/trace.py) are the rows' indices in the file's dataset, taken before --eval-split
             # selected the rows to train: the line is found from them, not from the position here.
             row_id = self.inner.datasets[which].with_format(None)[local].get(ROW_COLUMN, local)
-            return BadRow(self.names[which], int(row_id), error.path, error.reason, position=local)
+            return BadRow(self.names[which], int(row_id), error.path, error.reason, position=local, kind=kind)
+
+    def position_of(self, dataset: str, row_id: int) -> int:
+        """The position in a trained dataset of the row with row id ``row_id`` (they differ when --eval-split held
+        rows out); read only for a row the collator refused."""
+        data = self.inner.datasets[self.names.index(dataset)].with_format(None)
+        return data[ROW_COLUMN].index(row_id) if ROW_COLUMN in data.column_names else row_id
 
     def stored_row(self, dataset: str, index: int) -> dict[str, Any]:
         """The row at position ``index`` of a trained dataset, as stored (image paths, not images)."""
@@ -97,19 +119,46 @@ class GuardedCollator:
 
     def __call__(self, features: list[Any]) -> dict[str, Any]:
         bad = [row for row in features if isinstance(row, BadRow)]
-        if not bad:
-            return self.inner(features)
         good = [row for row in features if not isinstance(row, BadRow)]
+        if not bad:
+            try:
+                return self.inner([dict(row) for row in good])  # copies: the inner collators take columns out
+            except DataError:
+                raise
+            except (ValueError, OSError) as error:
+                bad = self._failing_alone(good)
+                if not bad:
+                    raise  # no row fails on its own: not a data problem of a row
+                logger.warning("a batch failed preprocessing (%s); rows that fail alone: %d", error, len(bad))
+                failed = {(row.dataset, row.index) for row in bad}
+                good = [row for row in good if (row["dataset_name"], row[ROW_COLUMN]) not in failed]
         records = [self.guard.learn(row) for row in bad]
         if not self.guard.skip:
             raise DataError(self.guard.stop_message(records))
         if len(good) < MIN_ROWS:
             raise DataError(
-                f"a batch of dataset {bad[0].dataset!r} keeps {len(good)} readable row(s) of {len(features)}: "
-                "too few to train on (in-batch negatives need 2); is an image folder missing? Unreadable: "
+                f"a batch of dataset {bad[0].dataset!r} keeps {len(good)} usable row(s) of {len(features)}: "
+                "too few to train on (in-batch negatives need 2); is an image folder missing? Unusable: "
                 + "; ".join(f"line {r['line']}: {r['images_failed']}" for r in records)
             )
         return self.inner(good)
+
+    def _failing_alone(self, rows: list[dict[str, Any]]) -> list[BadRow]:
+        """The rows of a refused batch that the collator refuses on their own (each collated alone)."""
+        failing = []
+        for row in rows:
+            try:
+                self.inner([dict(row)])
+            except DataError:
+                raise
+            except (ValueError, OSError) as error:
+                name, row_id = row["dataset_name"], int(row[ROW_COLUMN])
+                position = self.guard.rows.position_of(name, row_id)
+                images = self.guard.row_images(name, position)
+                failing.append(
+                    BadRow(name, row_id, ", ".join(images) or "(none)", str(error), position, kind="preprocess")
+                )
+        return failing
 
 
 class BadRowGuard:
@@ -146,22 +195,33 @@ class BadRowGuard:
         return GuardedCollator(inner, self)
 
     # ---------------------------------------------------------------- one bad row
+    def row_images(self, dataset: str, index: int) -> list[str]:
+        """Every image path of the row at position ``index`` of a trained dataset (query, positive, negative), as
+        stored."""
+        stored = self.rows.stored_row(dataset, index)
+        sides = [stored.get(side) or {} for side in ("anchor", "positive", "negative")]
+        return [image for side in sides for image in side.get("images") or []]
+
     def learn(self, row: BadRow) -> dict[str, Any]:
         """Find the row's line, make the cache entry learn it, and (with --skip-bad-rows) write it to the rejects."""
         line, offset = row_source(self.entry / "arrow", row.dataset, row.index)
-        stored = self.rows.stored_row(row.dataset, row.index if row.position is None else row.position)
-        sides = [stored.get(side) or {} for side in ("anchor", "positive", "negative")]
-        images = [image for side in sides for image in side.get("images") or []]
+        images = self.row_images(row.dataset, row.index if row.position is None else row.position)
+        failed = (
+            f"images {images}: {row.reason}" if row.kind == "preprocess" else f"image {row.image!r}: {row.reason}"
+        )
         record = {
             "line": line,
             "dataset": row.dataset,
             "index": row.index,
             "task": row.dataset.split("+")[0],
             "images": images,
-            "images_failed": f"image {row.image!r}: {row.reason}",
-            "reason": f"unreadable when its batch was built: image {row.image!r}: {row.reason}",
+            "images_failed": failed,
+            "reason": f"{WHEN[row.kind]}: {failed}",
             "raw": read_line_at(self.train_file, offset),
+            "check": "preprocess" if row.kind == "preprocess" else "images",
         }
+        if row.kind == "preprocess":  # learned.apply_learned keeps it bad while its images are unchanged
+            record["image_stats"] = image_stats(images)
         new = remember(self.entry, record)
         if new and self.skip:
             with self.rejects.open("a", encoding="utf-8") as handle:  # one line per write, locked: ranks append
@@ -175,11 +235,15 @@ class BadRowGuard:
             )  # fmt: skip
         return record
 
+    def locate(self, dataset: str, indices: list[int]) -> list[str]:
+        """``file:line`` of rows of a training dataset (the guard names a non-finite step's rows so)."""
+        return [f"{self.train_file}:{row_source(self.entry / 'arrow', dataset, int(i))[0]}" for i in indices]
+
     def stop_message(self, records: list[dict[str, Any]]) -> str:
         lines = "\n".join(f"  {self.train_file}: line {r['line']}: {r['images_failed']}" for r in records)
         return (
-            f"{len(records)} row(s) of the batch being built cannot be read (the data changed after it was "
-            f"validated); the run stops before the next optimizer step:\n{lines}\n"
+            f"{len(records)} row(s) of the batch being built cannot be used (the data changed after it was "
+            f"validated, or the collator refused them); the run stops before the next optimizer step:\n{lines}\n"
             f"The data cache learned the row(s) ({self.entry}). Restore the image(s) and --resume, or --resume with "
             "--skip-bad-rows to drop such rows (written to the rejects file, counted); steps since the last "
             "checkpoint are trained again."

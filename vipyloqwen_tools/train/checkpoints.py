@@ -4,13 +4,19 @@ A checkpoint is written into ``<output_dir>/.saving/checkpoint-<step>/`` by the 
 optimizer, scheduler, the RNG state of every rank, trainer state with the data position) plus ``run_settings.json``
 (the settings that define the run, see :mod:`.resume_check`). When every rank has written its part,
 the main process checks that nothing is missing, flushes the files to disk, writes the completion marker
-``checkpoint_complete.json`` (every file with its size, the step, the data position, the world size) and renames the
-folder to ``<output_dir>/checkpoint-<step>/``. A process killed during the save leaves only the ``.saving`` folder;
-a full disk gives :class:`CheckpointSaveError` saying so (path, free bytes) and the unfinished folder is removed.
-Either way the previous complete checkpoint stays where it was.
+``checkpoint_complete.json`` (every file with its size and checksum, :mod:`.checksums`; the step, the data
+position, the world size) and renames the folder to ``<output_dir>/checkpoint-<step>/``. A process killed during
+the save leaves only the ``.saving`` folder; a full disk gives :class:`CheckpointSaveError` saying so (path, free
+bytes) and the unfinished folder is removed. Either way the previous complete checkpoint stays where it was.
 
-:func:`find_resume_checkpoint` takes the newest ``checkpoint-<step>`` folder whose marker and files check out and
-says why it skipped each newer one (an unfinished save, a missing or empty file, no marker).
+Rotation (``save_total_limit``) deletes the oldest complete checkpoints beyond the limit, except the ones the
+trainer protects (:meth:`AtomicCheckpointsMixin.protected_checkpoints`: the non-finite guard keeps the last good
+one), and torn ``checkpoint-<step>`` folders older than the newest complete one. A folder is renamed into
+``.saving/`` before it is deleted, so a kill during the deletion leaves no torn ``checkpoint-<step>``.
+
+:func:`find_resume_checkpoint` takes the newest ``checkpoint-<step>`` folder whose marker and files check out, every
+file's checksum included, and says why it skipped each newer one (an unfinished save, a missing or empty file, no
+marker, a file whose bytes changed since the save).
 
 Example::
 
@@ -35,6 +41,7 @@ from typing import Any
 import torch
 
 from vipyloqwen_tools.checkpoint.finite import NonFiniteWeightsError, describe, nonfinite_tensors
+from vipyloqwen_tools.train.checksums import file_checksum
 
 logger = logging.getLogger("vipyloqwen.train")
 
@@ -85,9 +92,17 @@ def missing_parts(folder: Path, world_size: int) -> list[str]:
     return missing
 
 
-def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+def _recorded(value: Any) -> tuple[int, str | None]:
+    """``(size, checksum)`` of a marker's file entry (a marker written before checksums holds the size only)."""
+    if isinstance(value, dict):
+        return int(value["size"]), value.get("checksum")
+    return int(value), None
+
+
+def checkpoint_problem(folder: str | os.PathLike, verify: bool = False) -> str | None:
     """Why ``folder`` is not a complete checkpoint (``None`` if it is): no marker, or a file the marker lists is
-    missing or has another size."""
+    missing or has another size; with ``verify``, also a file whose checksum differs from the recorded one (its bytes
+    changed after the save: a flipped bit, a bad disk; reads every file)."""
     folder = Path(folder)
     marker = folder / MARKER
     if not marker.is_file():
@@ -102,16 +117,26 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
         )
     try:
         record = json.loads(marker.read_text(encoding="utf-8"))
-        files = dict(record["files"])
+        files = {relative: _recorded(value) for relative, value in dict(record["files"]).items()}
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"unreadable completion marker {MARKER}: {error}"
-    for relative, size in sorted(files.items()):
+    for relative, (size, _) in sorted(files.items()):
         path = folder / relative
         if not path.is_file():
             return f"{relative} is missing (the completion marker lists it with {size} bytes)"
         actual = path.stat().st_size
         if actual != size:
             return f"{relative} has {actual} bytes, the completion marker recorded {size}"
+    if verify:
+        for relative, (_, recorded) in sorted(files.items()):
+            if recorded is None:
+                continue  # a marker of an older version: sizes only
+            actual = file_checksum(folder / relative)
+            if actual != recorded:
+                return (
+                    f"{relative} is corrupt: its checksum is {actual}, the completion marker recorded {recorded} "
+                    "(its bytes changed after the save: a flipped bit, a failing disk or a copy gone wrong)"
+                )
     return None
 
 
@@ -130,8 +155,11 @@ class ResumePick:
         return lines
 
 
-def find_resume_checkpoint(output_dir: str | os.PathLike) -> ResumePick:
-    """The newest complete ``checkpoint-<step>`` in ``output_dir`` and every newer folder that was skipped."""
+def find_resume_checkpoint(output_dir: str | os.PathLike, verify: bool = True) -> ResumePick:
+    """The newest complete ``checkpoint-<step>`` in ``output_dir`` and every newer folder that was skipped.
+
+    ``verify``: every file of the pick is checked against its recorded checksum (:func:`checkpoint_problem`); a
+    corrupt checkpoint is skipped, naming the file, and the previous complete one is taken."""
     output_dir = Path(output_dir)
     candidates = []
     for root, unfinished in ((output_dir, False), (output_dir / STAGING, True)):
@@ -144,7 +172,7 @@ def find_resume_checkpoint(output_dir: str | os.PathLike) -> ResumePick:
         if not final:
             skipped.append((folder, "an unfinished save (the run stopped while writing it); never renamed into place"))
             continue
-        problem = checkpoint_problem(folder)
+        problem = checkpoint_problem(folder, verify=verify)
         if problem is None:
             return ResumePick(folder, skipped)
         skipped.append((folder, problem))
@@ -161,11 +189,12 @@ def complete_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]
 
 
 def newest_complete(output_dir: str | os.PathLike) -> Path | None:
-    return find_resume_checkpoint(output_dir).path
+    """The newest complete checkpoint by its marker and sizes (no checksums read: for messages)."""
+    return find_resume_checkpoint(output_dir, verify=False).path
 
 
 # ---------------------------------------------------------------------------------------- writing
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -174,11 +203,13 @@ def _fsync(path: Path) -> None:
 
 
 def write_marker(folder: Path, step: int, world_size: int, data_position: dict[str, Any]) -> dict[str, Any]:
-    """Flush every file of ``folder`` to disk, then write the completion marker (last, flushed too)."""
+    """Flush every file of ``folder`` to disk, then write the completion marker (last, flushed too): every file
+    with its size and checksum (:func:`~.checksums.file_checksum`; the files were just written, so this reads them
+    from the page cache)."""
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        _fsync(path)
-        files[path.relative_to(folder).as_posix()] = path.stat().st_size
+        fsync_path(path)
+        files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "checksum": file_checksum(path)}
     record = {
         "step": step,
         "world_size": world_size,
@@ -193,19 +224,42 @@ def write_marker(folder: Path, step: int, world_size: int, data_position: dict[s
         os.fsync(handle.fileno())
     os.replace(tmp, folder / MARKER)
     for directory in sorted({p.parent for p in folder.rglob("*")} | {folder}):
-        _fsync(directory)
+        fsync_path(directory)
     return record
 
 
-def rotate(output_dir: Path, limit: int | None, keep: Path) -> None:
-    """Delete the oldest complete checkpoints beyond ``limit`` (folders that are not complete are left alone)."""
+def _delete(folder: Path, output_dir: Path) -> None:
+    """Rename ``folder`` into ``.saving/`` (atomic), then delete it: a kill during the deletion leaves no torn
+    ``checkpoint-<step>`` behind, only a leftover in ``.saving/`` that the next save removes."""
+    trash = output_dir / STAGING / f"deleting-{folder.name}"
+    trash.parent.mkdir(exist_ok=True)
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def rotate(output_dir: Path, limit: int | None, keep: Path, protect: set[Path] | frozenset = frozenset()) -> None:
+    """Delete the oldest complete checkpoints beyond ``limit`` (never ``keep`` nor one in ``protect``), then the torn
+    ``checkpoint-<step>`` folders older than the newest complete one (a kill during an older version's rotation
+    left them; they are never loaded). Nothing is deleted without a ``limit``."""
     if not limit or limit <= 0:
         return
     complete = complete_checkpoints(output_dir)
     for _, folder in complete[: max(0, len(complete) - limit)]:
-        if folder != keep:
+        if folder != keep and folder not in protect:
             logger.info("deleting older checkpoint %s (save_total_limit=%d)", folder, limit)
-            shutil.rmtree(folder, ignore_errors=True)
+            _delete(folder, output_dir)
+    if not complete:
+        return
+    newest = complete[-1][0]
+    named = [(checkpoint_step(p), p) for p in output_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    for step, folder in sorted(named):
+        if step < newest and (problem := checkpoint_problem(folder)) is not None:
+            logger.warning(
+                "deleting torn checkpoint folder %s (%s), older than the newest complete checkpoint-%d",
+                folder, problem, newest,
+            )  # fmt: skip
+            _delete(folder, output_dir)
 
 
 def disk_full(error: BaseException | None, folder: Path) -> bool:
@@ -231,7 +285,7 @@ def disk_full(error: BaseException | None, folder: Path) -> bool:
     return False
 
 
-def _remove_if_empty(folder: Path) -> None:
+def remove_if_empty(folder: Path) -> None:
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
 
@@ -246,7 +300,7 @@ def save_failure(error: BaseException | None, staging: Path, output_dir: Path, r
     full = error is not None and disk_full(error, staging.parent if staging.parent.is_dir() else output_dir)
     free_then = shutil.disk_usage(output_dir).free
     shutil.rmtree(staging, ignore_errors=True)  # frees the space the partial files took
-    _remove_if_empty(output_dir / STAGING)
+    remove_if_empty(output_dir / STAGING)
     last = newest_complete(output_dir)
     keep = f"the last complete checkpoint is {last}" if last else "no complete checkpoint was written yet"
     if full:
@@ -298,6 +352,16 @@ class AtomicCheckpointsMixin:
     run_settings: dict[str, Any] | None = None
     _staging_save = False
 
+    @property
+    def saved_steps(self) -> list[int]:
+        """The steps of the complete checkpoints this trainer saved, in order."""
+        return self.__dict__.setdefault("_saved_steps", [])
+
+    def protected_checkpoints(self, complete: list[tuple[int, Path]]) -> set[Path]:
+        """Complete checkpoints (of ``complete``, oldest first) that rotation keeps beyond ``save_total_limit``;
+        none here (the non-finite guard's mixin adds its last good one)."""
+        return set()
+
     def _get_output_dir(self, trial) -> str:
         run_dir = super()._get_output_dir(trial)
         return os.path.join(run_dir, STAGING) if self._staging_save else run_dir
@@ -339,9 +403,11 @@ class AtomicCheckpointsMixin:
             if final.exists():  # a torn folder of the same step (an older version's save): replaced
                 shutil.rmtree(final)
             os.replace(staging, final)
-            _fsync(output_dir)
-            _remove_if_empty(output_dir / STAGING)
-            rotate(output_dir, self.args.save_total_limit, keep=final)
+            fsync_path(output_dir)
+            self.saved_steps.append(step)
+            protect = self.protected_checkpoints(complete_checkpoints(output_dir))
+            rotate(output_dir, self.args.save_total_limit, keep=final, protect=protect)
+            remove_if_empty(output_dir / STAGING)
             logger.info("checkpoint %s complete (%s)", final, MARKER)
         any_rank(False, self.args.device)  # the others wait until the checkpoint is in place
 
@@ -359,9 +425,11 @@ __all__ = [
     "complete_checkpoints",
     "disk_full",
     "find_resume_checkpoint",
+    "fsync_path",
     "missing_parts",
     "refuse_nonfinite_model",
     "newest_complete",
+    "remove_if_empty",
     "rotate",
     "write_marker",
 ]

@@ -2,9 +2,10 @@
 
 :func:`finish_run` is the last step of :func:`vipyloqwen_tools.train.run.train`. Every process takes part (the
 evaluation's encode calls and the weight gathering under FSDP2 / DeepSpeed ZeRO-3 are collectives); only the main
-process writes ``final/`` (a Hub-layout checkpoint, :func:`vipyloqwen_tools.checkpoint.export.save_checkpoint`),
-``training_curves.png``, ``log_history.json`` and ``train_config.json`` (the settings used, the inference limits
-exported and the training limits, rows per dataset, the evaluation source).
+process writes ``log_history.json`` and ``train_config.json`` (the settings used, the inference limits exported and
+the training limits, rows per dataset, the evaluation source; first: small, and the record of the run even when the
+export then fails), ``training_curves.png`` and ``final/`` (a Hub-layout checkpoint written atomically,
+:func:`~.final_export.export_final`: it exists only when whole; a full disk is an exit-3 error saying so).
 
 Example::
 
@@ -22,11 +23,11 @@ from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
-from vipyloqwen_tools.checkpoint.export import save_checkpoint
 from vipyloqwen_tools.train import distributed, resume_check
 from vipyloqwen_tools.train.arguments import RunSetup
 from vipyloqwen_tools.train.config import TrainConfig
 from vipyloqwen_tools.train.curves import plot_history
+from vipyloqwen_tools.train.final_export import export_final
 from vipyloqwen_tools.train.model import ST_BACKBONE_PREFIX, limits_record
 from vipyloqwen_tools.train.run_data import RunData
 from vipyloqwen_tools.train.trainer import ViPyloQwenTrainer, export_limits
@@ -72,10 +73,6 @@ def finish_run(
         state_dict = distributed.full_state_dict(model, prefix=ST_BACKBONE_PREFIX)
     if trainer.is_world_process_zero():
         output_dir = run.output_dir
-        with export_limits(model):  # the base's inference limits, whatever the run trained at
-            final_dir = save_checkpoint(model[0].model, model[0].processor, output_dir / "final", state_dict=state_dict)
-        result["final_dir"] = str(final_dir)
-        result["plot"] = str(plot_history(trainer.state.log_history, output_dir / "training_curves.png"))
         with open(output_dir / "log_history.json", "w", encoding="utf-8") as handle:
             json.dump(trainer.state.log_history, handle, indent=1)
         used = resume_check.used_config(
@@ -88,6 +85,12 @@ def finish_run(
         used["global_step"] = trainer.state.global_step
         with open(output_dir / "train_config.json", "w", encoding="utf-8") as handle:
             json.dump(used, handle, indent=1)
+        result["plot"] = str(plot_history(trainer.state.log_history, output_dir / "training_curves.png"))
+        with export_limits(model):  # the base's inference limits, whatever the run trained at
+            final_dir = export_final(
+                model[0].model, model[0].processor, output_dir, state_dict=state_dict, step=trainer.state.global_step
+            )
+        result["final_dir"] = str(final_dir)
         logger.info("exported %s; curves %s", final_dir, result["plot"])
     if run.trace is not None:
         trainer.accelerator.wait_for_everyone()  # the main process's final writes are in its last trace line

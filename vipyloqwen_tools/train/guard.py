@@ -6,13 +6,17 @@ decision (one all-reduce of a flag). A non-finite step is, by ``nonfinite_policy
 
 - ``skip`` (default): no optimizer update (the gradients are dropped, so AdamW leaves every weight and its moments
   as they were; the learning-rate schedule moves on), logged as a warning and a ``log_history`` entry with the
-  step, the task, the row ids of the batch (positions in the task's dataset, per process) and the loss terms;
+  step, the task, the rows of the batch as ``file:line`` of the train file (per process; the record also keeps
+  their row ids, positions in the task's dataset) and the loss terms;
   counted as ``skipped_steps`` in the next log line. When ``max_nonfinite_steps`` steps within the last
   ``nonfinite_window`` steps were non-finite, the run stops with :class:`NonFiniteTrainingError`.
 - ``stop``: the first non-finite step stops the run.
 
-The error names the step, the task and the last complete checkpoint (kept: checkpoints and the export refuse
-non-finite weights, see :mod:`vipyloqwen_tools.checkpoint.finite`). ``train_st.py`` exits 3 with it.
+The error names the step, the task and the last good checkpoint: the newest complete one saved before the first
+non-finite step of the window. Checkpoint rotation (``save_total_limit``) never deletes that one while the window
+holds a non-finite step (:meth:`NonFiniteGuardMixin.protected_checkpoints`); when there is none the error says why
+(checkpoints and the export refuse non-finite weights, see :mod:`vipyloqwen_tools.checkpoint.finite`).
+``train_st.py`` exits 3 with it.
 
 Example::
 
@@ -49,7 +53,8 @@ def _number(value: Any) -> float | None:
 
 def _describe_batch(batch: dict[str, Any]) -> str:
     rank = f"rank {batch['rank']} " if "rank" in batch else ""
-    return f"{rank}rows {batch['rows']} loss {batch['loss']} terms {batch['terms']}"
+    rows = "[" + ", ".join(batch["lines"]) + "]" if batch.get("lines") else batch["rows"]
+    return f"{rank}rows {rows} loss {batch['loss']} terms {batch['terms']}"
 
 
 class NonFiniteGuardMixin:
@@ -71,6 +76,7 @@ class NonFiniteGuardMixin:
     def training_step(self, model, inputs, num_items_in_batch=None):
         task = inputs.get("dataset_name")
         state = self._guard_state()
+        state.setdefault("start_step", self.state.global_step)  # 0, or the step a --resume started from
         if not state["batches"] and hasattr(self, "_tr_loss"):  # the step's first micro-batch
             state["tr_loss_before"] = self._tr_loss.detach().clone()
         self._last_terms, self._last_rows = {}, None
@@ -90,17 +96,46 @@ class NonFiniteGuardMixin:
         values += [torch.stack([b["loss"].float(), *(t.float() for t in b["terms"].values())]).cpu() for b in batches]
         local_bad = not bool(torch.isfinite(torch.cat(values)).all())
         if any_rank(local_bad, self.args.device):
-            readable = [
-                {
-                    "task": b["task"],
-                    "rows": [int(r) for r in b["rows"].tolist()] if b["rows"] is not None else None,
-                    "loss": float(b["loss"]),
-                    "terms": {key: float(value) for key, value in b["terms"].items()},
-                }
-                for b in batches
-            ]
+            readable = []
+            for b in batches:
+                rows = [int(r) for r in b["rows"].tolist()] if b["rows"] is not None else None
+                readable.append(
+                    {
+                        "task": b["task"],
+                        "rows": rows,
+                        "lines": self._row_lines(b["task"], rows),
+                        "loss": float(b["loss"]),
+                        "terms": {key: float(value) for key, value in b["terms"].items()},
+                    }
+                )
             self._skip_step(model, readable, _number(grad_norm))
         return grad_norm
+
+    def _row_lines(self, dataset: str | None, rows: list[int] | None) -> list[str] | None:
+        """``file:line`` of a batch's rows in the train file (``None`` without the bad-row guard or row ids)."""
+        guard = getattr(self, "row_guard", None)
+        if guard is None or rows is None or dataset is None:
+            return None
+        try:
+            return guard.locate(dataset, rows)
+        except (OSError, IndexError, ValueError) as error:  # the message must not fail: row ids instead
+            logger.warning("cannot locate rows %s of %s in the train file: %s", rows, dataset, error)
+            return None
+
+    def _window(self) -> list[int]:
+        """The non-finite steps within the last ``nonfinite_window`` steps, oldest first."""
+        recent = self._guard_state()["recent"]
+        return [step for step in recent if step > self.state.global_step - self.nonfinite_window]
+
+    def protected_checkpoints(self, complete: list[tuple[int, Any]]) -> set:
+        """What checkpoint rotation must keep beyond ``save_total_limit``: the newest complete checkpoint saved
+        before the first non-finite step of the window, while the window holds one (the one to go on from)."""
+        keep = set(super().protected_checkpoints(complete))
+        window = self._window()
+        before = [path for number, path in complete if window and number < window[0]]
+        if before:
+            keep.add(before[-1])
+        return keep
 
     def _skip_step(self, model, batches: list[dict[str, Any]], norm: float | None) -> None:
         # No update: AdamW skips parameters without a gradient (weights, moments and its step count stay).
@@ -150,17 +185,18 @@ class NonFiniteGuardMixin:
             else f"{len(recent)} non-finite steps ({', '.join(map(str, recent))}) within {self.nonfinite_window} "
             f"steps reached max_nonfinite_steps={self.max_nonfinite_steps}"
         )
-        keep = self._good_checkpoint_advice(first_bad=recent[0] if recent else step)
+        window = self._window()
+        keep = self._good_checkpoint_advice(first_bad=window[0] if window else step)
         raise NonFiniteTrainingError(f"training diverged at {summary}; stopped: {why}. Nothing was exported; {keep}.")
 
     def _good_checkpoint_advice(self, first_bad: int) -> str:
         """Which checkpoint to go on from: the newest complete one saved before the first non-finite step of the
-        window (one saved after it holds weights the diverging steps led to, though finite)."""
+        window (one saved after it holds weights the diverging steps led to, though finite); or why there is none."""
         checkpoints = complete_checkpoints(self.args.output_dir)
         before = [(number, path) for number, path in checkpoints if number < first_bad]
         after = [path.name for number, path in checkpoints if number >= first_bad]
         if not before:
-            return "no checkpoint was saved before the first non-finite step (nothing to resume from)"
+            return self._no_good_checkpoint(first_bad)
         number, path = before[-1]
         flag = "--resume" if not after else f"--resume-from {path.name}"
         advice = (
@@ -171,6 +207,28 @@ class NonFiniteGuardMixin:
         if after:
             advice += f"; saved after the first non-finite step, not advised: {', '.join(after)}"
         return advice
+
+    def _no_good_checkpoint(self, first_bad: int) -> str:
+        """Why no complete checkpoint from before ``first_bad`` is in the output folder, as far as this run knows."""
+        start = self._guard_state().get("start_step", 0)
+        saved = [step for step in getattr(self, "saved_steps", []) if step < first_bad]
+        where = self.args.output_dir
+        if saved:
+            names = ", ".join(f"checkpoint-{step}" for step in saved)
+            return (
+                f"no complete checkpoint from before the first non-finite step {first_bad} is left in {where}: this "
+                f"run saved {names}, which were deleted or damaged by something other than this run"
+            )
+        if start:
+            return (
+                f"no complete checkpoint from before the first non-finite step {first_bad} is left in {where}: this "
+                f"run resumed at step {start} and saved none before step {first_bad} (save_steps="
+                f"{self.args.save_steps}), and the checkpoint it resumed from is no longer complete there"
+            )
+        return (
+            f"no checkpoint was saved before the first non-finite step {first_bad} (this run started at step 0; "
+            f"save_steps={self.args.save_steps}): nothing to resume from; start again, e.g. with a lower learning rate"
+        )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """A log line over skipped steps has ``skipped_steps``; its ``loss`` is NaN if one of its steps had a

@@ -217,7 +217,7 @@ def prepare_resume(trainer, config, settings: dict[str, Any]) -> str:
     if config.resume_from:  # a chosen checkpoint (e.g. the last one before a divergence): it must be complete
         chosen = Path(config.resume_from)
         chosen = chosen if chosen.is_absolute() or chosen.exists() else Path(config.output_dir) / chosen
-        problem = checkpoint_problem(chosen) if chosen.is_dir() else "no such folder"
+        problem = checkpoint_problem(chosen, verify=True) if chosen.is_dir() else "no such folder"
         if problem:
             raise NoCompleteCheckpointError(f"--resume-from {chosen}: not a complete checkpoint: {problem}")
         at = int(json.loads((chosen / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
@@ -234,11 +234,37 @@ def prepare_resume(trainer, config, settings: dict[str, Any]) -> str:
             f"--resume: no complete checkpoint in {config.output_dir}"
             + "".join(f"\n  skipped {folder}: {reason}" for folder, reason in pick.skipped)
         )
+    check_max_steps(pick.path, config.max_steps)
     changes = check_resume(pick.path, settings, parse_accept(config.accept_changes))
     old = json.loads((pick.path / RUN_SETTINGS).read_text(encoding="utf-8")).get("other_settings", {})
     length_changed = any(old.get(k) != getattr(config, k) for k in ("max_steps", "num_train_epochs"))
     trainer.add_callback(ApplyResumeChanges(changes, schedule_changed=length_changed))
     return str(pick.path)
+
+
+def check_max_steps(checkpoint: Path, max_steps: int) -> None:
+    """Refuse a ``--max-steps`` below the checkpoint's step (transformers would train one more step and stop, and
+    the run would export that silently); equal is the run that stopped at its export: nothing to train, it exports."""
+    step = int(json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    if 0 < max_steps < step:
+        raise ResumeMismatchError(
+            f"--resume from {checkpoint}: --max-steps {max_steps} is below the checkpoint's step {step}; a run cannot "
+            f"go back. Give --max-steps {step} or more ({step}: nothing is trained, the export runs), or "
+            "--resume-from an earlier checkpoint."
+        )
+    if max_steps == step:
+        logger.info("--resume at step %d = --max-steps: nothing to train; the run evaluates and exports", step)
+
+
+class NothingLeftToTrainMixin:
+    """Trainer mixin: a run resumed at its last step (``global_step >= max_steps``) trains nothing. transformers 5.24
+    skips the resumed epoch's trained batches and then trains one more step before it checks ``max_steps``."""
+
+    def _run_epoch(self, *args, **kwargs):
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
 
 def resume_point(trainer, config, settings: dict[str, Any]) -> str | None:
@@ -311,6 +337,8 @@ class ApplyResumeChanges(TrainerCallback):
 __all__ = [
     "ApplyResumeChanges",
     "Change",
+    "NothingLeftToTrainMixin",
+    "check_max_steps",
     "RUN_DEFINING",
     "ResumeMismatchError",
     "check_resume",

@@ -34,8 +34,10 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
 
     ``callbacks``: extra ``transformers.TrainerCallback`` objects for the trainer. Faults (docs/faults.md):
     a diverging run raises :class:`~vipyloqwen_tools.train.guard.NonFiniteTrainingError`, a failed checkpoint save
-    :class:`~vipyloqwen_tools.train.checkpoints.CheckpointSaveError`, a ``--resume`` with changed run-defining settings
-    :class:`~vipyloqwen_tools.train.resume_check.ResumeMismatchError`.
+    :class:`~vipyloqwen_tools.train.checkpoints.CheckpointSaveError` (an export too), a ``--resume`` with changed
+    run-defining settings :class:`~vipyloqwen_tools.train.resume_check.ResumeMismatchError`, an output folder another
+    run holds :class:`~vipyloqwen_tools.train.run_lock.OutputDirLockedError`, a SIGTERM / SIGUSR1
+    :class:`~vipyloqwen_tools.train.stop_signal.StopRequested` (after a complete checkpoint).
 
     Under ``torchrun`` / ``accelerate launch`` every process calls this: the main process prepares the data first
     (the others reuse its Arrow cache), the batches of a step differ per process (all of one task), gradients are
@@ -44,13 +46,19 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     quiet_library_bars()  # off a terminal: a log file gets lines, not carriage returns (train/progress.py)
-    run = open_run(config)  # precision, trainer arguments (the process group), trace, output folder
-    data = prepare_run_data(config, run)  # validated once, per-task datasets with row ids, prompts, settings
-    model = prepare_model(config, run)  # loaded, Matryoshka widths, gradient checkpointing, memory plan checked
-    trainer = build_trainer(config, run, model, data, callbacks)  # router loss, evaluator, guards, trace
-    # --resume: the newest complete checkpoint, refused if run-defining settings changed (not accepted)
-    trainer.train(resume_from_checkpoint=resume_point(trainer, config, data.settings))
-    return finish_run(config, run, trainer, model, data)  # final evaluation, final/, curves, logs, train_config.json
+    run = open_run(config)  # precision, trainer arguments (the process group), trace, the output folder's lock
+    try:
+        data = prepare_run_data(config, run)  # validated once, per-task datasets with row ids, prompts, settings
+        model = prepare_model(config, run)  # loaded, Matryoshka widths, gradient checkpointing, memory plan checked
+        trainer = build_trainer(config, run, model, data, callbacks)  # router loss, evaluator, guards, trace, signals
+        # --resume: the newest complete checkpoint that verifies, refused if run-defining settings changed
+        resume_from = resume_point(trainer, config, data.settings)
+        with trainer.stop_signal:  # SIGTERM / SIGUSR1 while training: the step ends, a checkpoint is saved
+            trainer.train(resume_from_checkpoint=resume_from)
+        trainer.stop_signal.raise_if_stopped(run.output_dir)  # stopped on a signal: StopRequested, no export
+        return finish_run(config, run, trainer, model, data)  # evaluation, logs, train_config.json, curves, final/
+    finally:
+        run.close()  # the output folder's lock is released, however the run ends
 
 
 __all__ = ["TrainConfig", "train"]

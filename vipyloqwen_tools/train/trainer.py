@@ -30,8 +30,10 @@ from vipyloqwen_tools.train.guard import NonFiniteGuardMixin
 from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 from vipyloqwen_tools.train.model import ST_BACKBONE_PREFIX
 from vipyloqwen_tools.train.progress import RunProgress
+from vipyloqwen_tools.train.resume_check import NothingLeftToTrainMixin
 from vipyloqwen_tools.train.run_data import RunData
 from vipyloqwen_tools.train.sampler import TaskGroupedBatchSampler
+from vipyloqwen_tools.train.stop_signal import StopOnSignal
 
 
 @contextlib.contextmanager
@@ -46,10 +48,13 @@ def export_limits(model: SentenceTransformer) -> Iterator[None]:
         yield
 
 
-class ViPyloQwenTrainer(NonFiniteGuardMixin, AtomicCheckpointsMixin, SentenceTransformerTrainer):
+class ViPyloQwenTrainer(
+    NonFiniteGuardMixin, AtomicCheckpointsMixin, NothingLeftToTrainMixin, SentenceTransformerTrainer
+):
     """SentenceTransformerTrainer with task-grouped batches and per-term averages over the steps that had the term
     (the stock trainer divides every term by all logged steps, which dilutes a task seen in one step of four), the
-    non-finite guard (:mod:`.guard`) and atomic checkpoints (:mod:`.checkpoints`).
+    non-finite guard (:mod:`.guard`), atomic checkpoints (:mod:`.checkpoints`) and no extra step for a run resumed at
+    its last step (:class:`.resume_check.NothingLeftToTrainMixin`).
 
     Batches carry their row ids (:func:`.trace.add_row_ids` on the datasets) when the datasets have them: the guard
     names the rows of a non-finite step, the trace those of every step.
@@ -239,6 +244,8 @@ def build_trainer(
         trainer.remove_callback(default)
     trainer.add_callback(RunProgress())
     trainer.configure_guard(config.nonfinite_policy, config.max_nonfinite_steps, config.nonfinite_window)
+    trainer.stop_signal = StopOnSignal()  # SIGTERM / SIGUSR1: finish the step, save, stop (train/stop_signal.py)
+    trainer.add_callback(trainer.stop_signal)
     distributed.check_launch(trainer)
     trainer.run_settings = data.settings
     return trainer
