@@ -160,7 +160,8 @@ def _check_header(opened: Image.Image, where: str, source: str, max_pixels: int 
         opened.draft("RGB", (side, side))
     decoded = opened.size[0] * opened.size[1]
     if decoded > MAX_DECODE_PIXELS:
-        kind = "a JPEG at its draft scale" if opened.format == "JPEG" else f"a {opened.format} image"
+        drafted = max_pixels is not None and opened.format == "JPEG"
+        kind = "a JPEG at its draft scale" if drafted else f"a {opened.format} image"
         raise ImageSizeError(
             f"{where}: image {source} ({opened.format} {opened.size[0]}x{opened.size[1]}) would decode "
             f"{decoded:,} pixels as {kind}, above the decode budget of {MAX_DECODE_PIXELS:,} pixels "

@@ -42,7 +42,7 @@ def test_marker_records_every_file_and_detects_each_tear(tmp_path):
     assert checkpoint_problem(good) is None and missing_parts(good, 1) == []
     assert missing_parts(good, 2) == ["rng_state_0.pth", "rng_state_1.pth"]  # a 2-process run needs both
     record = json.loads((good / MARKER).read_text())
-    assert record["step"] == 5 and record["files"]["optimizer.pt"] == 128
+    assert record["step"] == 5 and record["files"]["optimizer.pt"]["size"] == 128
 
     (torn := tmp_path / "checkpoint-6").mkdir()
     shutil.copytree(good, torn, dirs_exist_ok=True)
