@@ -62,10 +62,12 @@ def write_yaml(path: Path, values: dict[str, Any]) -> Path:
     return path
 
 
-def env() -> dict[str, str]:
+def env(threads: int = 1) -> dict[str, str]:
+    """A child's environment: ``threads`` torch threads (the number this process uses makes a child's steps
+    bit-identical to this process's), output unbuffered (a test reads the child's log while it runs)."""
     from conftest import child_env
 
-    return child_env(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    return child_env(OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
 
 
 def train_command(config_path: Path, *flags: str) -> list[str]:

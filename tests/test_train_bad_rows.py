@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_image, tiny_run_config, write_jsonl
+from conftest import make_image, tiny_run_config, tiny_run_settings, write_jsonl
+from PIL import Image
 
 from vipyloqwen_tools.data import DataError, prepare_task_datasets
 from vipyloqwen_tools.data.learned import recall
@@ -52,6 +53,8 @@ def cache_then_break(root: Path, how: str) -> tuple[Path, int, Path]:
     image = root / "img" / f"ocr{BROKEN}.png"
     if how == "truncate":
         image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    elif how == "aspect":  # replaced by a strip Qwen2-VL cannot resize (aspect ratio 250): it reads, it is unusable
+        Image.new("RGB", (5000, 20), (250, 250, 250)).save(image)
     else:
         image.unlink()
     return train_file, line, image
@@ -111,3 +114,41 @@ def test_without_skip_the_run_stops_naming_the_line_and_a_resume_does_not_crash_
         "rows_in": 24, "trained": 23, "held_out_for_eval": 0, "rejected": 1, "rejected_at_validation": 1,
         "rejected_at_batch_time": 0,
     }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_an_image_the_model_cannot_take_stops_with_exit_2_is_learned_and_skip_goes_on(tmp_path: Path, capsys):
+    """The issue's fault: an ocr image replaced, after validation, by one of aspect ratio 250. It used to reach the
+    collator and die there with a raw traceback (exit 1, with or without --skip-bad-rows, no file or line), and
+    --resume crash-looped. Now: exit 2 naming file, line and image; the cache learned the row; a second run without
+    the flag is refused at its start naming the line; with the flag it trains, the row a reject."""
+    import yaml
+
+    import train_st
+
+    train_file, line, image = cache_then_break(tmp_path, "aspect")
+    values = dict(
+        max_steps=6, per_device_train_batch_size=BATCH, max_length=32, max_image_tokens=16, save_steps=6,
+        save_total_limit=None, seed=3, data_num_proc=1,
+    )  # fmt: skip
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_run_settings(tmp_path / "out", train_file, None, **values)), "utf-8")
+    status = train_st.main(["--config", str(config_path)])
+    error = capsys.readouterr().err
+    assert status == 2, error[-3000:]
+    assert "Traceback" not in error
+    assert (
+        f"{train_file}: line {line}: image {str(image)!r}: aspect ratio 250 exceeds 200 (size 5000x20); "
+        "crop or pad the image" in error
+    )
+    assert "--skip-bad-rows" in error
+    (entry,) = [p for p in (tmp_path / "out" / ".data-cache").iterdir() if p.is_dir()]
+    (record,) = recall(entry)
+    assert record["line"] == line and record["reason"].startswith("unusable when its batch was built: image ")
+    # No crash loop: the next run is refused at its start (the learned row is a bad line), naming it.
+    assert train_st.main(["--config", str(config_path)]) == 2
+    assert f"line {line}: unusable when its batch was built" in capsys.readouterr().err
+    # With --skip-bad-rows the run trains to the end; the row is a reject, counted once.
+    assert train_st.main(["--config", str(config_path), "--skip-bad-rows"]) == 0
+    assert [(r["file"], r["line"]) for r in rejects(tmp_path)] == [(str(train_file), line)]
+    assert (tmp_path / "out" / "final" / "model.safetensors").is_file()

@@ -116,19 +116,21 @@ def test_only_rank_zero_writes(two_process_run):
         assert event == "mkdir" and (path.startswith(".data-cache") or path.startswith(".saving/checkpoint-")), entry
     # The hook saw rank 0 write the data cache, the tiny model, checkpoints, the export and the logs.
     for expected in (
-        "final/config.json", ".saving/checkpoint-3/trainer_state.json", "train_config.json", "log_history.json",
+        ".saving/final/config.json", ".saving/checkpoint-3/trainer_state.json", "train_config.json",
+        "log_history.json", ".run.lock",
     ):  # fmt: skip
         assert f"open {expected}" in rank0, sorted(rank0)
-    # Checkpoints are staged and renamed into place once complete (every rank's part written first); os.replace
-    # raises the audit event os.rename.
+    # Checkpoints and the export are staged and renamed into place once complete (every rank's part written first);
+    # os.replace raises the audit event os.rename.
     marker = ".saving/checkpoint-3/checkpoint_complete.json"
     assert {f"rename {marker}", "rename .saving/checkpoint-3", "rename checkpoint-3"} <= rank0, sorted(rank0)
+    assert {"rename .saving/final/checkpoint_complete.json", "rename .saving/final"} <= rank0, sorted(rank0)
     assert any(e.startswith("open .data-cache/") and e.endswith("report.json") for e in rank0)
     assert any(e.startswith("open .init-tiny-") for e in rank0)
     listing = sorted(p.name for p in out.iterdir())
     assert listing == [
-        ".data-cache", "checkpoint-3", "checkpoint-6", "final", "init-tiny", "log_history.json", "train_config.json",
-        "training_curves.png",
+        ".data-cache", ".run.lock", "checkpoint-3", "checkpoint-6", "final", "init-tiny", "log_history.json",
+        "train_config.json", "training_curves.png",
     ]  # fmt: skip
     # transformers keeps one RNG state per rank in a checkpoint (for an exact --resume); nothing else is per rank.
     assert sorted(p.name for p in (out / "checkpoint-6").glob("rng_state*")) == ["rng_state_0.pth", "rng_state_1.pth"]
