@@ -120,18 +120,22 @@ class GuardedCollator:
     def __call__(self, features: list[Any]) -> dict[str, Any]:
         bad = [row for row in features if isinstance(row, BadRow)]
         good = [row for row in features if not isinstance(row, BadRow)]
-        if not bad:
+        batch = None
+        if good and (not bad or self.guard.skip):  # without --skip-bad-rows a bad row stops the run anyway
             try:
-                return self.inner([dict(row) for row in good])  # copies: the inner collators take columns out
+                batch = self.inner([dict(row) for row in good])  # copies: the inner collators take columns out
             except DataError:
                 raise
             except (ValueError, OSError) as error:
-                bad = self._failing_alone(good)
-                if not bad:
+                failing = self._failing_alone(good)
+                if not failing:
                     raise  # no row fails on its own: not a data problem of a row
-                logger.warning("a batch failed preprocessing (%s); rows that fail alone: %d", error, len(bad))
-                failed = {(row.dataset, row.index) for row in bad}
-                good = [row for row in good if (row["dataset_name"], row[ROW_COLUMN]) not in failed]
+                logger.warning("a batch failed preprocessing (%s); rows that fail alone: %d", error, len(failing))
+                refused = {(row.dataset, row.index) for row in failing}
+                good = [row for row in good if (row["dataset_name"], int(row[ROW_COLUMN])) not in refused]
+                bad += failing
+        if not bad:
+            return batch
         records = [self.guard.learn(row) for row in bad]
         if not self.guard.skip:
             raise DataError(self.guard.stop_message(records))
@@ -141,7 +145,7 @@ class GuardedCollator:
                 "too few to train on (in-batch negatives need 2); is an image folder missing? Unusable: "
                 + "; ".join(f"line {r['line']}: {r['images_failed']}" for r in records)
             )
-        return self.inner(good)
+        return batch if batch is not None else self.inner(good)  # batch: collated from exactly these good rows
 
     def _failing_alone(self, rows: list[dict[str, Any]]) -> list[BadRow]:
         """The rows of a refused batch that the collator refuses on their own (each collated alone)."""
