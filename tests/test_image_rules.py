@@ -61,11 +61,13 @@ def test_validation_refuses_every_size_rule_with_its_line(image_rows: Path, caps
     report = validate_file(image_rows, num_proc=1)
     reasons = {bad.line: bad.reason for bad in report.bad}
     assert sorted(reasons) == [2, 3, 4, 5, 6, 7] and report.counts["ocr"] == 2
+    folder = image_rows.parent
     assert reasons[2] == (
-        "query: image 'wide.png' cannot be used: aspect ratio 250 exceeds 200 (size 500x2); crop or pad the image"
+        f"query: image 'wide.png' ({folder / 'wide.png'}) cannot be used: aspect ratio 250 exceeds 200 (size 500x2); "
+        "crop or pad the image"
     )
     assert "aspect ratio 250 exceeds 200 (size 2x500)" in reasons[3]
-    assert reasons[4].startswith("query: unreadable image 'zero.png': cannot identify image file")
+    assert reasons[4].startswith(f"query: unreadable image 'zero.png' ({folder / 'zero.png'}): cannot identify image")
     assert "is 500x500 = 250,000 pixels, above the limit of 200,000 pixels" in reasons[5]
     assert "would decode 120,000 pixels as a PNG image, above the decode budget of 100,000" in reasons[6]
     # a JPEG too: training opens images without a pixel budget, so a JPEG decodes in full (no draft scale)
