@@ -1,8 +1,9 @@
-"""viPyloQwen configuration and the task registry.
+"""viPyloQwen configuration, with the task registry re-exported.
 
-The task registry (:data:`TASKS`) is the single source of truth for the five task prefixes. The prefix
-tokens added to the tokenizer, the Sentence-Transformers prompt names, the training dataset names, the
-loss routing and the README tasks table are all derived from it.
+The task registry (:data:`TASKS`, :func:`resolve_task`, :func:`split_task_prefix`, ...) lives in
+:mod:`tasks_vipyloqwen` (standard library only) and is re-exported here, so
+``from configuration_vipyloqwen import TASKS`` keeps working. This module adds the model configuration, the
+default budgets and the MTEB prompt mapping.
 
 Example::
 
@@ -17,142 +18,45 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLConfig
 from transformers.utils.versions import require_version
+
+try:
+    from .tasks_vipyloqwen import (
+        MAX_IMAGES_PER_ITEM,
+        ROLE_PROMPTS,
+        TASKS,
+        TaskSpec,
+        prefix_tokens,
+        resolve_task,
+        split_task_prefix,
+        st_prompts,
+        task_names,
+    )
+except ImportError:  # imported as a top-level module (tests, scripts)
+    from tasks_vipyloqwen import (
+        MAX_IMAGES_PER_ITEM,
+        ROLE_PROMPTS,
+        TASKS,
+        TaskSpec,
+        prefix_tokens,
+        resolve_task,
+        split_task_prefix,
+        st_prompts,
+        task_names,
+    )
 
 # Fail at import, with the fix, rather than mis-load weights or configs on an untested major version.
 require_version(
     "transformers>=5.23,<6", "viPyloQwen needs transformers 5.x (>=5.23): pip install 'transformers>=5.23,<6'"
 )
 
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One task of the registry.
-
-    Attributes:
-        name: registry key; also the ST prompt name and the training dataset name.
-        prefix: the special token that starts every input of this task.
-        description: one line for humans (README table, error messages).
-        loss: name of the loss recipe training routes this task to.
-        query: what the query side holds.
-        document: what the document (positive) side holds.
-    """
-
-    name: str
-    prefix: str
-    description: str
-    loss: str
-    query: str
-    document: str
-
-
-# Order matters: it is the order of the added special tokens (and so of their ids).
-TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        TaskSpec(
-            name="text_pair",
-            prefix="<text_pair>",
-            description="Semantic similarity between two texts (graded score in [0, 1]).",
-            loss="infonce+mse",
-            query="text",
-            document="text",
-        ),
-        TaskSpec(
-            name="instr",
-            prefix="<instr>",
-            description="Instruction (single or multi-turn) -> response.",
-            loss="infonce+cosine",
-            query="text",
-            document="text",
-        ),
-        TaskSpec(
-            name="ocr",
-            prefix="<ocr>",
-            description="Image(s) of text (documents, signs, forms) + question -> answer.",
-            loss="infonce+triplet",
-            query="1-5 images + text",
-            document="text",
-        ),
-        TaskSpec(
-            name="vqa_multi",
-            prefix="<vqa_multi>",
-            description="Multi-turn visual question answering over 1-5 images.",
-            loss="infonce+triplet",
-            query="1-5 images + dialogue text",
-            document="text",
-        ),
-        TaskSpec(
-            name="vqa_single",
-            prefix="<vqa_single>",
-            description="Single-turn visual question answering over 1-5 images.",
-            loss="infonce+triplet",
-            query="1-5 images + question",
-            document="text",
-        ),
-    )
-}
-
-# Generic retrieval roles. As in the design notes' search example, plain queries and documents
-# carry no task prefix; ST's encode_query / encode_document find these names.
-ROLE_PROMPTS: dict[str, str] = {"query": "", "document": ""}
-
-MAX_IMAGES_PER_ITEM = 5
 DEFAULT_EMBED_DIM = 1024
 # Per-image budget in merged image tokens (one token = a 28x28 pixel area).
 DEFAULT_MAX_IMAGE_TOKENS = 1024
 DEFAULT_MIN_IMAGE_TOKENS = 4
 # Text budget in tokens per item (the task prefix and image tokens are not counted).
 DEFAULT_MAX_TEXT_TOKENS = 8192
-
-
-def task_names() -> list[str]:
-    """The registry keys, in registry order."""
-    return list(TASKS)
-
-
-def prefix_tokens() -> list[str]:
-    """The task prefix tokens, in registry order (the order they are added to the tokenizer)."""
-    return [spec.prefix for spec in TASKS.values()]
-
-
-def st_prompts() -> dict[str, str]:
-    """Sentence-Transformers prompts: one per task (named by its key) plus the query/document roles."""
-    return {**{name: spec.prefix for name, spec in TASKS.items()}, **ROLE_PROMPTS}
-
-
-def resolve_task(task: str | None) -> str | None:
-    """Map a task given as a registry key or a prefix token to its registry key.
-
-    ``None`` and the role names (``query``/``document``, no prefix) give ``None``.
-    Raises ValueError naming the valid options otherwise.
-    """
-    if task is None or task in ROLE_PROMPTS:
-        return None
-    if task in TASKS:
-        return task
-    for name, spec in TASKS.items():
-        if task == spec.prefix:
-            return name
-    valid = ", ".join([*TASKS, *(s.prefix for s in TASKS.values()), *ROLE_PROMPTS])
-    raise ValueError(f"Unknown task {task!r}. Valid tasks: {valid}.")
-
-
-def split_task_prefix(text: str) -> tuple[str | None, str]:
-    """Split a typed task prefix off the start of ``text``.
-
-    Returns ``(task_name, rest)`` where ``rest`` has the whitespace after the prefix removed, so
-    ``"<ocr> Hỏi"`` and a task given separately produce the same tokens. Text without a leading
-    prefix gives ``(None, text)`` unchanged.
-    """
-    stripped = text.lstrip()
-    for name, spec in TASKS.items():
-        if stripped.startswith(spec.prefix):
-            return name, stripped[len(spec.prefix) :].lstrip()
-    return None, text
 
 
 class ViPyloQwenConfig(Qwen2VLConfig):
@@ -250,3 +154,23 @@ def mteb_prompts() -> dict[str, str]:
     ``model_prompts``."""
     prompts = st_prompts()
     return {key: prompts[name] for key, name in MTEB_PROMPTS.items()}
+
+
+__all__ = [
+    "ViPyloQwenConfig",
+    "TaskSpec",
+    "TASKS",
+    "ROLE_PROMPTS",
+    "MAX_IMAGES_PER_ITEM",
+    "DEFAULT_EMBED_DIM",
+    "DEFAULT_MAX_IMAGE_TOKENS",
+    "DEFAULT_MIN_IMAGE_TOKENS",
+    "DEFAULT_MAX_TEXT_TOKENS",
+    "MTEB_PROMPTS",
+    "task_names",
+    "prefix_tokens",
+    "st_prompts",
+    "resolve_task",
+    "split_task_prefix",
+    "mteb_prompts",
+]

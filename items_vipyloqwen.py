@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 try:
-    from .configuration_vipyloqwen import MAX_IMAGES_PER_ITEM, TASKS, resolve_task, split_task_prefix
     from .images_vipyloqwen import describe
+    from .tasks_vipyloqwen import MAX_IMAGES_PER_ITEM, TASKS, resolve_task, split_task_prefix
 except ImportError:  # imported as a top-level module (tests, scripts)
-    from configuration_vipyloqwen import MAX_IMAGES_PER_ITEM, TASKS, resolve_task, split_task_prefix
     from images_vipyloqwen import describe
+    from tasks_vipyloqwen import MAX_IMAGES_PER_ITEM, TASKS, resolve_task, split_task_prefix
 
 TEXT_PREVIEW = 40
 

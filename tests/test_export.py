@@ -47,6 +47,7 @@ def test_checkpoint_has_the_hub_layout(tiny_checkpoint):
     for required in (
         "config.json",
         "model.safetensors",
+        "tasks_vipyloqwen.py",
         "configuration_vipyloqwen.py",
         "modeling_vipyloqwen.py",
         "processing_vipyloqwen.py",

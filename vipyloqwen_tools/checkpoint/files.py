@@ -33,6 +33,7 @@ from processing_vipyloqwen import ViPyloQwenProcessor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_CODE_FILES = (
+    "tasks_vipyloqwen.py",
     "configuration_vipyloqwen.py",
     "modeling_vipyloqwen.py",
     "processing_vipyloqwen.py",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 MODULE_NAMES = (
+    "tasks_vipyloqwen",
     "configuration_vipyloqwen",
     "modeling_vipyloqwen",
     "processing_vipyloqwen",
