@@ -383,6 +383,62 @@ def check_size(size: tuple[int, int], where: str) -> None:
         )
 
 
+# ----------------------------------------------------------------------------------------------- sizes
+
+
+def preshrink_factor(width: int, height: int, max_pixels: int | None) -> int:
+    """The integer factor :func:`prepare_image` box-reduces a decoded ``width`` x ``height`` image by before the
+    image processor's exact resize: the largest that keeps at least :data:`PRESHRINK_FACTOR` x ``max_pixels``
+    pixels and a short side of one merged patch; 1 (no reduction) below 2, without a budget or below one patch.
+
+    Example::
+
+        >>> preshrink_factor(4000, 3000, max_pixels=64 * 28 * 28)  # far above a 64-token budget
+        7
+        >>> preshrink_factor(1240, 1754, max_pixels=1024 * 28 * 28)
+        1
+    """
+    if max_pixels is None or min(width, height) < PATCH:
+        return 1
+    factor = int((width * height / (PRESHRINK_FACTOR * max_pixels)) ** 0.5)
+    factor = min(factor, min(width, height) // PATCH)
+    return factor if factor >= 2 else 1
+
+
+def upscaled_size(width: int, height: int) -> tuple[int, int]:
+    """The size :func:`prepare_image` gives an image with a side shorter than one merged patch (:data:`PATCH`
+    pixels): upscaled, aspect kept, so the short side is one patch. Larger sizes are returned unchanged.
+
+    Example::
+
+        >>> upscaled_size(10, 40)
+        (28, 112)
+    """
+    if min(width, height) >= PATCH:
+        return width, height
+    scale = PATCH / min(width, height)
+    return max(PATCH, round(width * scale)), max(PATCH, round(height * scale))
+
+
+def prepared_size(width: int, height: int, max_pixels: int | None = None) -> tuple[int, int]:
+    """The size of the image :func:`prepare_image` hands the image processor, from the decoded size alone: the
+    pre-shrink (:func:`preshrink_factor`; PIL's ``Image.reduce`` keeps the partial last box, so sides round up),
+    then the upscale of a side below one patch (:func:`upscaled_size`).
+
+    A JPEG file far above the budget is decoded at a reduced scale first (draft mode), so from its header size
+    the result can differ by a few pixels; for every other value the size is exact.
+
+    Example::
+
+        >>> prepared_size(4000, 3000, max_pixels=64 * 28 * 28)
+        (572, 429)
+    """
+    factor = preshrink_factor(width, height, max_pixels)
+    if factor > 1:
+        width, height = -(-width // factor), -(-height // factor)
+    return upscaled_size(width, height)
+
+
 # ----------------------------------------------------------------------------------------------- public
 
 
@@ -444,28 +500,22 @@ def prepare_image(image: object, where: str, max_pixels: int | None = None) -> I
     width, height = loaded.size
     orientation = loaded.getexif().get(0x0112, 1)
     out = loaded
-    if min(width, height) >= PATCH and max_pixels is not None:
-        # Integer box reduction (cheap, anti-aliased) to no less than PRESHRINK_FACTOR x the budget, in the
-        # decoded mode (before RGB conversion, so a huge grey page is never expanded to 4 bytes per pixel);
-        # the image processor then resizes exactly into the budget.
-        factor = int((width * height / (PRESHRINK_FACTOR * max_pixels)) ** 0.5)
-        factor = min(factor, min(width, height) // PATCH)
-        if factor >= 2:
-            if out.mode == "1":
-                out = out.convert("L")  # 1 byte per pixel, as decoded
-            elif out.mode not in _REDUCIBLE:
-                out = _rgb(out, where)
-            out = out.reduce(factor)
+    # Integer box reduction (cheap, anti-aliased) to no less than PRESHRINK_FACTOR x the budget, in the decoded
+    # mode (before RGB conversion, so a huge grey page is never expanded to 4 bytes per pixel); the image processor
+    # then resizes exactly into the budget.
+    factor = preshrink_factor(width, height, max_pixels)
+    if factor >= 2:
+        if out.mode == "1":
+            out = out.convert("L")  # 1 byte per pixel, as decoded
+        elif out.mode not in _REDUCIBLE:
+            out = _rgb(out, where)
+        out = out.reduce(factor)
     if orientation in _ORIENTATION:
         out = out.transpose(_ORIENTATION[orientation])
     try:
         out = _rgb(out, where)
     except OSError as error:  # truncated / corrupt data surfaces on first decode
         raise ValueError(f"{where}: cannot decode image: {error}") from None
-    if min(out.size) < PATCH:
-        # Smaller than one merged patch: upscale so the short side is one patch.
-        scale = PATCH / min(out.size)
-        out = out.resize(
-            (max(PATCH, round(out.size[0] * scale)), max(PATCH, round(out.size[1] * scale))), Image.BICUBIC
-        )
+    if min(out.size) < PATCH:  # smaller than one merged patch: upscale so the short side is one patch
+        out = out.resize(upscaled_size(*out.size), Image.BICUBIC)
     return out

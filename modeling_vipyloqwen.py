@@ -34,16 +34,12 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
 
 try:
     from .configuration_vipyloqwen import ViPyloQwenConfig, st_prompts
-    from .images_vipyloqwen import PATCH, check_size, image_size
-    from .items_vipyloqwen import label, split_item
     from .prefetch_vipyloqwen import prefetch, resolve_num_workers
-    from .processing_vipyloqwen import ViPyloQwenProcessor
+    from .processing_vipyloqwen import ViPyloQwenProcessor, length_batches
 except ImportError:  # imported as a top-level module (tests, scripts)
     from configuration_vipyloqwen import ViPyloQwenConfig, st_prompts
-    from images_vipyloqwen import PATCH, check_size, image_size
-    from items_vipyloqwen import label, split_item
     from prefetch_vipyloqwen import prefetch, resolve_num_workers
-    from processing_vipyloqwen import ViPyloQwenProcessor
+    from processing_vipyloqwen import ViPyloQwenProcessor, length_batches
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -125,57 +121,6 @@ class ViPyloQwenModel(Qwen2VLModel):
         self._processor = processor
 
     # ------------------------------------------------------------------ encode
-    def _item_lengths(
-        self, messages: list[list[dict]], max_image_tokens: int | None, max_length: int | None
-    ) -> list[int]:
-        """Sequence length per item (prefix + text tokens after truncation + image tokens from the image
-        sizes), known before any image is decoded; used to batch items of similar length together.
-
-        Reads each item with the same rules as the processor (:func:`items_vipyloqwen.split_item`), so a
-        malformed item, or an image size Qwen2-VL cannot take, fails here, naming the item, before any forward.
-        """
-        processor = self.processor
-        text_budget = max_length or processor.tokenizer.model_max_length
-        size = processor.image_size_kwargs(max_image_tokens)
-        image_kwargs = {"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]}
-        patches_per_token = processor.image_processor.merge_size**2
-        lengths = []
-        # Tokenise in chunks and keep only the counts: memory stays flat on long streams.
-        for start in range(0, len(messages), 512):
-            chunk = messages[start : start + 512]
-            wheres = [label(f"item {start + offset + 1}", conv) for offset, conv in enumerate(chunk)]
-            parsed = [split_item(conv, where) for conv, where in zip(chunk, wheres, strict=True)]
-            text_ids = processor.plain_token_ids([item.text if item.text.strip() else "" for item in parsed])
-            for item, where, ids in zip(parsed, wheres, text_ids, strict=True):
-                image_tokens = 0
-                for j, image in enumerate(item.images, start=1):
-                    known = image_size(image)
-                    if known is not None:
-                        check_size(known, f"{where}, image {j}")
-                    width, height = known or (PATCH * 32, PATCH * 32)
-                    patches = processor.image_processor.get_number_of_image_patches(
-                        max(height, PATCH), max(width, PATCH), image_kwargs
-                    )
-                    image_tokens += patches // patches_per_token + 2  # merged tokens + vision start/end
-                text_tokens = min(len(ids), text_budget) if ids or item.images else 1  # empty item: <|im_end|>
-                lengths.append(int(item.task is not None) + text_tokens + image_tokens)
-        return lengths
-
-    @staticmethod
-    def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-        """Longest first; a batch closes at ``batch_size`` items or when its padded size (items x its
-        longest item) would pass ``batch_size`` x the mean length, so long items do not drag short ones
-        into padding and every batch costs about the same."""
-        order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-        budget = batch_size * sum(lengths) / max(1, len(lengths))
-        batches: list[list[int]] = []
-        for index in order:
-            if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
-                batches[-1].append(index)
-            else:
-                batches.append([index])
-        return batches
-
     @torch.inference_mode()
     def encode(
         self,
@@ -202,7 +147,9 @@ class ViPyloQwenModel(Qwen2VLModel):
                 a PIL image, a path, an http(s) URL, encoded bytes, a numpy array or a torch tensor (see
                 :mod:`images_vipyloqwen`).
             batch_size: items per forward pass (at most); items are sorted by length (text tokens + image
-                tokens) and a batch of long items holds fewer of them, to limit padding.
+                tokens: :meth:`ViPyloQwenProcessor.item_lengths`) and a batch of long items holds fewer of them, to
+                limit padding (:func:`processing_vipyloqwen.length_batches`); each batch is
+                :meth:`ViPyloQwenProcessor.batch_inputs`.
             max_length: text tokens per item (default: the processor's ``max_text_tokens``); the task
                 prefix and image tokens are never truncated.
             task: a registry key (``text_pair``, ``instr``, ``ocr``, ``vqa_multi``, ``vqa_single``) or its
@@ -240,25 +187,14 @@ class ViPyloQwenModel(Qwen2VLModel):
                 raise ValueError(f"Unknown prompt_name {prompt_name!r}. Saved prompts: {', '.join(saved)}.")
             prompt = saved[prompt_name]
         messages = processor.build_messages(text=text, images=images, task=task, prompt=prompt)
-        chunks = self._batches(self._item_lengths(messages, max_image_tokens, max_length), batch_size)
+        # Items of similar length together (the lengths read every item first: a bad one fails before any forward).
+        chunks = length_batches(processor.item_lengths(messages, max_image_tokens, max_length), batch_size)
         device = next(self.parameters()).device
         out = torch.empty(len(messages), self.config.embed_dim, dtype=torch.float32)
-        images_kwargs = {"max_image_tokens": max_image_tokens} if max_image_tokens else {}
 
         def prepare(chunk: list[int]) -> dict[str, torch.Tensor]:
             """One batch's model inputs (images opened and resized, text tokenised); runs in a worker."""
-            canonical = [processor.canonicalize(messages[i], i, max_image_tokens) for i in chunk]
-            batch = processor.apply_chat_template(
-                canonical,
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                processor_kwargs={
-                    "text_kwargs": {"padding": True, "truncation": True, "max_length": max_length},
-                    "images_kwargs": images_kwargs,
-                },
-            )
-            return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            return processor.batch_inputs([messages[i] for i in chunk], chunk, max_image_tokens, max_length)
 
         has_images = any(c["type"] == "image" for conv in messages for m in conv for c in m["content"])
         workers = resolve_num_workers(num_workers, len(chunks), has_images)

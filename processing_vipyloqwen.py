@@ -36,8 +36,9 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
@@ -48,7 +49,7 @@ try:
         DEFAULT_MIN_IMAGE_TOKENS,
         TASKS,
     )
-    from .images_vipyloqwen import PATCH, prepare_image
+    from .images_vipyloqwen import PATCH, check_size, image_size, prepare_image, prepared_size
     from .items_vipyloqwen import CanonicalItem, build_messages, label, split_item
 except ImportError:  # imported as a top-level module (tests, scripts)
     from configuration_vipyloqwen import (
@@ -57,7 +58,7 @@ except ImportError:  # imported as a top-level module (tests, scripts)
         DEFAULT_MIN_IMAGE_TOKENS,
         TASKS,
     )
-    from images_vipyloqwen import PATCH, prepare_image
+    from images_vipyloqwen import PATCH, check_size, image_size, prepare_image, prepared_size
     from items_vipyloqwen import CanonicalItem, build_messages, label, split_item
 
 # Renders every message's content in order, without roles. The processor canonicalises each item
@@ -74,6 +75,66 @@ EMBEDDING_CHAT_TEMPLATE = (
 )
 
 _SIZE_KEYS = ("max_length", "truncation", "padding", "return_tensors", "pad_to_multiple_of")
+# An image whose size is unknown before it is downloaded (an http(s) URL) counts as this size in item_lengths.
+UNKNOWN_IMAGE_SIZE = (PATCH * 32, PATCH * 32)
+# Items read per chunk in item_lengths: only the counts are kept, so memory stays flat on long streams.
+_LENGTH_CHUNK = 512
+
+
+def image_token_count(
+    width: int,
+    height: int,
+    max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS,
+    min_image_tokens: int = DEFAULT_MIN_IMAGE_TOKENS,
+) -> int:
+    """Merged image tokens of a ``width`` x ``height`` image (its decoded size) at a per-image token budget.
+
+    The one home of the rule: :func:`images_vipyloqwen.prepared_size` (the early shrink and the upscale of
+    :func:`images_vipyloqwen.prepare_image`), then Qwen2-VL's ``smart_resize`` into ``[min, max] x 28 x 28``
+    pixels with sides multiples of 28 (patch 14 x merge 2); one merged token per 28 x 28 pixels, run by the
+    vision tower as 4 patches. :meth:`ViPyloQwenProcessor.item_lengths` and the memory planner count with it.
+
+    Example::
+
+        >>> image_token_count(1240, 1754, max_image_tokens=1024)  # an A4 page scan at the default budget
+        988
+        >>> image_token_count(10, 40, max_image_tokens=64)  # upscaled to 28 x 112, then to the 4-token minimum
+        4
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    max_pixels = max_image_tokens * PATCH * PATCH
+    width, height = prepared_size(width, height, max_pixels)
+    resized_height, resized_width = smart_resize(
+        height,
+        width,
+        factor=PATCH,
+        min_pixels=min(min_image_tokens, max_image_tokens) * PATCH * PATCH,
+        max_pixels=max_pixels,
+    )
+    return (resized_height // PATCH) * (resized_width // PATCH)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Encode's batches: item indices grouped longest first, so long items do not drag short ones into padding.
+
+    A batch closes at ``batch_size`` items or when its padded size (items x its longest item) would pass
+    ``batch_size`` x the mean length, so every batch costs about the same. Every index appears exactly once.
+
+    Example::
+
+        >>> length_batches([5, 50, 6, 48], batch_size=2)  # 50 and 48 together would pad past 2 x the mean
+        [[1], [3], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+    budget = batch_size * sum(lengths) / max(1, len(lengths))
+    batches: list[list[int]] = []
+    for index in order:
+        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 class ViPyloQwenProcessor(Qwen2VLProcessor):
@@ -217,6 +278,80 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
             plain.no_truncation()
             self._plain_tokenizer = plain
         return [encoding.ids for encoding in plain.encode_batch(list(texts), add_special_tokens=False)]
+
+    def item_lengths(
+        self,
+        messages: Sequence[list[dict[str, Any]]],
+        max_image_tokens: int | None = None,
+        max_length: int | None = None,
+    ) -> list[int]:
+        """Sequence length of each item (task prefix + text tokens after truncation + image tokens), from the image
+        sizes in the file headers: no image is decoded. ``encode`` groups items of similar length with it.
+
+        Each item is read with the rules of :func:`items_vipyloqwen.split_item`, so a malformed item, or an image
+        size Qwen2-VL cannot take, fails here, naming the item (``item {position + 1} (text / image)``), before any
+        forward. Image tokens: :func:`image_token_count` (+2 for vision start / end) at ``max_image_tokens``
+        (default: this processor's budget); an image of unknown size (an http(s) URL) counts as
+        :data:`UNKNOWN_IMAGE_SIZE`. Text: ``max_length`` (default: the tokenizer's ``model_max_length``) tokens at
+        most; an empty item without images is one token (``<|im_end|>``).
+
+        Example::
+
+            >>> messages = processor.build_messages(text=["Xin chào", None], images=[None, "a4.png"], task="ocr")
+            >>> processor.item_lengths(messages, max_image_tokens=256)  # a4.png: 1240 x 1754
+            [4, 250]
+        """
+        text_budget = max_length or self.tokenizer.model_max_length
+        max_tokens = self._check_budget("max_image_tokens", max_image_tokens or self.max_image_tokens)
+        lengths = []
+        for start in range(0, len(messages), _LENGTH_CHUNK):
+            chunk = messages[start : start + _LENGTH_CHUNK]
+            wheres = [label(f"item {start + offset + 1}", conv) for offset, conv in enumerate(chunk)]
+            parsed = [split_item(conv, where) for conv, where in zip(chunk, wheres, strict=True)]
+            text_ids = self.plain_token_ids([item.text if item.text.strip() else "" for item in parsed])
+            for item, where, ids in zip(parsed, wheres, text_ids, strict=True):
+                image_tokens = 0
+                for j, image in enumerate(item.images, start=1):
+                    known = image_size(image)
+                    if known is not None:
+                        check_size(known, f"{where}, image {j}")
+                    width, height = known or UNKNOWN_IMAGE_SIZE
+                    image_tokens += image_token_count(width, height, max_tokens, self.min_image_tokens) + 2
+                text_tokens = min(len(ids), text_budget) if ids or item.images else 1  # empty item: <|im_end|>
+                lengths.append(int(item.task is not None) + text_tokens + image_tokens)
+        return lengths
+
+    def batch_inputs(
+        self,
+        items: Sequence[list[dict[str, Any]] | CanonicalItem],
+        positions: Sequence[int] | None = None,
+        max_image_tokens: int | None = None,
+        max_length: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The model inputs of one ``encode`` batch: each item canonicalised (:meth:`canonicalize`: images opened,
+        oriented, shrunk early), then tokenised in the embedding layout, padded to the longest item, text cut at
+        ``max_length`` (default ``max_text_tokens``). ``positions`` name the items in errors (``item {p + 1}``;
+        default: their order here); a :class:`CanonicalItem` is used as it is.
+
+        Example::
+
+            >>> messages = processor.build_messages(text=["Xin chào", "Tạm biệt"], task="text_pair")
+            >>> sorted(processor.batch_inputs(messages))
+            ['attention_mask', 'input_ids', 'mm_token_type_ids']
+        """
+        positions = range(len(items)) if positions is None else positions
+        canonical = [self.canonicalize(item, p, max_image_tokens) for item, p in zip(items, positions, strict=True)]
+        batch = self.apply_chat_template(
+            canonical,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={
+                "text_kwargs": {"padding": True, "truncation": True, "max_length": max_length},
+                "images_kwargs": {"max_image_tokens": max_image_tokens} if max_image_tokens else {},
+            },
+        )
+        return {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
 
     def apply_chat_template(
         self,
@@ -421,4 +556,10 @@ class ViPyloQwenProcessor(Qwen2VLProcessor):
         return ["input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw"]
 
 
-__all__ = ["ViPyloQwenProcessor", "EMBEDDING_CHAT_TEMPLATE"]
+__all__ = [
+    "ViPyloQwenProcessor",
+    "EMBEDDING_CHAT_TEMPLATE",
+    "UNKNOWN_IMAGE_SIZE",
+    "image_token_count",
+    "length_batches",
+]

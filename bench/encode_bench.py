@@ -29,7 +29,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import tempfile
@@ -47,6 +46,7 @@ import torch.nn.functional as F  # noqa: E402
 from bench import harness  # noqa: E402
 from bench.common import Item, Workload, make_workloads, model_facts, prepare_checkpoint, short_texts  # noqa: E402
 from bench.prefetch import prefetch_bench, prefetch_targets  # noqa: E402
+from processing_vipyloqwen import length_batches  # noqa: E402
 
 PATHS = ("floor", "st", "auto", "naive", "preprocess")
 REPEATS = (3, 5)  # timed rounds per workload with --quick, without
@@ -61,35 +61,6 @@ SIZES_2B = {
     "quick": {"queries": 16, "passages": 4, "pages": 2, "mixed": 10},
     "full": {"queries": 64, "passages": 16, "pages": 8, "mixed": 40},
 }
-
-
-def item_lengths(auto: Any, messages: list, max_image_tokens: int | None = None) -> list[int]:
-    """``auto._item_lengths`` (the estimate ``encode`` sorts by), whichever of its signatures the model has."""
-    if "max_length" in inspect.signature(auto._item_lengths).parameters:
-        return auto._item_lengths(messages, max_image_tokens, None)
-    return auto._item_lengths(messages, max_image_tokens)
-
-
-def encode_batches(auto: Any, lengths: list[int], batch_size: int) -> list[list[int]]:
-    """The batches (item indices) ``auto.encode`` forms: its ``_batches`` when it has one, else longest first in
-    chunks of ``batch_size``."""
-    if hasattr(auto, "_batches"):
-        return auto._batches(lengths, batch_size)
-    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def encode_batch(processor: Any, messages: list, chunk: list[int]) -> dict[str, torch.Tensor]:
-    """The tensors ``AutoModel.encode`` feeds the model for the items ``chunk`` of ``messages``."""
-    canonical = [processor.canonicalize(messages[i], i, None) for i in chunk]
-    batch = processor.apply_chat_template(
-        canonical,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs={"text_kwargs": {"padding": True, "truncation": True, "max_length": None}},
-    )
-    return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
 class TokenCounter:
@@ -160,11 +131,8 @@ class Bench:
         """The batches ``AutoModel.encode`` builds for this workload (same grouping, same tokens)."""
         texts, images = self.auto_inputs(workload.items)
         messages = self.processor.build_messages(text=texts, images=images, task=workload.task)
-        lengths = item_lengths(self.auto, messages)
-        return [
-            (chunk, encode_batch(self.processor, messages, chunk))
-            for chunk in encode_batches(self.auto, lengths, self.batch_size)
-        ]
+        chunks = length_batches(self.processor.item_lengths(messages), self.batch_size)
+        return [(chunk, self.processor.batch_inputs([messages[i] for i in chunk], chunk)) for chunk in chunks]
 
     # ------------------------------------------------------------------ paths
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -283,7 +251,7 @@ def bench_workload(bench: Bench, workload: Workload, repeats: int) -> dict[str, 
         result["paths"][name] = entry
     texts, images = bench.auto_inputs(workload.items)
     messages = bench.processor.build_messages(text=texts, images=images, task=workload.task)
-    result["estimated_tokens"] = sum(item_lengths(bench.auto, messages))
+    result["estimated_tokens"] = sum(bench.processor.item_lengths(messages))
     result["estimate_exact"] = result["estimated_tokens"] == result["paths"]["floor"]["real_tokens"]
     reference = outputs["floor"].float()
     result["max_abs_diff_to_floor"] = {
@@ -313,13 +281,13 @@ def token_budget_batches(order: list[int], lengths: list[int], budget: int, max_
 
 
 def padding_by_stream_length(bench: Bench, counts: list[int]) -> dict[str, Any]:
-    """Padding efficiency of the mixed stream as a function of its length, from ``_item_lengths`` (no forward).
+    """Padding efficiency of the mixed stream as a function of its length, from ``processor.item_lengths`` (no forward).
 
     The streams are generated afresh (mixed only, seed 0), so the first is a different sample from the timed
-    mixed workload of the same size. ``_item_lengths`` is exact here: ``estimate_exact`` in each workload checks
+    mixed workload of the same size. ``item_lengths`` is exact here: ``estimate_exact`` in each workload checks
     it against the tokens the floor really ran.
 
-    ``encode_grouping``: the batches ``AutoModel.encode`` forms (its ``_batches`` when it has one).
+    ``encode_grouping``: the batches ``AutoModel.encode`` forms (``processing_vipyloqwen.length_batches``).
     ``sorted_fixed``: longest first, ``batch_size`` items per batch.
     ``token_budget``: a candidate fix, longest first, each batch cut at ``batch_size`` x the mean length padded
     tokens (at most 4 x ``batch_size`` items).
@@ -329,9 +297,9 @@ def padding_by_stream_length(bench: Bench, counts: list[int]) -> dict[str, Any]:
         workload = make_workloads(bench.processor.tokenizer, {"mixed": count})[0]
         texts, images = bench.auto_inputs(workload.items)
         messages = bench.processor.build_messages(text=texts, images=images, task=workload.task)
-        lengths = item_lengths(bench.auto, messages)
+        lengths = bench.processor.item_lengths(messages)
         order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-        grouping = encode_batches(bench.auto, lengths, bench.batch_size)
+        grouping = length_batches(lengths, bench.batch_size)
         fixed = [order[start : start + bench.batch_size] for start in range(0, len(order), bench.batch_size)]
         budget = round(bench.batch_size * sum(lengths) / len(lengths))
         by_budget = token_budget_batches(order, lengths, budget, 4 * bench.batch_size)
@@ -399,8 +367,8 @@ def stream_memory(auto: Any, st: Any, sizes: list[int], batch_size: int) -> dict
 
 
 def length_estimate_memory(auto: Any, sizes: list[int]) -> dict[str, Any]:
-    """Peak RSS of ``AutoModel.encode``'s up-front length estimate (``_item_lengths``) over ``sizes`` passages of
-    ~300 tokens: the part of ``encode`` that touches every item before the first batch (no forward needed)."""
+    """Peak RSS of ``AutoModel.encode``'s up-front length estimate (``processor.item_lengths``) over ``sizes``
+    passages of ~300 tokens: the part of ``encode`` that touches every item before the first batch (no forward)."""
     import random
 
     from bench.common import vietnamese_text
@@ -413,7 +381,7 @@ def length_estimate_memory(auto: Any, sizes: list[int]) -> dict[str, Any]:
         texts = [f"{base[i % len(base)]} {i}" for i in range(n)]
         messages = auto.processor.build_messages(text=texts, task="text_pair")
         with harness.PeakRSS() as peak:
-            item_lengths(auto, messages)
+            auto.processor.item_lengths(messages)
         rows.append({"items": n, "peak_rss_mb": round(peak.delta_mb, 1), "kb_per_item": peak.delta_mb * 1024 / n})
         del texts, messages
     return {
@@ -516,7 +484,7 @@ def format_table(results: dict[str, Any]) -> str:
             rows = ", ".join(f"{r['items']} items: {r['peak_rss_mb']} MB" for r in data["rows"])
             lines.append(f"stream {name}: peak RSS {rows} (growth beyond output {data['growth_beyond_output_mb']} MB)")
         rows = ", ".join(f"{r['items']}: {r['peak_rss_mb']} MB" for r in stream["length_estimate"]["rows"])
-        lines.append(f"AutoModel.encode length estimate (_item_lengths), passages of ~300 tokens: peak RSS {rows}")
+        lines.append(f"AutoModel.encode length estimate (item_lengths), passages of ~300 tokens: peak RSS {rows}")
         lines.append("")
     prefetch = results.get("prefetch")
     if prefetch:

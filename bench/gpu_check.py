@@ -56,13 +56,13 @@ def write(out: Path, report: dict[str, Any]) -> None:
 
 def prepare(report: dict[str, Any]) -> dict[str, Any]:
     """CPU side: tokenizer, workloads, training batch, planner prediction."""
+    from processing_vipyloqwen import image_token_count
     from vipyloqwen_tools.checkpoint.export import add_task_tokens, build_processor
     from vipyloqwen_tools.checkpoint.tokenizer import build_qwen2_vl_tokenizer
     from vipyloqwen_tools.plan.planner import (
         Architecture,
         BatchShape,
         Column,
-        image_tokens,
         predict,
         setup_from_config,
         side_shape,
@@ -89,7 +89,7 @@ def prepare(report: dict[str, Any]) -> dict[str, Any]:
     setup = setup_from_config(config, world_size=1, sharding="none", precision="bf16")
     arch = Architecture.qwen2_vl_2b()
     # the planner's prediction for this batch from the lengths alone (the GPU stage re-predicts from the tensors)
-    page_tokens = image_tokens(*PAGE_SIZE, setup.max_image_tokens)
+    page_tokens = image_token_count(*PAGE_SIZE, setup.max_image_tokens)
     text = max(len(tokenizer(a["text"], add_special_tokens=False)["input_ids"]) for a in anchors)
     doc = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in positives)
     batch = BatchShape(

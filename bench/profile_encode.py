@@ -34,23 +34,27 @@ import torch.nn.functional as F  # noqa: E402
 
 from bench import harness  # noqa: E402
 from bench.common import make_workloads, prepare_checkpoint  # noqa: E402
-from bench.encode_bench import SIZES, SIZES_2B, Bench, encode_batch, encode_batches, item_lengths  # noqa: E402
+from bench.encode_bench import SIZES, SIZES_2B, Bench  # noqa: E402
+from processing_vipyloqwen import length_batches  # noqa: E402
 
 
 def encode_overlapped(model: Any, texts: list, images: list, task: str, batch_size: int) -> torch.Tensor:
     """``model.encode`` with the preprocessing of batch k+1 overlapped with the forward of batch k."""
     processor = model.processor
     messages = processor.build_messages(text=texts, images=images, task=task)
-    chunks = encode_batches(model, item_lengths(model, messages), batch_size)
+    chunks = length_batches(processor.item_lengths(messages), batch_size)
     from modeling_vipyloqwen import mean_pool
+
+    def prepare(chunk: list[int]) -> dict[str, torch.Tensor]:
+        return processor.batch_inputs([messages[i] for i in chunk], chunk)
 
     out = torch.empty(len(messages), model.config.embed_dim)
     with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
-        future = pool.submit(encode_batch, processor, messages, chunks[0])
+        future = pool.submit(prepare, chunks[0])
         for index, chunk in enumerate(chunks):
             batch = future.result()
             if index + 1 < len(chunks):
-                future = pool.submit(encode_batch, processor, messages, chunks[index + 1])
+                future = pool.submit(prepare, chunks[index + 1])
             hidden = model(**batch).last_hidden_state
             out[torch.tensor(chunk)] = F.normalize(mean_pool(hidden, batch["attention_mask"]), p=2, dim=-1)
     return out

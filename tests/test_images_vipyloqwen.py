@@ -9,7 +9,7 @@ import pytest
 from conftest import make_image
 from PIL import Image
 
-from images_vipyloqwen import PATCH, image_size, prepare_image
+from images_vipyloqwen import PATCH, image_size, prepare_image, prepared_size
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "I", "F", "1", "YCbCr"])
@@ -79,6 +79,18 @@ def test_huge_in_memory_image_is_reduced_by_an_integer_factor():
     small = make_image(300, 200)
     assert prepare_image(small, "x", max_pixels=max_pixels) is small  # within budget x 4: untouched, no copy
 
+
+
+@pytest.mark.parametrize("budget", [16, 64, 1024])
+def test_prepared_size_is_the_size_prepare_image_gives(budget):
+    """The size rule (pre-shrink, upscale) that the token count and the planner use, against prepare_image itself:
+    sides below a patch, odd sizes that reduce() rounds up, far above the budget, extreme aspect ratios."""
+    max_pixels = budget * PATCH * PATCH
+    sizes = [(10, 40), (1, 27), (27, 5000), (28, 28), (29, 3001), (301, 199), (1001, 777), (2999, 2001), (3000, 40)]
+    for width, height in sizes:
+        out = prepare_image(Image.new("L", (width, height)), "x", max_pixels=max_pixels)
+        assert prepared_size(width, height, max_pixels) == out.size, (width, height)
+    assert prepared_size(4000, 3000) == (4000, 3000)  # no budget: no pre-shrink
 
 # ---------------------------------------------------------------- issue 11: image values as clients send them
 import io  # noqa: E402

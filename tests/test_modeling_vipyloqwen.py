@@ -212,12 +212,14 @@ def test_loads_offline_from_a_hub_id_like_from_a_path(tiny_checkpoint, auto_mode
     assert torch.allclose(from_hub[0], local[0], atol=TOL) and torch.allclose(from_hub[1], local[0], atol=TOL)
 
 
-def test_batches_cover_every_item_once_and_limit_padding(auto_model):
+def test_batches_cover_every_item_once_and_limit_padding():
     import random
+
+    from processing_vipyloqwen import length_batches
 
     rng = random.Random(0)
     lengths = [rng.choice([20, 300, 70, 260, 600]) + rng.randint(0, 30) for _ in range(200)]
-    batches = auto_model._batches(lengths, 8)
+    batches = length_batches(lengths, 8)
     assert sorted(i for batch in batches for i in batch) == list(range(200))
     assert all(1 <= len(batch) <= 8 for batch in batches)
     real = sum(lengths)
@@ -229,10 +231,20 @@ def test_batches_cover_every_item_once_and_limit_padding(auto_model):
 
 def test_item_lengths_are_exact_for_untruncated_items(auto_model):
     processor = auto_model.processor
-    texts = ["Xin chào các bạn", None, "Biển số xe này là gì?"]
-    images = [None, make_image(300, 200), [make_image(90, 60), make_image(seed=3)]]
+    # Sizes the image rule must get right: a side below one 28-pixel patch (upscaled, aspect kept), far above the
+    # budget (box-reduced early), an extreme aspect ratio, and images within the budget.
+    texts = ["Xin chào các bạn", None, "Biển số xe này là gì?", "nhỏ", None, "dài", ""]
+    images = [
+        None,
+        make_image(300, 200),
+        [make_image(90, 60), make_image(seed=3)],
+        make_image(10, 40),
+        make_image(2000, 1500, seed=5),
+        [make_image(3000, 40), make_image(22, 900)],
+        None,
+    ]
     messages = processor.build_messages(text=texts, images=images, task="ocr")
-    estimated = auto_model._item_lengths(messages, None, None)
+    estimated = processor.item_lengths(messages)
     for index, conversation in enumerate(messages):
         batch = processor.apply_chat_template(
             [processor.canonicalize(conversation, index)], tokenize=True, return_dict=True, return_tensors="pt"

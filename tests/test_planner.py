@@ -13,6 +13,7 @@ import torch
 from conftest import REPO, write_jsonl
 from PIL import Image
 
+from processing_vipyloqwen import image_token_count
 from vipyloqwen_tools.plan import planner
 from vipyloqwen_tools.plan.planner import (
     Architecture,
@@ -20,7 +21,6 @@ from vipyloqwen_tools.plan.planner import (
     Column,
     MemoryPlanError,
     Setup,
-    image_tokens,
     launcher_world,
     limit_batches,
     plan_limits,
@@ -114,7 +114,7 @@ def test_limit_batches_use_max_length_and_five_images_on_image_queries():
 def test_image_tokens_match_the_processor(st_model, size, budget):
     with image_budget(st_model[0].processor, budget):
         features = st_model.preprocess([{"image": [Image.new("RGB", size)]}])
-    assert image_tokens(*size, max_tokens=budget) == int(features["image_grid_thw"][0].prod()) // 4
+    assert image_token_count(*size, max_image_tokens=budget) == int(features["image_grid_thw"][0].prod()) // 4
 
 
 @contextmanager

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from processing_vipyloqwen import length_batches
 from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source
 from vipyloqwen_tools.index.fingerprint import content_hash, fingerprint, packed
 from vipyloqwen_tools.index.folder import read_folder
@@ -375,10 +376,9 @@ def build(
             if dist.rank == 0:
                 write_reject(line, item_id, error)
 
-        images_kwargs = {"max_image_tokens": max_image_tokens} if max_image_tokens else {}
-
         def prepare(job: tuple[list[IndexItem], list[list[dict]], list[int]]):
-            """Model inputs for one batch; an item that fails to load is rejected alone."""
+            """Model inputs for one batch (encode's: ``processor.batch_inputs``); an item whose images fail to load
+            is rejected alone, named by its line."""
             window, messages, chunk = job
             kept, canonical, failed = [], [], []
             for position in chunk:
@@ -394,14 +394,7 @@ def build(
                     failed.append((position, str(error)))
             if not kept:
                 return kept, None, failed
-            batch = processor.apply_chat_template(
-                canonical,
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                processor_kwargs={"text_kwargs": {"padding": True, "truncation": True}, "images_kwargs": images_kwargs},
-            )
-            return kept, {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, failed
+            return kept, processor.batch_inputs(canonical, kept, max_image_tokens), failed
 
         embedded = [0, 0, 0]  # new, changed, failed to load (this rank's share)
         skipped: Counter = Counter()
@@ -427,7 +420,7 @@ def build(
             if not window:
                 continue
             messages = [_message(processor, item, pixels) for item in window]
-            chunks = embedder._batches(embedder._item_lengths(messages, max_image_tokens, None), batch_size)
+            chunks = length_batches(processor.item_lengths(messages, max_image_tokens), batch_size)
             mine = chunks[dist.rank :: dist.world]
             jobs = [(window, messages, chunk) for chunk in mine]
             workers = resolve_num_workers(num_workers, len(jobs), any(item.images for item in window))

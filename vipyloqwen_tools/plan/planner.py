@@ -26,8 +26,8 @@ The activation constants were fitted to peak-RSS measurements at the real 2B wid
 (``bench/planner_calibrate.py``, results in ``bench/results/planner-calibration.json``); other widths scale them
 linearly by the text hidden size / vision width. Two sources of lengths: the config's limits (``max_length`` text
 tokens per side, 5 images x ``max_image_tokens`` on the query side of image tasks: no data needed) or the training
-file (text tokens per column with the tokenizer, image tokens from the image file headers with the processor's
-resize rule: no pixel is decoded).
+file (text tokens per column with the tokenizer, image tokens from the image file headers with
+``processing_vipyloqwen.image_token_count``, the rule encode counts with: no pixel is decoded).
 
 Example::
 
@@ -52,14 +52,13 @@ from pathlib import Path
 from typing import Any
 
 from configuration_vipyloqwen import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MIN_IMAGE_TOKENS, MAX_IMAGES_PER_ITEM, TASKS
+from processing_vipyloqwen import image_token_count
 from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_config, qwen2_vl_2b_widths
 
 logger = logging.getLogger("vipyloqwen.planner")
 
 GiB = 2**30
 MiB = 2**20
-PATCH = 28  # pixels per merged image token side (patch 14 x merge 2)
-PRESHRINK_FACTOR = 4  # images_vipyloqwen.prepare_image pre-shrinks above this multiple of the budget
 SHARDINGS = ("none", "ddp", "fsdp", "zero1", "zero2", "zero3")
 # The calibration ran at the 2B's widths (bench/planner_calibrate.py).
 _WIDTHS_2B = qwen2_vl_2b_widths()
@@ -180,37 +179,6 @@ class Architecture:
 @functools.cache
 def _qwen2_vl_2b(embed_dim: int) -> Architecture:
     return Architecture.from_config(qwen2_vl_2b_config(embed_dim), name="qwen2-vl-2b")
-
-
-# ---------------------------------------------------------------------------------------- image tokens
-def image_tokens(width: int, height: int, max_tokens: int, min_tokens: int = DEFAULT_MIN_IMAGE_TOKENS) -> int:
-    """Merged image tokens of a ``width`` x ``height`` image at the budget, as the processor computes them.
-
-    Follows ``images_vipyloqwen.prepare_image`` (upscale below one patch, integer pre-shrink far above the
-    budget) and Qwen2-VL's ``smart_resize`` (sides multiples of 28, area within ``[min, max] x 28^2``).
-
-    Example::
-
-        >>> image_tokens(1240, 1754, max_tokens=1024)
-        content of a page at the default budget
-    """
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    max_pixels = max_tokens * PATCH * PATCH
-    if min(width, height) < PATCH:
-        scale = PATCH / min(width, height)
-        width, height = max(PATCH, round(width * scale)), max(PATCH, round(height * scale))
-    else:
-        factor = int((width * height / (PRESHRINK_FACTOR * max_pixels)) ** 0.5)
-        factor = min(factor, min(width, height) // PATCH)
-        if factor >= 2:  # PIL's Image.reduce keeps the partial last box
-            width, height = -(-width // factor), -(-height // factor)
-    resized_h, resized_w = smart_resize(
-        height, width, factor=PATCH, min_pixels=min(min_tokens, max_tokens) * PATCH * PATCH, max_pixels=max_pixels
-    )
-    return (resized_h // PATCH) * (resized_w // PATCH)
 
 
 # ---------------------------------------------------------------------------------------- setup + batches
@@ -651,7 +619,7 @@ def profile_data(
                         size = image_size(image)
                         if size is None:
                             raise ValueError(f"{column}: cannot read the image header of {image!r}")
-                        sizes[image] = image_tokens(*size, max_image_tokens, min_image_tokens)
+                        sizes[image] = image_token_count(*size, max_image_tokens, min_image_tokens)
                     tokens.append(sizes[image])
                 sides.append((dataset, column, tokens, side["text"] or ""))
         except ValueError as reason:
@@ -905,7 +873,6 @@ __all__ = [
     "step_mb",
     "device_memory_bytes",
     "fit_constants",
-    "image_tokens",
     "launcher_world",
     "limit_batches",
     "plan_data",
