@@ -1,6 +1,7 @@
 """Evaluate a viPyloQwen checkpoint on a JSONL eval file in the training schema (EVAL_5k.jsonl style).
 
-Per task (registry key):
+Per task (registry key), with the held-out evaluator training uses (``vipyloqwen_tools.train.evaluation``, built on
+Sentence-Transformers' InformationRetrievalEvaluator / EmbeddingSimilarityEvaluator), so both give the same numbers:
 
 - retrieval: each query is ranked against all candidates of its task, the distinct documents of that task
   (every row's positive and explicit negative, deduplicated by text + images). Reported: R@1, R@5, R@10,
@@ -29,7 +30,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,50 +39,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from configuration_vipyloqwen import TASKS  # noqa: E402
 from eval.cli import eval_parser  # noqa: E402
 from vipyloqwen_tools.data import iter_file  # noqa: E402
 from vipyloqwen_tools.release.results import markdown_table  # noqa: E402
-from vipyloqwen_tools.train.correlation import pearson, spearman  # noqa: E402
-
-KS = (1, 5, 10)
+from vipyloqwen_tools.train.evaluation import TaskReport, ViPyloQwenEvaluator  # noqa: E402
 
 
 class JsonlError(ValueError):
     """A malformed eval file: the message names every bad line with its number."""
-
-
-# ----------------------------------------------------------------------------------------------- parsing
-
-
-@dataclass(frozen=True)
-class Side:
-    """One side of a row: its text (turns rendered in) and absolute image paths."""
-
-    text: str | None
-    images: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> str:
-        """Identity of a candidate document (same text and images = same candidate)."""
-        return json.dumps([self.text, list(self.images)], ensure_ascii=False)
-
-
-@dataclass
-class Row:
-    """One parsed eval line."""
-
-    line: int
-    task: str
-    query: Side
-    positive: Side
-    negative: Side | None = None
-    score: float | None = None
-    id: str | None = None
-
-
-def _as_side(side: dict[str, Any] | None) -> Side | None:
-    return None if side is None else Side(text=side["text"], images=tuple(side["images"]))
 
 
 def read_jsonl(
@@ -90,34 +54,24 @@ def read_jsonl(
     skip_bad_rows: bool = False,
     image_root: str | Path | None = None,
     skip_bad_lines: bool | None = None,
-) -> tuple[list[Row], list[tuple[int, str]]]:
+) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
     """Parse every non-blank line with the training schema's parser (``vipyloqwen_tools.data``); relative image
     paths are read from ``image_root`` (default: the file's folder).
 
-    Returns (rows, bad lines as (line number, reason)). Raises JsonlError naming every bad line unless
-    ``skip_bad_rows`` (``skip_bad_lines``: its old name).
+    Returns (rows, normalised as ``iter_file`` yields them; bad lines as (line number, reason)). Raises JsonlError
+    naming every bad line unless ``skip_bad_rows`` (``skip_bad_lines``: its old name).
     """
     skip_bad_rows = skip_bad_rows or bool(skip_bad_lines)
     path = Path(path)
     if not path.is_file():
         raise JsonlError(f"{path}: no such file")
-    rows: list[Row] = []
+    rows: list[dict[str, Any]] = []
     bad: list[tuple[int, str]] = []
     for number, _raw, row, error in iter_file(path, image_root=image_root):
         if error is not None:
             bad.append((number, error))
-            continue
-        rows.append(
-            Row(
-                line=number,
-                task=row["task"],
-                query=_as_side(row["query"]),
-                positive=_as_side(row["positive"]),
-                negative=_as_side(row["negative"]),
-                score=row["score"],
-                id=row["id"],
-            )
-        )
+        else:
+            rows.append(row)
     if bad and not skip_bad_rows:
         listed = "\n".join(f"  {path}:{n}: {reason}" for n, reason in bad[:50])
         more = f"\n  ... {len(bad) - 50} more" if len(bad) > 50 else ""
@@ -127,132 +81,26 @@ def read_jsonl(
     return rows, bad
 
 
-# ----------------------------------------------------------------------------------------------- metrics
-
-
-def ranks_of_positives(similarity: np.ndarray, positives: Sequence[int]) -> np.ndarray:
-    """1-based rank of each query's positive candidate; ties rank the positive below the tied candidates."""
-    similarity = np.asarray(similarity, dtype=np.float64)
-    pos = np.asarray(positives)
-    pos_scores = similarity[np.arange(len(pos)), pos]
-    return (similarity >= pos_scores[:, None]).sum(axis=1)  # counts the positive itself: rank >= 1
-
-
-def retrieval_metrics(similarity: np.ndarray, positives: Sequence[int], ks: Sequence[int] = KS) -> dict[str, float]:
-    """R@k, MRR@10 and nDCG@10 for queries with one relevant candidate each.
-
-    Args:
-        similarity: [queries, candidates] scores.
-        positives: index of each query's relevant candidate.
-    """
-    ranks = ranks_of_positives(similarity, positives)
-    metrics = {f"r@{k}": float(np.mean(ranks <= k)) for k in ks}
-    metrics["mrr@10"] = float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))
-    # One relevant document: DCG = 1/log2(rank + 1), ideal DCG = 1.
-    metrics["ndcg@10"] = float(np.mean(np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0)))
-    return metrics
-
-
-# ----------------------------------------------------------------------------------------------- evaluation
-
-
-@dataclass
-class TaskReport:
-    """Metrics of one task."""
-
-    task: str
-    rows: int
-    queries: int
-    candidates: int
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-def _to_input(side: Side) -> str | dict[str, Any]:
-    """A Sentence-Transformers input, laid out like the training data (text, then the images)."""
-    if not side.images:
-        return side.text or ""
-    from PIL import Image
-
-    images = []
-    for path in side.images:
-        with Image.open(path) as image:
-            images.append(image.convert("RGB"))
-    item: dict[str, Any] = {}
-    if side.text:
-        item["text"] = side.text
-    item["image"] = images
-    return item
-
-
-def encode_sides(
-    model: Any, sides: Sequence[Side], prompt: str | None, batch_size: int, desc: str, progress: bool = True
-) -> np.ndarray:
-    """L2-normalised embeddings of ``sides`` (images opened one batch at a time), with a progress bar."""
-    from tqdm.auto import tqdm
-
-    chunks = []
-    for start in tqdm(range(0, len(sides), batch_size), desc=desc, disable=not progress, unit="batch"):
-        batch = [_to_input(s) for s in sides[start : start + batch_size]]
-        emb = model.encode(batch, prompt=prompt, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-        chunks.append(np.asarray(emb, dtype=np.float32))
-    emb = np.concatenate(chunks) if chunks else np.zeros((0, 1), dtype=np.float32)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    return emb / np.clip(norms, 1e-12, None)
-
-
-def evaluate_task(
-    model: Any,
-    task: str,
-    rows: Sequence[Row],
-    batch_size: int = 16,
-    positive_threshold: float = 0.5,
-    prefix_documents: bool = False,
-    progress: bool = True,
-) -> TaskReport:
-    """Retrieval metrics (and correlations for text_pair) of one task's rows."""
-    prefix = TASKS[task].prefix
-    doc_prompt = prefix if task == "text_pair" or prefix_documents else None
-    candidates: dict[str, Side] = {}
-    for row in rows:
-        candidates.setdefault(row.positive.key, row.positive)
-        if row.negative is not None:
-            candidates.setdefault(row.negative.key, row.negative)
-    cand_keys = list(candidates)
-    cand_index = {k: i for i, k in enumerate(cand_keys)}
-    doc_emb = encode_sides(model, list(candidates.values()), doc_prompt, batch_size, f"{task} documents", progress)
-    query_emb = encode_sides(model, [r.query for r in rows], prefix, batch_size, f"{task} queries", progress)
-    is_query = [task != "text_pair" or (r.score is not None and r.score >= positive_threshold) for r in rows]
-    q_idx = [i for i, keep in enumerate(is_query) if keep]
-    report = TaskReport(task=task, rows=len(rows), queries=len(q_idx), candidates=len(cand_keys))
-    if q_idx:
-        sim = query_emb[q_idx] @ doc_emb.T
-        report.metrics.update(retrieval_metrics(sim, [cand_index[rows[i].positive.key] for i in q_idx]))
-    if task == "text_pair":
-        pos = np.array([cand_index[r.positive.key] for r in rows])
-        cos = (query_emb * doc_emb[pos]).sum(axis=1)
-        gold = [r.score for r in rows]
-        report.metrics["pearson"] = pearson(cos, gold)
-        report.metrics["spearman"] = spearman(cos, gold)
-    return report
-
-
 def evaluate_rows(
     model: Any,
-    rows: Sequence[Row],
+    rows: Sequence[dict[str, Any]],
     batch_size: int = 16,
     positive_threshold: float = 0.5,
     prefix_documents: bool = False,
     progress: bool = True,
 ) -> dict[str, TaskReport]:
-    """:func:`evaluate_task` for every task present, in registry order."""
-    by_task: dict[str, list[Row]] = {}
+    """The report of every task present, in registry order (:meth:`ViPyloQwenEvaluator.reports`)."""
+    by_task: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        by_task.setdefault(row.task, []).append(row)
-    return {
-        task: evaluate_task(model, task, by_task[task], batch_size, positive_threshold, prefix_documents, progress)
-        for task in TASKS
-        if task in by_task
-    }
+        by_task.setdefault(row["task"], []).append(row)
+    evaluator = ViPyloQwenEvaluator(
+        by_task,
+        batch_size=batch_size,
+        prefix_documents=prefix_documents,
+        positive_threshold=positive_threshold,
+        show_progress_bar=progress,
+    )
+    return evaluator.reports(model)
 
 
 METRIC_COLUMNS = ("r@1", "r@5", "r@10", "mrr@10", "ndcg@10", "pearson", "spearman")

@@ -10,8 +10,8 @@
 - :mod:`.losses`: the router loss, one recipe per task prefix (InfoNCE, GradCache, Matryoshka).
 - :mod:`.distributed`: what each process does under torchrun / accelerate (data once, grouping, FSDP state).
 - :mod:`.trace`: the per-step trace (row ids, loss terms per rank) and its reference loss.
-- :mod:`.evaluation`: the retrieval evaluator run during and after training; :mod:`.correlation`: Pearson /
-  Spearman without scipy.
+- :mod:`.evaluation`: the held-out retrieval evaluator, run during and after training and by
+  ``eval/evaluate_jsonl.py`` (Sentence-Transformers' IR and similarity evaluators, ties counted against the query).
 - Faults (docs/faults.md): :mod:`.guard` (a non-finite step is skipped, a diverging run stops),
   :mod:`.checkpoints` (atomic checkpoints with a completion marker; ``--resume`` takes the newest complete one that
   verifies; a full disk says so; rotation keeps the last good one), :mod:`.checksums` (the marker's per-file
