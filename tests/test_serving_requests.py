@@ -14,19 +14,14 @@ import base64
 import io
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 from conftest import make_image, png_bytes
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "serving"))
-
-from vipyloqwen_vllm import check_vllm_version  # noqa: E402
-from vipyloqwen_vllm.checkpoint import ModelNotFound, locate_model, read_checkpoint  # noqa: E402
-from vipyloqwen_vllm.middleware import reader_for  # noqa: E402
-from vipyloqwen_vllm.requests import MAX_IMAGES_PER_ITEM, RequestError  # noqa: E402
+from vipyloqwen_vllm import check_vllm_version
+from vipyloqwen_vllm.checkpoint import ModelNotFound, locate_model, read_checkpoint
+from vipyloqwen_vllm.middleware import reader_for
+from vipyloqwen_vllm.requests import MAX_IMAGES_PER_ITEM, RequestError
 
 FETCHED: list[str] = []
 

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -34,10 +33,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_image, png_bytes
+from vipyloqwen_vllm.client import post_embeddings, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "serving"))
-from vipyloqwen_vllm.client import post_embeddings, running_server  # noqa: E402
 
 SERVE = ROOT / ".venv-serve" / "bin" / "vipyloqwen-serve"
 START_TIMEOUT_S = 900
