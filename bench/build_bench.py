@@ -30,11 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import REPO_ROOT  # noqa: E402
-from bench.harness import Stopwatch, machine_info, utc_now, write_json  # noqa: E402
+from bench.common import REPO_ROOT
+from bench.harness import Stopwatch, machine_info, utc_now, write_json
 
 # this process's own peak RSS in bytes (VmHWM: the mm's high-water mark; fresh after exec)
 HWM = """
@@ -44,7 +41,6 @@ CHILD_BUILD = (
     HWM
     + """
 import json, resource, sys, time
-sys.path.insert(0, {root!r})
 started = time.perf_counter()
 from scripts.build_model import main
 main({argv!r})
@@ -142,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = shallow_config() if args.shallow else QWEN2_VL_2B_CONFIG
     with Stopwatch() as base_clock:
         write_fake_base(base, config, max_shard_bytes=19_700_000 if args.shallow else REAL_SHARD_BYTES)
-    build = run_child(CHILD_BUILD.format(root=str(REPO_ROOT), argv=["--base", str(base), "--out", str(out)]))
+    build = run_child(CHILD_BUILD.format(argv=["--base", str(base), "--out", str(out)]))
 
     config_out = json.loads((out / "config.json").read_text())
     index = json.loads((out / "model.safetensors.index.json").read_text())

@@ -37,8 +37,6 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 MIX = (("text_pair", 0.51), ("instr", 0.05), ("ocr", 0.23), ("vqa_single", 0.14), ("vqa_multi", 0.07))
 STEPS = ("validate", "validate-no-images", "build", "cached")

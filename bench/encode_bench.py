@@ -30,23 +30,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench import harness  # noqa: E402
-from bench.common import Item, Workload, make_workloads, model_facts, prepare_checkpoint, short_texts  # noqa: E402
-from bench.prefetch import prefetch_bench, prefetch_targets  # noqa: E402
-from processing_vipyloqwen import length_batches  # noqa: E402
+from bench import harness
+from bench.common import Item, Workload, make_workloads, model_facts, prepare_checkpoint, short_texts
+from bench.prefetch import prefetch_bench, prefetch_targets
+from processing_vipyloqwen import length_batches
 
 PATHS = ("floor", "st", "auto", "naive", "preprocess")
 REPEATS = (3, 5)  # timed rounds per workload with --quick, without

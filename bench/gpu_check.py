@@ -32,13 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from bench.common import make_workloads, page_image, vietnamese_text  # noqa: E402
-from bench.harness import results_header, write_json  # noqa: E402
+from bench.common import make_workloads, page_image, vietnamese_text
+from bench.harness import results_header, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = {"queries": 512, "passages": 256, "pages": 32}

@@ -11,18 +11,14 @@ each image before the exact resize into the budget.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from PIL import Image
 
-from PIL import Image  # noqa: E402
-
-from bench.harness import PeakRSS, Stopwatch, bench_parser, machine_info, release_memory, write_json  # noqa: E402
-from configuration_vipyloqwen import DEFAULT_MAX_IMAGE_TOKENS  # noqa: E402
-from images_vipyloqwen import MAX_DECODE_PIXELS, MAX_IMAGE_PIXELS, PATCH, prepare_image  # noqa: E402
+from bench.harness import PeakRSS, Stopwatch, bench_parser, machine_info, release_memory, write_json
+from configuration_vipyloqwen import DEFAULT_MAX_IMAGE_TOKENS
+from images_vipyloqwen import MAX_DECODE_PIXELS, MAX_IMAGE_PIXELS, PATCH, prepare_image
 
 CASES = {
     "jpeg-grey": ("L", "JPEG", {"quality": 60}),

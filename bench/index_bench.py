@@ -46,17 +46,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench import harness  # noqa: E402
-from bench.common import REPO_ROOT, make_workloads, prepare_checkpoint, short_texts  # noqa: E402
-from vipyloqwen_tools.index.build import build  # noqa: E402
-from vipyloqwen_tools.index.search import query_table  # noqa: E402
-from vipyloqwen_tools.index.store import Store, rows  # noqa: E402
+from bench import harness
+from bench.common import REPO_ROOT, make_workloads, prepare_checkpoint, short_texts
+from vipyloqwen_tools.index.build import build
+from vipyloqwen_tools.index.search import query_table
+from vipyloqwen_tools.index.store import Store, rows
 
 
 def write_texts(path: Path, texts: list[str]) -> Path:

@@ -34,9 +34,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 REPO = Path(__file__).resolve().parent.parent
 
 # Fitting points: text-only (instr) and image (ocr) batches, with and without gradient checkpointing, at two

@@ -26,16 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench import harness  # noqa: E402
-from bench.common import make_workloads, prepare_checkpoint  # noqa: E402
-from bench.encode_bench import SIZES, SIZES_2B, Bench  # noqa: E402
-from processing_vipyloqwen import length_batches  # noqa: E402
+from bench import harness
+from bench.common import make_workloads, prepare_checkpoint
+from bench.encode_bench import SIZES, SIZES_2B, Bench
+from processing_vipyloqwen import length_batches
 
 
 def encode_overlapped(model: Any, texts: list, images: list, task: str, batch_size: int) -> torch.Tensor:

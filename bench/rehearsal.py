@@ -29,11 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import REPO_ROOT  # noqa: E402
-from bench.harness import machine_info, utc_now, write_json  # noqa: E402
+from bench.common import REPO_ROOT
+from bench.harness import machine_info, utc_now, write_json
 
 RECIPE = REPO_ROOT / "configs" / "vipyloqwen-2b.yaml"
 DEFAULT_MATRYOSHKA = [1024, 768, 512, 256, 128]

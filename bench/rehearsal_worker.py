@@ -17,14 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from transformers import TrainerCallback  # noqa: E402
+from transformers import TrainerCallback
 
 # VmHWM, not ru_maxrss: on Linux that starts at the parent's RSS at fork (here torchrun's agent).
-from bench.harness import peak_rss_bytes, write_json  # noqa: E402
-from vipyloqwen_tools.train.config import TrainConfig  # noqa: E402
-from vipyloqwen_tools.train.run import train  # noqa: E402
+from bench.harness import peak_rss_bytes, write_json
+from vipyloqwen_tools.train.config import TrainConfig
+from vipyloqwen_tools.train.run import train
 
 
 def write_report(out: Path, report: dict) -> None:

@@ -22,11 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from vipyloqwen_tools.release.readme import replace_block
 
-from vipyloqwen_tools.release.readme import replace_block  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_OUT = REPO_ROOT / "docs" / "performance.md"
 DEFAULT_README = REPO_ROOT / "README.md"

@@ -23,20 +23,16 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from bench import harness  # noqa: E402
-from bench.common import prepare_checkpoint, vietnamese_text  # noqa: E402
+from bench import harness
+from bench.common import prepare_checkpoint, vietnamese_text
 
 REPEATS = (8, 10)  # timed rounds with --quick, without
 SIZES = {

@@ -22,12 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from eval.cli import eval_parser  # noqa: E402
-from vipyloqwen_tools.release.results import (  # noqa: E402
+from eval.cli import eval_parser
+from vipyloqwen_tools.release.results import (
     STAND_IN_MARK,
     comparison_tables,
     find_revision_folders,

@@ -35,14 +35,10 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from eval.cli import eval_parser  # noqa: E402
-from vipyloqwen_tools.data import iter_file  # noqa: E402
-from vipyloqwen_tools.release.results import markdown_table  # noqa: E402
-from vipyloqwen_tools.train.evaluation import TaskReport, ViPyloQwenEvaluator  # noqa: E402
+from eval.cli import eval_parser
+from vipyloqwen_tools.data import iter_file
+from vipyloqwen_tools.release.results import markdown_table
+from vipyloqwen_tools.train.evaluation import TaskReport, ViPyloQwenEvaluator
 
 
 class JsonlError(ValueError):

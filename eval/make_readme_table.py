@@ -19,14 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from eval.cli import eval_parser  # noqa: E402
-from eval.compare import compare  # noqa: E402
-from eval.evaluate_jsonl import METRIC_COLUMNS  # noqa: E402
-from vipyloqwen_tools.release.results import find_revision_folders, markdown_table  # noqa: E402
+from eval.cli import eval_parser
+from eval.compare import compare
+from eval.evaluate_jsonl import METRIC_COLUMNS
+from vipyloqwen_tools.release.results import find_revision_folders, markdown_table
 
 START = "<!-- eval:start -->"
 END = "<!-- eval:end -->"

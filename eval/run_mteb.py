@@ -44,13 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from configuration_vipyloqwen import MTEB_PROMPTS, mteb_prompts, st_prompts  # noqa: E402
-from eval.cli import eval_parser  # noqa: E402
-from vipyloqwen_tools.release.results import (  # noqa: E402
+from configuration_vipyloqwen import MTEB_PROMPTS, mteb_prompts, st_prompts
+from eval.cli import eval_parser
+from vipyloqwen_tools.release.results import (
     STAND_IN_MARK,
     STAND_IN_NOTE,
     STAND_IN_REVISION,

@@ -24,10 +24,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
 #: Peers: multimodal embedders that mteb 2.26 ships loaders for (checked against mteb.get_model_metas()).
 #: GME, Qwen3-VL-Embedding, jina-embeddings-v4 and VLM2Vec (v1 and v2) all exist under these names.
 DEFAULT_PEERS: tuple[str, ...] = (

@@ -17,14 +17,11 @@ only the five task-token embedding rows and the projection are new. Peak memory 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: Hub modules + vipyloqwen_tools
-
-from configuration_vipyloqwen import DEFAULT_EMBED_DIM, DEFAULT_MAX_IMAGE_TOKENS  # noqa: E402
-from vipyloqwen_tools.checkpoint.base import build_from_base  # noqa: E402
-from vipyloqwen_tools.checkpoint.export import save_checkpoint, tiny  # noqa: E402
+from configuration_vipyloqwen import DEFAULT_EMBED_DIM, DEFAULT_MAX_IMAGE_TOKENS
+from vipyloqwen_tools.checkpoint.base import build_from_base
+from vipyloqwen_tools.checkpoint.export import save_checkpoint, tiny
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

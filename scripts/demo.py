@@ -19,17 +19,14 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import torch
+from PIL import Image, ImageDraw
 
 
 def picture(kind: str, seed: int) -> Image.Image:

@@ -25,11 +25,10 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prefetch_vipyloqwen import WORKER_TYPES  # noqa: E402
-from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, report  # noqa: E402
-from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, DEFAULT_MAX_DELETE, StoreError  # noqa: E402
+from prefetch_vipyloqwen import WORKER_TYPES
+from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, report
+from vipyloqwen_tools.index.store import DEFAULT_INDEX_MIN_ROWS, DEFAULT_MAX_DELETE, StoreError
 
 
 def _workers(value: str) -> int | None:

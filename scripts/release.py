@@ -26,11 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: Hub modules + vipyloqwen_tools
-
-from vipyloqwen_tools.checkpoint.limits import InferenceLimits  # noqa: E402
-from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source  # noqa: E402
-from vipyloqwen_tools.release.assemble import (  # noqa: E402
+from vipyloqwen_tools.checkpoint.limits import InferenceLimits
+from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_model_source
+from vipyloqwen_tools.release.assemble import (
     DEFAULT_LANGUAGES,
     ReleaseError,
     assemble,

@@ -187,8 +187,7 @@ def test_workers_give_bit_identical_vectors(corpus, tiny_checkpoint, tmp_path, b
 
 
 KILLER = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
+import os, signal
 from vipyloqwen_tools.index.build import build
 windows = []
 def log(message):
@@ -201,7 +200,7 @@ build({model!r}, {items!r}, {db!r}, batch_size=2, num_workers=0, commit_every=3,
 
 def test_kill_and_resume_neither_duplicates_nor_loses(corpus, tiny_checkpoint, tmp_path):
     db = tmp_path / "db"
-    script = KILLER.format(repo=str(REPO), model=str(tiny_checkpoint), items=str(corpus["path"]), db=str(db))
+    script = KILLER.format(model=str(tiny_checkpoint), items=str(corpus["path"]), db=str(db))
     env = child_env()
     killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=300)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
