@@ -62,8 +62,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-# One merged image token covers a PATCH x PATCH pixel area (patch 14, merge 2).
+# One merged image token covers a PATCH x PATCH pixel area (patch 14, merge 2) and is PATCHES_PER_TOKEN vision
+# patches (2 x 2) in the vision tower.
 PATCH = 28
+PATCHES_PER_TOKEN = 4
 MAX_ASPECT_RATIO = 200
 # Images above this multiple of the pixel budget are pre-shrunk before the exact resize.
 PRESHRINK_FACTOR = 4

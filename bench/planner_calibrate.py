@@ -142,6 +142,7 @@ def measure(point: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
     from bench.harness import PeakRSS, release_memory, rss_bytes
     from configuration_vipyloqwen import TASKS
+    from images_vipyloqwen import PATCH
     from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
 
     torch.set_num_threads(int(os.environ.get("CALIBRATE_THREADS", "2")))
@@ -172,7 +173,7 @@ def measure(point: dict[str, Any], workdir: Path) -> dict[str, Any]:
     text_tokens = int(point.get("text_tokens", 16))
     model.max_seq_length = text_tokens  # the processor cuts each anchor's text to exactly this many tokens
     rows = int(point["rows"])
-    side = 28 * int(round(point.get("image_tokens", 0) ** 0.5))
+    side = PATCH * int(round(point.get("image_tokens", 0) ** 0.5))  # a square image of about that many tokens
     anchors: list[Any] = []
     for row in range(rows):
         text = _long_text(tokenizer, text_tokens, seed=row)

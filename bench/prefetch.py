@@ -29,6 +29,7 @@ import torch
 
 from bench.common import make_workloads
 from bench.harness import interleaved, target
+from images_vipyloqwen import PATCHES_PER_TOKEN
 from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_widths
 
 # (num_workers, worker_type) settings timed side by side.
@@ -40,10 +41,11 @@ REAL_2B = qwen2_vl_2b_widths()
 def page_forward_flops(image_tokens: int = 1024, text_tokens: int = 8, arch: dict[str, int] = REAL_2B) -> float:
     """Forward FLOPs of one page (2 x multiply-adds): vision tower over 4 patches per image token (full attention
     within the image), merger, then the language model over image + text tokens (no LM head)."""
-    patches = 4 * image_tokens
+    patches = PATCHES_PER_TOKEN * image_tokens
     w, v_layers, v_mlp = arch["vision_width"], arch["vision_layers"], arch["vision_mlp"]
     vision = v_layers * (patches * (4 * w * w + 2 * w * v_mlp) + 2 * patches * patches * w)
-    merger = image_tokens * (4 * w * 4 * w + 4 * w * arch["text_hidden"])
+    merged = PATCHES_PER_TOKEN * w  # the merger's input: the patches of one token, concatenated
+    merger = image_tokens * (merged * merged + merged * arch["text_hidden"])
     tokens = image_tokens + text_tokens + 2
     h, t_layers, mlp, kv = arch["text_hidden"], arch["text_layers"], arch["text_mlp"], arch["kv_dim"]
     text = t_layers * (tokens * (2 * h * h + 2 * h * kv + 3 * h * mlp) + 2 * tokens * tokens * h)

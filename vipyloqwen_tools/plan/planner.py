@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from configuration_vipyloqwen import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MIN_IMAGE_TOKENS, MAX_IMAGES_PER_ITEM, TASKS
+from images_vipyloqwen import PATCHES_PER_TOKEN
 from processing_vipyloqwen import image_token_count
 from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_config, qwen2_vl_2b_widths
 
@@ -249,7 +250,7 @@ def side_shape(text_tokens: int, images: Sequence[int], max_length: int) -> tupl
     """(LLM tokens, vision patches) of one side: task prefix + images (tokens + vision start/end) + text."""
     text = min(int(text_tokens), max_length)
     tokens = 1 + text + sum(int(n) + 2 for n in images)
-    return tokens, 4 * sum(int(n) for n in images)
+    return tokens, PATCHES_PER_TOKEN * sum(int(n) for n in images)
 
 
 def limit_batches(setup: Setup, tasks: Iterable[str] | None = None) -> list[BatchShape]:
