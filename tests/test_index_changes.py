@@ -25,7 +25,6 @@ from vipyloqwen_tools.index.items import IndexItem
 from vipyloqwen_tools.index.search import Index
 from vipyloqwen_tools.index.store import MANIFEST, Store, rows, schema
 
-REPO = Path(__file__).resolve().parent.parent
 TOL = 1e-5
 
 
@@ -274,8 +273,7 @@ def test_sync_deletes_rows_of_removed_items_and_refuses_a_90_percent_deletion(
 # A child process that updates the db and dies by SIGKILL: while staging (after two shard files) or while committing
 # (right after the first shard file's upsert went through, before the rest).
 UPDATER = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
+import os, signal
 import lancedb.merge
 from vipyloqwen_tools.index.build import build
 where = {where!r}
@@ -304,7 +302,7 @@ def test_kill_9_during_an_update_then_rerun_gives_every_id_once_with_the_newest_
     build(auto_model, write_jsonl(tmp_path / "v1.jsonl", v1), db, num_workers=0, log=lambda m: None)
     v2 = _texts_v(2, 8, {1, 2, 3, 4, 5, 6}) + [{"id": "extra", "text": "Một mục mới"}]
     items = write_jsonl(tmp_path / "v2.jsonl", v2)
-    script = UPDATER.format(repo=str(REPO), where=where, model=str(tiny_checkpoint), items=str(items), db=str(db))
+    script = UPDATER.format(where=where, model=str(tiny_checkpoint), items=str(items), db=str(db))
     killed = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True, timeout=600)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     store = Store.open(db)
