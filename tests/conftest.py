@@ -1,12 +1,25 @@
 """Shared fixtures and helpers: one tiny offline checkpoint per session (and its processor, AutoModel and
 SentenceTransformer), small generated images, JSONL files, the settings of a short tiny training run, the environment
-of a child process, a free port, a local image server."""
+of a child process, a free port, a local image server.
+
+What a session builds once and shares (the suite's cost is model builds, training runs and process launches):
+
+- the tiny checkpoint (:func:`shared_tiny`): the ``tiny_checkpoint`` fixture, and the ``init-tiny`` folder of every
+  ``model: tiny`` run made from :func:`tiny_run_settings` (hard links to it, where ``train()`` would build it);
+- the reference training run (``reference_run``, :mod:`fault_runs`): 6 uninterrupted steps with checkpoints at 3 and
+  6, read by the resume, checkpoint and fault tests;
+- the 2-process launch (``two_process_run``, :mod:`distributed_runs`): one ``torchrun --nproc_per_node 2`` training
+  with a trace, read by the distributed tests.
+
+Tests that train, launch processes or take more than ~5 s are marked ``slow``: ``make test`` skips them, ``make
+test-all`` (and CI) runs everything."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -26,6 +39,41 @@ from PIL import Image, ImageDraw  # noqa: E402
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 REPO = Path(__file__).resolve().parent.parent
+# What this session built once (see the module docstring); filled on first use.
+_SESSION: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_tmp(tmp_path_factory):
+    """Lets the helpers below build the session's shared artefacts under pytest's temporary folder on first use."""
+    _SESSION["tmp"] = tmp_path_factory
+
+
+def shared_tiny() -> tuple[Any, Any, Path]:
+    """``(model, processor, checkpoint folder)`` of the tiny model, built and saved once per session.
+
+    The same model ``train()`` builds for ``model: tiny`` (``build_tiny``: ``tiny(seed=0)``, embed_dim 32, 64 image
+    tokens; ``tests/test_export.py`` checks the files are byte-identical). Saved as soon as built, so no test can
+    change the weights before they are written."""
+    if "tiny" not in _SESSION:
+        from vipyloqwen_tools.checkpoint.export import save_checkpoint, tiny
+
+        model, processor = tiny(embed_dim=32, seed=0, max_image_tokens=64)
+        folder = save_checkpoint(model, processor, _SESSION["tmp"].mktemp("tiny") / "checkpoint")
+        _SESSION["tiny"] = (model, processor, folder)
+    return _SESSION["tiny"]
+
+
+def place_tiny_init(output_dir: Path) -> Path:
+    """The session's tiny checkpoint at ``<output_dir>/init-tiny``, where a ``model: tiny`` run builds it
+    (``build_tiny`` keeps a complete folder that is there). Hard links: a run only reads its initial model, and a
+    build costs 5-25 s on 2 cores against milliseconds for the links."""
+    target = Path(output_dir) / "init-tiny"
+    if not (target / "config.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(shared_tiny()[2], target, copy_function=os.link)
+    return target
+
 
 # A short CPU run of the tiny model that the training tests share; each test adds what it checks (steps, batch size,
 # sequence length, seed). No evaluation, a loss every step, a checkpoint every 3 steps.
@@ -41,10 +89,19 @@ TINY_RUN: dict[str, Any] = {
 }
 
 
-def tiny_run_settings(output_dir: Path, train_file: Path, eval_file: Path | None, **overrides: Any) -> dict[str, Any]:
-    """:data:`TINY_RUN` with its files and ``overrides``: the settings of a ``TrainConfig`` or a YAML config."""
+def tiny_run_settings(
+    output_dir: Path, train_file: Path, eval_file: Path | None, *, prebuilt_tiny: bool = True, **overrides: Any
+) -> dict[str, Any]:
+    """:data:`TINY_RUN` with its files and ``overrides``: the settings of a ``TrainConfig`` or a YAML config.
+
+    With ``model: tiny`` the session's tiny checkpoint is placed in ``<output_dir>/init-tiny``
+    (:func:`place_tiny_init`); ``prebuilt_tiny=False`` leaves the build to the run (a test of that build, or of
+    what happens before it)."""
     files = {"train_file": str(train_file), "eval_file": str(eval_file) if eval_file else None}
-    return {**TINY_RUN, **files, "output_dir": str(output_dir), **overrides}
+    settings = {**TINY_RUN, **files, "output_dir": str(output_dir), **overrides}
+    if prebuilt_tiny and settings["model"] == "tiny":
+        place_tiny_init(Path(output_dir))
+    return settings
 
 
 def tiny_run_config(output_dir: Path, train_file: Path, eval_file: Path | None = None, **overrides: Any):
@@ -93,18 +150,14 @@ def make_image(width: int = 120, height: int = 90, seed: int = 0, mode: str = "R
 @pytest.fixture(scope="session")
 def tiny_parts():
     """(model, processor) of the tiny random model with the real vocabulary (seed 0, embed_dim 32)."""
-    from vipyloqwen_tools.checkpoint.export import tiny
-
-    return tiny(embed_dim=32, seed=0, max_image_tokens=64)
+    model, processor, _ = shared_tiny()
+    return model, processor
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tiny_parts, tmp_path_factory):
-    """A Hub-layout checkpoint folder of the tiny model."""
-    from vipyloqwen_tools.checkpoint.export import save_checkpoint
-
-    model, processor = tiny_parts
-    return save_checkpoint(model, processor, tmp_path_factory.mktemp("tiny") / "checkpoint")
+def tiny_checkpoint():
+    """A Hub-layout checkpoint folder of the tiny model (the session's one: read it, copy it to change it)."""
+    return shared_tiny()[2]
 
 
 @pytest.fixture(scope="session")

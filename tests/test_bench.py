@@ -23,6 +23,7 @@ def encode_results(tiny_checkpoint, tmp_path_factory):
     return returned, json.loads(out.read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_encode_bench_reports_every_path_and_workload(encode_results):
     returned, written = encode_results
     assert written["workloads"].keys() == returned["workloads"].keys() == {"queries", "passages", "pages", "mixed"}
@@ -71,6 +72,7 @@ def test_train_bench_smoke(tiny_checkpoint, tmp_path):
     assert written["loss_math_seconds"].keys() == {"router", "mnrl"}
 
 
+@pytest.mark.slow
 def test_report_writes_between_markers(encode_results, tmp_path):
     _, written = encode_results
     source = tmp_path / "encode.json"

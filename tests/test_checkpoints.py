@@ -84,6 +84,7 @@ def ref(tmp_path_factory):
     return root, data, out
 
 
+@pytest.mark.slow
 def test_torn_checkpoint_is_skipped_and_resume_matches_the_uninterrupted_run(ref, tmp_path, caplog):
     """A torn checkpoint-6 (no trainer state, empty weights: what a kill during a non-atomic save left)."""
     from vipyloqwen_tools.train.run import train
@@ -114,6 +115,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_save_then_resume_finishes(ref, tmp_path, caplog):
     """SIGKILL the moment the save of checkpoint-6 starts writing; --resume continues from checkpoint-3."""
     _, data, out = ref
@@ -160,13 +162,15 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_save_says_so_and_keeps_the_last_checkpoint(ref, tmp_path, small_disk, capsys):
+    from conftest import place_tiny_init
+
     import train_st
-    from vipyloqwen_tools.train.model import build_tiny
 
     _, data, out = ref
     run = small_disk / "run"
-    init = build_tiny(tmp_path / "init-tiny")  # the model outside the small disk: only checkpoints land there
+    init = place_tiny_init(tmp_path)  # the model outside the small disk: only checkpoints land there
     values = settings(run, *data, model=str(init), data_cache_dir=str(tmp_path / "cache"))
     config_path = write_yaml(tmp_path / "run.yaml", values)
     status = train_st.main(["--config", str(config_path)])
@@ -187,6 +191,7 @@ def test_full_disk_during_a_save_says_so_and_keeps_the_last_checkpoint(ref, tmp_
     assert_same_weights(out / "final", run / "final", exact=True)
 
 
+@pytest.mark.slow
 def test_resume_from_a_chosen_checkpoint_replaces_the_newer_ones(ref, tmp_path, caplog):
     """--resume-from checkpoint-3 with a complete checkpoint-6 beside it (the one to go on from after a divergence
     is not always the newest): continues from step 3, exactly as the uninterrupted run."""

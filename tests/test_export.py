@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -75,6 +76,7 @@ def test_checkpoint_has_the_hub_layout(tiny_checkpoint):
         assert (tiny_checkpoint / name).read_bytes() == (ROOT / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_build_script_is_deterministic_per_seed(tmp_path):
     outputs = []
     for name in ("a", "b"):
@@ -96,3 +98,16 @@ def test_build_script_is_deterministic_per_seed(tmp_path):
     assert all(torch.equal(outputs[0][k], outputs[1][k]) for k in outputs[0])
     for name in ("tokenizer.json", "config.json", "processor_config.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_the_session_tiny_checkpoint_is_what_a_tiny_run_builds(tiny_checkpoint, tmp_path):
+    """conftest links the session's tiny checkpoint into ``<output_dir>/init-tiny`` instead of letting each
+    ``model: tiny`` run build it: the two must be the same files, byte for byte."""
+    from vipyloqwen_tools.train.run import build_tiny
+
+    built = build_tiny(tmp_path / "init-tiny")
+    names = sorted(p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(tiny_checkpoint).as_posix() for p in tiny_checkpoint.rglob("*") if p.is_file())
+    for name in names:
+        assert (built / name).read_bytes() == (tiny_checkpoint / name).read_bytes(), name

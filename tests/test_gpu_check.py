@@ -15,6 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the script runs the real check (minutes)")
 def test_gpu_check_prepares_on_cpu_then_stops_at_the_cuda_check(tmp_path):
     results = ROOT / "bench" / "results"

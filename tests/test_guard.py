@@ -34,6 +34,7 @@ def test_export_refuses_nonfinite_weights(tiny_parts, tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_diverging_learning_rate_stops_with_the_last_good_checkpoint(data, tmp_path, capsys, caplog):
     """--learning-rate 1e3: the guard skips the non-finite steps, then stops (exit 3) naming the step, the task and
     the last complete checkpoint; nothing non-finite is saved and nothing is exported."""
@@ -101,6 +102,7 @@ class InfWeightForOneStep(TrainerCallback):
             self.steps_after = {id(p): s["step"].clone() for p, s in optimizer.state.items() if "step" in s}
 
 
+@pytest.mark.slow
 def test_a_nonfinite_step_is_skipped_logged_and_training_goes_on(data, tmp_path):
     from vipyloqwen_tools.train.run import train
 
@@ -136,6 +138,7 @@ class NaNWeightAt(TrainerCallback):
                 next(model.parameters())[0, 0] = float("nan")
 
 
+@pytest.mark.slow
 def test_checkpoint_save_refuses_nonfinite_weights(data, tmp_path):
     from vipyloqwen_tools.train.run import train
 
@@ -145,6 +148,7 @@ def test_checkpoint_save_refuses_nonfinite_weights(data, tmp_path):
     assert not (out / "checkpoint-2").exists() and not (out / STAGING).exists()
 
 
+@pytest.mark.slow
 def test_two_processes_skip_the_same_steps_and_stop_together(data, tmp_path):
     """torchrun, 2 gloo processes, a diverging learning rate: the trace shows both ranks taking every step with
     equal parameters (a skipped step updates neither), and the run ends with the guard's error (exit 3)."""

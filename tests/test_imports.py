@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 TOP_SKIP = {"build", "out", "runs", "node_modules"}  # build outputs at the repository root
 SKIP = {".git", "fixtures", "__pycache__"}
@@ -231,6 +233,7 @@ def test_old_build_path_still_works_with_a_deprecation_warning():
     assert not (ROOT / "vipyloqwen_tools" / "build").exists()
 
 
+@pytest.mark.slow
 def test_every_entry_point_imports():
     """train_st.py and every file of scripts/, bench/ and eval/ load (module level only) in one fresh process, each as
     ``python <folder>/<file>.py`` from the repository root sees it: its own folder first on sys.path and the

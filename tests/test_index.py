@@ -198,6 +198,7 @@ build({model!r}, {items!r}, {db!r}, batch_size=2, num_workers=0, commit_every=3,
 """
 
 
+@pytest.mark.slow
 def test_kill_and_resume_neither_duplicates_nor_loses(corpus, tiny_checkpoint, tmp_path):
     db = tmp_path / "db"
     script = KILLER.format(model=str(tiny_checkpoint), items=str(corpus["path"]), db=str(db))
@@ -230,6 +231,7 @@ def test_commit_interrupted_before_shard_removal_adds_nothing_twice(tmp_path):
     assert store.commit_staged() == 1 and sorted(store.table_ids()) == ["a", "b", "c"]
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_build_equals_one_process(corpus, tiny_checkpoint, tmp_path, built):
     db = tmp_path / "db2"
     torchrun = Path(sys.executable).with_name("torchrun")

@@ -18,6 +18,7 @@ def rows(split: str) -> list[dict]:
     return [json.loads(line) for line in (SAMPLE / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow
 def test_committed_sample_equals_a_fresh_generation(capsys):
     before = sorted((p.name, p.stat().st_mtime_ns) for p in SAMPLE.rglob("*"))
     assert make_sample_data.main(["--check"]) == 0, capsys.readouterr().err  # byte for byte, every file

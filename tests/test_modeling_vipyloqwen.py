@@ -179,6 +179,7 @@ def test_st_budgets_max_seq_length_and_per_call_image_tokens(st_model):
         st_model.max_seq_length = previous
 
 
+@pytest.mark.slow
 def test_loads_offline_from_a_hub_id_like_from_a_path(tiny_checkpoint, auto_model, tmp_path):
     """A Hub id resolved from the local HF cache (HF_HUB_OFFLINE=1) gives the same vectors as the folder."""
     import shutil

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, write_jsonl
+from conftest import REPO, place_tiny_init, write_jsonl
 from PIL import Image
 
 from processing_vipyloqwen import image_token_count
@@ -234,6 +234,7 @@ def test_training_refuses_a_run_that_does_not_fit_before_the_first_step(tmp_path
         max_steps=1,
         **settings,
     )
+    place_tiny_init(tmp_path / "run")  # the model: tiny of the config, as the session built it
     with pytest.raises(MemoryPlanError) as refused:
         train(config)
     message = str(refused.value)

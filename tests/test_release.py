@@ -250,6 +250,7 @@ def test_valid_repo_id_accepted():
     assert check_repo_id("erax-ai/viPyloQwen") == "erax-ai/viPyloQwen"
 
 
+@pytest.mark.slow
 def test_unreachable_endpoint_fails_fast(tiny_checkpoint):
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))

@@ -50,6 +50,7 @@ def _refusal(run, data, **changes) -> str:
     return str(caught.value)
 
 
+@pytest.mark.slow
 def test_resume_with_another_train_file_batch_size_or_learning_rate_is_refused(stopped):
     run, data = stopped
     lines = data[0].read_text(encoding="utf-8").splitlines(keepends=True)
@@ -73,6 +74,7 @@ def test_resume_with_another_train_file_batch_size_or_learning_rate_is_refused(s
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-3"] and not (run / "final").exists()
 
 
+@pytest.mark.slow
 def test_an_accepted_learning_rate_is_used_and_recorded(ref, stopped):
     from vipyloqwen_tools.train.run import train
 
@@ -94,6 +96,7 @@ def test_an_accepted_learning_rate_is_used_and_recorded(ref, stopped):
     assert again["settings"]["learning_rate"] == 0.01 and again["history"] == recorded["resume_history"]
 
 
+@pytest.mark.slow
 def test_a_one_process_checkpoint_resumed_under_two_process_torchrun_is_refused(stopped, tmp_path):
     from conftest import free_port
 

@@ -65,6 +65,7 @@ def rejects(root: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
 
 
+@pytest.mark.slow
 def test_skip_bad_rows_drops_the_row_from_its_batch_and_counts_it(tmp_path: Path, caplog):
     train_file, line, image = cache_then_break(tmp_path, "delete")
     with caplog.at_level("INFO", logger="vipyloqwen.train"):
@@ -88,6 +89,7 @@ def test_skip_bad_rows_drops_the_row_from_its_batch_and_counts_it(tmp_path: Path
     assert ocr and all(sorted(rows) == [i for i in range(PER_TASK) if i != BROKEN] for rows in ocr)
 
 
+@pytest.mark.slow
 def test_without_skip_the_run_stops_naming_the_line_and_a_resume_does_not_crash_loop(tmp_path: Path):
     train_file, line = write_data(tmp_path)
     train(config(tmp_path, train_file, max_steps=3, save_steps=3))  # one epoch (a batch per task), data fine

@@ -71,6 +71,7 @@ def two_process_run(tmp_path_factory):
     return SimpleNamespace(root=root, train=train, out=out, trace=read_trace(trace), trace_dir=trace, log=done.stderr)
 
 
+@pytest.mark.slow
 def test_ranks_stay_equal_and_see_different_batches(two_process_run):
     trace = two_process_run.trace
     assert sorted(trace) == [0, 1]
@@ -93,6 +94,7 @@ def test_ranks_stay_equal_and_see_different_batches(two_process_run):
     assert sorted(r["micro_batches"][0]["dataset"] for r in steps[0]) == ["instr"] * 2 + ["ocr"] * 2 + ["text_pair"] * 2
 
 
+@pytest.mark.slow
 def test_one_progress_display_under_torchrun(two_process_run):
     """Rank 0 alone shows the plan and one progress line per logged step (step/total, elapsed<ETA, rate); the
     captured output (a pipe, not a terminal) has no carriage returns."""
@@ -104,6 +106,7 @@ def test_one_progress_display_under_torchrun(two_process_run):
         assert len(lines) == 1 and "<" in lines[0] and ("it/s]" in lines[0] or "s/it]" in lines[0]), lines
 
 
+@pytest.mark.slow
 def test_only_rank_zero_writes(two_process_run):
     trace, out = two_process_run.trace, two_process_run.out
     rank0 = {entry for record in trace[0] for entry in record["writes"]}
@@ -139,6 +142,7 @@ def test_only_rank_zero_writes(two_process_run):
     assert (out / "final" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_first_step_loss_equals_single_process_loss_of_global_batch(two_process_run):
     from vipyloqwen_tools.train.trace import reference_loss, summarize
 
@@ -214,6 +218,7 @@ def _gloo_worker(rank: int, port: int, root: str, checkpoint: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gloo_data_error_reaches_every_process_and_fsdp2_exports_full_weights(tmp_path, tiny_checkpoint):
     import torch.multiprocessing as mp
     from safetensors.torch import load_file
@@ -233,6 +238,7 @@ def test_gloo_data_error_reaches_every_process_and_fsdp2_exports_full_weights(tm
     AutoModel.from_pretrained(tmp_path / "export", trust_remote_code=True)  # loads with the shipped code
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (shutil.which("mpiexec") or shutil.which("mpirun")),
     reason="accelerate's MULTI_CPU launcher needs an MPI launcher (apt-get install mpich; .ci/run installs it)",

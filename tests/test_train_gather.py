@@ -37,6 +37,7 @@ def _worker(rank: int, port: int, path: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_uneven_batches_gather_every_row(tmp_path):
     import torch.multiprocessing as mp
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from conftest import free_port, write_tiny_run_yaml
 from test_train_distributed import _env, write_data
 
@@ -31,6 +32,7 @@ def worker_of_rank(launcher: subprocess.Popen, rank: int) -> psutil.Process | No
     return None
 
 
+@pytest.mark.slow
 def test_a_stopped_rank_ends_the_launch_with_a_timeout_error(tmp_path: Path):
     train, _ = write_data(tmp_path)
     out = tmp_path / "out"

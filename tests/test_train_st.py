@@ -107,10 +107,11 @@ def run_a(small_files, tmp_path_factory):
 
 def test_bad_file_is_refused_by_default(small_files, tmp_path):
     with pytest.raises(DataError, match="line 4: query: task ocr needs 1-5 images"):
-        train(config(tmp_path / "refused", small_files, skip_bad_rows=False))
+        train(config(tmp_path / "refused", small_files, skip_bad_rows=False, prebuilt_tiny=False))
     assert not (tmp_path / "refused" / "init-tiny").exists()  # refused before building anything
 
 
+@pytest.mark.slow
 def test_short_run_lowers_loss_exports_and_keeps_rejects(run_a):
     out, result = run_a
     losses = [entry["loss"] for entry in result["log_history"] if "loss" in entry]
@@ -139,6 +140,7 @@ def test_short_run_lowers_loss_exports_and_keeps_rejects(run_a):
     )
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_step(run_a, small_files, tmp_path, caplog):
     out_a, result_a = run_a
     out_b = tmp_path / "b"
@@ -181,6 +183,7 @@ def _gather_worker(rank: int, world: int, port: int, path: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_gather_infonce_candidates(tmp_path):
     """Each process sees all 8 rows as candidates: its InfoNCE equals the single-process loss over the full batch
     restricted to its own rows (and differs from a local-only loss)."""
@@ -232,6 +235,7 @@ def test_wrong_model_or_missing_file_is_one_line_naming_the_setting(tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_missing_train_file_under_two_processes_is_said_once(tmp_path):
     """torchrun, 2 processes: every process stops with exit 2, one prints the cause, none prints a traceback."""
     import subprocess
