@@ -104,7 +104,7 @@ def test_build_script_is_deterministic_per_seed(tmp_path):
 def test_the_session_tiny_checkpoint_is_what_a_tiny_run_builds(tiny_checkpoint, tmp_path):
     """conftest links the session's tiny checkpoint into ``<output_dir>/init-tiny`` instead of letting each
     ``model: tiny`` run build it: the two must be the same files, byte for byte."""
-    from vipyloqwen_tools.train.run import build_tiny
+    from vipyloqwen_tools.train.model import build_tiny
 
     built = build_tiny(tmp_path / "init-tiny")
     names = sorted(p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file())

@@ -68,6 +68,14 @@ def dry_run(tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def assembled(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The folder the dry run assembles before verifying it, assembled in this process (no child interpreters): the
+    static refusals read it."""
+    out = tmp_path_factory.mktemp("assembled") / "out"
+    return release.assemble(tiny_checkpoint, out, repo_id="erax-ai/viPyloQwen")
+
+
+@pytest.fixture(scope="module")
 def verified(dry_run) -> VerificationReport:
     """The CLI's own verification of the dry-run folder (written by --report)."""
     report = VerificationReport.load(dry_run[2])
@@ -89,6 +97,7 @@ def broken_copy(folder: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_dry_run_folder_loads_and_gives_checkpoint_embeddings(dry_run, verified, tiny_parts, release_st):
     out, stdout, _ = dry_run
     assert "dry run" in stdout and "verification passed" in stdout
@@ -134,25 +143,25 @@ def test_card_files_are_repo_relative_links_only():
         release.card_files("![x](../secret.png)")
 
 
-def test_refuses_card_image_missing_from_folder(dry_run, tmp_path):
-    copy = broken_copy(dry_run[0], tmp_path)
+def test_refuses_card_image_missing_from_folder(assembled, tmp_path):
+    copy = broken_copy(assembled, tmp_path)
     (copy / "docs" / "performance.png").unlink()
     assert "missing file docs/performance.png" in release.static_problems(copy)
 
 
-def test_verify_reports_card_link_out_of_the_repo(dry_run, tmp_path):
-    copy = broken_copy(dry_run[0], tmp_path)
+def test_verify_reports_card_link_out_of_the_repo(assembled, tmp_path):
+    copy = broken_copy(assembled, tmp_path)
     card = copy / "README.md"
     card.write_text(card.read_text(encoding="utf-8") + "\n[up](../outside.md)\n", encoding="utf-8")
     problems = release.static_problems(copy)
     assert any("links ../outside.md: a released card may only link files inside the repo" in p for p in problems)
 
 
-def test_card_naming_repo_tools_must_link_the_source_repository_on_its_first_screen(dry_run, tmp_path):
+def test_card_naming_repo_tools_must_link_the_source_repository_on_its_first_screen(assembled, tmp_path):
     """The shipped card is complete on its own: it names scripts/, train_st.py, eval/ ... and says where they are."""
-    card = (dry_run[0] / "README.md").read_text(encoding="utf-8")
+    card = (assembled / "README.md").read_text(encoding="utf-8")
     assert f"]({release.SOURCE_REPOSITORY})" in card and not release._source_link_problems(card.split("\n---\n", 1)[1])
-    copy = broken_copy(dry_run[0], tmp_path)
+    copy = broken_copy(assembled, tmp_path)
     moved = card.replace(f"]({release.SOURCE_REPOSITORY})", "](#citation)")  # the link gone from the first screen
     (copy / "README.md").write_text(moved, encoding="utf-8")
     problems = [p for p in release.static_problems(copy) if "source repository" in p]
@@ -171,8 +180,8 @@ def test_assemble_refuses_card_linking_a_missing_file(tiny_checkpoint, tmp_path)
         release.assemble(tiny_checkpoint, tmp_path / "out", readme=readme)
 
 
-def test_refuses_missing_code_file(dry_run, tmp_path):
-    folder = broken_copy(dry_run[0], tmp_path)
+def test_refuses_missing_code_file(assembled, tmp_path):
+    folder = broken_copy(assembled, tmp_path)
     (folder / "images_vipyloqwen.py").unlink()
     report = verify(folder)
     assert not report.ok
@@ -183,8 +192,8 @@ def test_refuses_missing_code_file(dry_run, tmp_path):
     assert api.calls == []
 
 
-def test_refuses_modules_json_entry_without_folder(dry_run, tmp_path):
-    folder = broken_copy(dry_run[0], tmp_path)
+def test_refuses_modules_json_entry_without_folder(assembled, tmp_path):
+    folder = broken_copy(assembled, tmp_path)
     modules = json.loads((folder / "modules.json").read_text())
     modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.base.modules.Dense"})
     (folder / "modules.json").write_text(json.dumps(modules))
@@ -193,16 +202,16 @@ def test_refuses_modules_json_entry_without_folder(dry_run, tmp_path):
     assert not report.ok
 
 
-def test_refuses_pickle_weights(dry_run, tmp_path):
-    folder = broken_copy(dry_run[0], tmp_path)
+def test_refuses_pickle_weights(assembled, tmp_path):
+    folder = broken_copy(assembled, tmp_path)
     torch.save({"w": torch.zeros(2)}, folder / "pytorch_model.bin")
     report = verify(folder)
     assert "pickle file pytorch_model.bin (only safetensors weights are released)" in report.problems
     assert not report.ok
 
 
-def test_refuses_machine_local_tokenizer_config(dry_run, tmp_path):
-    folder = broken_copy(dry_run[0], tmp_path)
+def test_refuses_machine_local_tokenizer_config(assembled, tmp_path):
+    folder = broken_copy(assembled, tmp_path)
     config = json.loads((folder / "tokenizer_config.json").read_text())
     config.update(is_local=True, local_files_only=True)
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
@@ -212,8 +221,8 @@ def test_refuses_machine_local_tokenizer_config(dry_run, tmp_path):
     assert not report.ok
 
 
-def test_refuses_absolute_path_in_json(dry_run, tmp_path):
-    folder = broken_copy(dry_run[0], tmp_path)
+def test_refuses_absolute_path_in_json(assembled, tmp_path):
+    folder = broken_copy(assembled, tmp_path)
     config = json.loads((folder / "processor_config.json").read_text())
     config["image_processor"]["source"] = "/home/someone/ckpt"
     (folder / "processor_config.json").write_text(json.dumps(config))
@@ -221,10 +230,10 @@ def test_refuses_absolute_path_in_json(dry_run, tmp_path):
     assert any("processor_config.json: local path '/home/someone/ckpt'" in p for p in problems)
 
 
-def test_upload_refuses_folder_changed_after_verification(dry_run, verified, tmp_path):
+def test_upload_refuses_folder_changed_after_verification(assembled, tmp_path):
     folder = tmp_path / "copy"
-    shutil.copytree(dry_run[0], folder)  # copy2 keeps sizes and mtimes: same fingerprint
-    report = VerificationReport(folder=folder, fingerprint=verified.fingerprint)
+    shutil.copytree(assembled, folder)  # copy2 keeps sizes and mtimes: same fingerprint
+    report = VerificationReport(folder=folder, fingerprint=release.fingerprint(assembled))  # as verify() pins it
     (folder / "README.md").write_text((folder / "README.md").read_text() + "\nedited\n")
     api = FakeApi()
     with pytest.raises(ReleaseError, match="changed after verification"):
@@ -232,6 +241,7 @@ def test_upload_refuses_folder_changed_after_verification(dry_run, verified, tmp
     assert api.calls == []
 
 
+@pytest.mark.slow
 def test_upload_verified_folder_one_commit_then_tag(verified, tmp_path):
     api = FakeApi(capture=tmp_path / "uploaded")
     url = upload(verified, "erax-ai/viPyloQwen", api, tag="v0.1")
@@ -294,6 +304,7 @@ def test_offline_mode_refuses_upload(monkeypatch):
         release.preflight("erax-ai/viPyloQwen", token="hf_x")
 
 
+@pytest.mark.slow
 def test_sentence_transformers_push_to_hub_compared(dry_run, release_st, monkeypatch, tmp_path):
     """ST's push_to_hub re-saves the loaded model: the verifier flags what differs. With local_model_path
     it uploads the verified folder unchanged, i.e. the same release as scripts/release.py."""
