@@ -181,6 +181,25 @@ def st_model(tiny_checkpoint):
     return SentenceTransformer(str(tiny_checkpoint), trust_remote_code=True, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """``(root, (train, eval), out)`` of the session's uninterrupted tiny training run (:func:`fault_runs.reference`:
+    6 steps, checkpoints at 3 and 6, ``final/``, ``log_history.json``). Read it; copy it (``fault_runs.copy_run``)
+    to resume, tear or change it."""
+    from fault_runs import reference
+
+    return reference(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def two_process_run(tmp_path_factory):
+    """The session's 2-process (torchrun, gloo) training (:func:`distributed_runs.two_process_training`): its
+    ``root``, ``train`` file, ``out`` folder, per-rank ``trace`` (and ``trace_dir``) and launcher ``log``."""
+    from distributed_runs import two_process_training
+
+    return two_process_training(tmp_path_factory.mktemp("ddp"))
+
+
 def png_bytes(image: Image.Image) -> bytes:
     """``image`` encoded as a PNG file."""
     buffer = io.BytesIO()

@@ -75,7 +75,8 @@ def train_command(config_path: Path, *flags: str) -> list[str]:
 
 
 def reference(tmp_path_factory) -> tuple[Path, tuple[Path, Path], Path]:
-    """``(root, (train, eval), out)`` of the uninterrupted reference run (built once per session)."""
+    """``(root, (train, eval), out)`` of the uninterrupted reference run (built once per session; tests take it
+    through the conftest fixture ``reference_run``)."""
     if "reference" not in _CACHE:
         from vipyloqwen_tools.train.run import train
 

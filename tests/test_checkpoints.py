@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_runs import assert_same_weights, config, copy_run, env, reference, settings, train_command, write_yaml
+from fault_runs import assert_same_weights, config, copy_run, env, settings, train_command, write_yaml
 
 from vipyloqwen_tools.train.checkpoints import (
     MARKER,
@@ -76,8 +76,8 @@ def test_resume_pick_takes_the_newest_complete_and_names_what_it_skipped(tmp_pat
 
 
 @pytest.fixture(scope="module")
-def ref(tmp_path_factory):
-    root, data, out = reference(tmp_path_factory)
+def ref(reference_run):
+    root, data, out = reference_run
     for step in (3, 6):
         assert checkpoint_problem(out / f"checkpoint-{step}") is None
     assert not (out / STAGING).exists()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from fault_runs import ROOT, config, copy_run, env, reference, settings, weights, write_yaml
+from fault_runs import ROOT, config, copy_run, env, settings, weights, write_yaml
 
 from vipyloqwen_tools.train.resume_check import RUN_DEFINING, Change, ResumeMismatchError, compare, parse_accept
 
@@ -31,8 +31,8 @@ def test_compare_and_accept_names():
 
 
 @pytest.fixture(scope="module")
-def ref(tmp_path_factory):
-    return reference(tmp_path_factory)
+def ref(reference_run):
+    return reference_run
 
 
 @pytest.fixture

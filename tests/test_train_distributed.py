@@ -1,6 +1,7 @@
 """Data-parallel training with 2 CPU processes (gloo), observed through the training trace (``trace_dir``).
 
-One ``torchrun --nproc_per_node 2 train_st.py`` run on the tiny model and generated text data: after every optimizer
+The session's one ``torchrun --nproc_per_node 2 train_st.py`` run (conftest ``two_process_run``, see
+``tests/distributed_runs.py``) on the tiny model and generated text data: after every optimizer
 step both ranks hold equal parameters, their batches differ (same task), the InfoNCE compares world_size x batch
 candidates, only rank 0 writes files, and the first step's loss equals the single-process loss of the concatenated
 global batch. Plus: the grouping refusal, error propagation of the data preparation, the FSDP2 full state dict
@@ -19,56 +20,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import child_env, free_port, write_jsonl, write_tiny_run_yaml
+from conftest import free_port
+from distributed_runs import BATCH, STEPS, WORLD, env, write_data
 
 from vipyloqwen_tools.data import DataError
 from vipyloqwen_tools.train.distributed import check_task_grouping
 
 ROOT = Path(__file__).resolve().parent.parent
-WORLD, BATCH, STEPS = 2, 4, 6  # 16 rows per task: 2 grouped steps per task, one epoch
-COLOURS = ["đỏ", "xanh", "vàng", "tím", "hồng", "đen", "trắng", "nâu"]
-ANIMALS = ["mèo", "chó", "bò", "vịt", "gà", "cá", "ngựa", "dê"]
-
-
-def _env() -> dict[str, str]:
-    return child_env(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")  # offline: conftest set HF_*_OFFLINE
-
-
-def write_data(root: Path, per_task: int = 16) -> tuple[Path, Path]:
-    """Rows of three tasks (instr and text_pair text-only, every text_pair row a positive; ocr with one small image)
-    and a small eval file. A text-only and an image task both train: DDP must handle the unused vision tower."""
-    from conftest import make_image
-
-    (root / "img").mkdir(exist_ok=True)
-    lines = []
-    for i in range(per_task):
-        colour, animal = COLOURS[i % 8], ANIMALS[(i * 3 + i // 8) % 8]
-        query, positive = f"Tìm câu về con {animal} màu {colour} số {i}", f"{animal} {colour} {i}"
-        lines.append({"task": "instr", "query": query, "positive": positive})
-        query, positive, score = f"con {animal} {colour} {i}", f"a {colour} {animal} {i}", 0.5 + i / (2 * per_task)
-        lines.append({"task": "text_pair", "query": query, "positive": positive, "score": score})
-        make_image(56, 56, seed=i).save(root / "img" / f"ocr{i}.png")
-        lines.append({"task": "ocr", "query": {"text": "Chữ gì?", "images": [f"img/ocr{i}.png"]}, "positive": colour})
-    return write_jsonl(root / "train.jsonl", lines), write_jsonl(root / "eval.jsonl", lines[:12])
-
-
-@pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    train, evals = write_data(root)
-    out, trace = root / "out", root / "trace"
-    settings = {"max_steps": STEPS, "per_device_train_batch_size": BATCH, "max_length": 32, "seed": 5}
-    config = write_tiny_run_yaml(root / "config.yaml", out, train, evals, **settings)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
-        "--master_port", str(free_port()),
-        str(ROOT / "train_st.py"), "--config", str(config), "--trace-dir", str(trace),
-    ]  # fmt: skip
-    done = subprocess.run(command, env=_env(), cwd=root, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    from vipyloqwen_tools.train.trace import read_trace
-
-    return SimpleNamespace(root=root, train=train, out=out, trace=read_trace(trace), trace_dir=trace, log=done.stderr)
 
 
 @pytest.mark.slow
@@ -261,7 +219,7 @@ def test_accelerate_cpu_2proc_config_starts_two_processes(tmp_path):
         str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", str(free_port()), str(script),
         str(tmp_path),
     ]  # fmt: skip
-    done = subprocess.run(command, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     lines = [path.read_text(encoding="utf-8") for path in sorted(tmp_path.glob("who-*.txt"))]
     assert lines == ["process 0 of 2 DistributedType.MULTI_CPU", "process 1 of 2 DistributedType.MULTI_CPU"], (

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import free_port, write_tiny_run_yaml
-from test_train_distributed import _env, write_data
+from distributed_runs import env, write_data
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 15
@@ -44,7 +44,7 @@ def test_a_stopped_rank_ends_the_launch_with_a_timeout_error(tmp_path: Path):
     ]  # fmt: skip
     log = tmp_path / "launch.log"
     with log.open("w") as sink:
-        launcher = subprocess.Popen(command, env=_env(), cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
+        launcher = subprocess.Popen(command, env=env(), cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
     stopped, gave_up = None, None
     try:
         deadline = time.monotonic() + 400
