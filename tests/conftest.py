@@ -9,7 +9,9 @@ What a session builds once and shares (the suite's cost is model builds, trainin
 - the reference training run (``reference_run``, :mod:`fault_runs`): 6 uninterrupted steps with checkpoints at 3 and
   6, read by the resume, checkpoint and fault tests;
 - the 2-process launch (``two_process_run``, :mod:`distributed_runs`): one ``torchrun --nproc_per_node 2`` training
-  with a trace, read by the distributed tests.
+  with a trace, read by the distributed tests;
+- one pair of spawned gloo processes (``gloo_pair``, :mod:`gloo_pair`) where the tests that call collectives
+  directly run their workers one after the other.
 
 Tests that train, launch processes or take more than ~5 s are marked ``slow``: ``make test`` skips them, ``make
 test-all`` (and CI) runs everything."""
@@ -198,6 +200,20 @@ def two_process_run(tmp_path_factory):
     from distributed_runs import two_process_training
 
     return two_process_training(tmp_path_factory.mktemp("ddp"))
+
+
+@pytest.fixture(scope="session")
+def gloo_pair(request, tmp_path_factory) -> dict[str, Path]:
+    """The session's one pair of gloo processes (:mod:`gloo_pair`): runs ``gloo_worker`` of every collected test
+    module that uses this fixture (after its ``gloo_prepare``); ``{module name: folder}`` with the workers' results."""
+    from gloo_pair import run_pair
+
+    modules = {item.module.__name__: item.module for item in request.session.items if "gloo_pair" in item.fixturenames}
+    folders = {name: tmp_path_factory.mktemp(f"gloo-{name}") for name in sorted(modules)}
+    for name, folder in folders.items():
+        modules[name].gloo_prepare(folder)
+    run_pair([(name, str(folder)) for name, folder in folders.items()])
+    return folders
 
 
 def png_bytes(image: Image.Image) -> bytes:

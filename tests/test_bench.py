@@ -59,6 +59,7 @@ def test_encode_bench_reports_every_path_and_workload(encode_results):
     assert prefetch["projection"]["workers_to_keep_the_gpu_fed"] >= 1
 
 
+@pytest.mark.slow
 def test_train_bench_smoke(tiny_checkpoint, tmp_path):
     out = tmp_path / "train.json"
     results = train_bench.main(

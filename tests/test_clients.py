@@ -35,6 +35,7 @@ def image_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_langchain_huggingface_embeddings(tiny_checkpoint, st_model, auto_model):
     langchain_huggingface = client("langchain_huggingface")
     embeddings = langchain_huggingface.HuggingFaceEmbeddings(
@@ -55,6 +56,7 @@ def test_langchain_huggingface_embeddings(tiny_checkpoint, st_model, auto_model)
     assert same(by_task.embed_documents(CHUNKS[:2]), auto_model.encode(text=CHUNKS[:2], task="text_pair"))
 
 
+@pytest.mark.slow
 def test_llama_index_huggingface_embedding(tiny_checkpoint, auto_model, image_file):
     huggingface = client("llama_index.embeddings.huggingface")
     embedding = huggingface.HuggingFaceEmbedding(

@@ -152,6 +152,7 @@ def test_stored_vectors_equal_encode(built, corpus, auto_model):
         assert np.abs(by_id[item["id"]] - vector).max() < TOL, item["id"]
 
 
+@pytest.mark.slow
 def test_where_filter_and_search_cli_json(built, tiny_checkpoint, capsys):
     db, _ = built
     argv = ["search", "--model", str(tiny_checkpoint), "--db", str(db), "--text", "bảo mật", "--top-k", "20"]
@@ -166,6 +167,7 @@ def test_where_filter_and_search_cli_json(built, tiny_checkpoint, capsys):
     assert len(lines) == 3 and lines[0][:6] in ("  1. +", "  1. -")
 
 
+@pytest.mark.slow
 def test_append_adds_only_new_ids(corpus, tiny_checkpoint, tmp_path, built):
     first = write_jsonl(tmp_path / "items.jsonl", corpus["good"][:6])
     db = tmp_path / "db"
@@ -358,6 +360,7 @@ def test_wrong_model_path_is_one_line_naming_it_and_the_fix(tiny_checkpoint, tmp
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
+@pytest.mark.slow
 def test_db_whose_model_folder_moved_says_so_and_takes_model(tiny_checkpoint, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(tiny_checkpoint, model)

@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vipyloqwen_tools.release import readme
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_help_prints_usage_and_writes_nothing():
     files = [ROOT / "README.md", ROOT / "docs" / "evaluation.md"]
     before = [(f.read_bytes(), f.stat().st_mtime_ns) for f in files]

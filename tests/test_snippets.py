@@ -77,7 +77,9 @@ ALL_BLOCKS = [block for document in DOCUMENTS for block in code_blocks(document)
 
 
 def _params(language: str) -> list:
-    return [pytest.param(block, id=block.where) for block in ALL_BLOCKS if block.language == language]
+    # A bash block starts processes (seconds each): the slow tier runs them (make test-all).
+    marks = [pytest.mark.slow] if language == "bash" else []
+    return [pytest.param(block, id=block.where, marks=marks) for block in ALL_BLOCKS if block.language == language]
 
 
 def test_every_block_says_what_it_is():

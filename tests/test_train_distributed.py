@@ -11,7 +11,6 @@ export, and accelerate's cpu-2proc config starting 2 processes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -140,7 +139,16 @@ def test_train_refuses_a_batch_no_dataset_can_fill(tmp_path):
     assert not (tmp_path / "out" / "init-tiny").exists()  # refused before building the model
 
 
-def _gloo_worker(rank: int, port: int, root: str, checkpoint: str) -> None:
+def gloo_prepare(folder: Path) -> None:
+    """The inputs of :func:`gloo_worker` (conftest ``gloo_pair``): a train file with a bad line, the tiny model."""
+    from conftest import shared_tiny
+
+    (folder / "bad.jsonl").write_text('{"task": "instr", "query": "q"}\n', encoding="utf-8")
+    (folder / "checkpoint.txt").write_text(str(shared_tiny()[2]), encoding="utf-8")
+
+
+def gloo_worker(rank: int, root: str) -> None:
+    """In each of the 2 gloo processes: the data preparation of a bad file, then an FSDP2-sharded export."""
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
     from transformers import AutoModel, AutoProcessor
@@ -150,50 +158,43 @@ def _gloo_worker(rank: int, port: int, root: str, checkpoint: str) -> None:
     from vipyloqwen_tools.train.distributed import full_state_dict, prepare_data_once
     from vipyloqwen_tools.train.prepare import prepare_data
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    checkpoint = Path(root, "checkpoint.txt").read_text(encoding="utf-8")
+    # 1. A bad train file: the main process's DataError reaches the other process (nobody waits forever).
+    config = TrainConfig.from_yaml(None, train_file=f"{root}/bad.jsonl", output_dir=f"{root}/out", data_num_proc=1)
     try:
-        # 1. A bad train file: the main process's DataError reaches the other process (nobody waits forever).
-        config = TrainConfig.from_yaml(None, train_file=f"{root}/bad.jsonl", output_dir=f"{root}/out", data_num_proc=1)
-        try:
-            prepare_data_once(config, SimpleNamespace(world_size=2, process_index=rank), prepare_data)
-            outcome = "no error"
-        except DataError as error:
-            outcome = str(error)
-        Path(f"{root}/rank{rank}.txt").write_text(outcome, encoding="utf-8")
-        # 2. FSDP2 (fully_shard) on CPU: the gathered full state dict is what the export writes.
-        model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True)
-        assert full_state_dict(model) is None  # not sharded yet: save as usual
-        for layer in model.language_model.layers:
-            fully_shard(layer)
-        fully_shard(model)
-        state = full_state_dict(model)
-        if rank == 0:
-            processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
-            save_checkpoint(model, processor, Path(root) / "export", state_dict=state)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+        prepare_data_once(config, SimpleNamespace(world_size=2, process_index=rank), prepare_data)
+        outcome = "no error"
+    except DataError as error:
+        outcome = str(error)
+    Path(f"{root}/rank{rank}.txt").write_text(outcome, encoding="utf-8")
+    # 2. FSDP2 (fully_shard) on CPU: the gathered full state dict is what the export writes.
+    model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True)
+    assert full_state_dict(model) is None  # not sharded yet: save as usual
+    for layer in model.language_model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+    state = full_state_dict(model)
+    if rank == 0:
+        processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+        save_checkpoint(model, processor, Path(root) / "export", state_dict=state)
+    dist.barrier()
 
 
 @pytest.mark.slow
-def test_gloo_data_error_reaches_every_process_and_fsdp2_exports_full_weights(tmp_path, tiny_checkpoint):
-    import torch.multiprocessing as mp
+def test_gloo_data_error_reaches_every_process_and_fsdp2_exports_full_weights(gloo_pair, tiny_checkpoint):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel
 
-    (tmp_path / "bad.jsonl").write_text('{"task": "instr", "query": "q"}\n', encoding="utf-8")
-    args = (free_port(), str(tmp_path), str(tiny_checkpoint))
-    mp.start_processes(_gloo_worker, args=args, nprocs=2, start_method="spawn")
+    folder = gloo_pair[__name__]
     for rank in (0, 1):
-        assert "bad.jsonl has 1 bad line(s)" in (tmp_path / f"rank{rank}.txt").read_text()
-    written = load_file(tmp_path / "export" / "model.safetensors")
+        assert "bad.jsonl has 1 bad line(s)" in (folder / f"rank{rank}.txt").read_text()
+    written = load_file(folder / "export" / "model.safetensors")
     expected = load_file(tiny_checkpoint / "model.safetensors")
     assert sorted(written) == sorted(expected)
     for key, value in written.items():
         assert torch.equal(value, expected[key]), key
-    assert AutoConfig.from_pretrained(tmp_path / "export", trust_remote_code=True).architectures == ["ViPyloQwenModel"]
-    AutoModel.from_pretrained(tmp_path / "export", trust_remote_code=True)  # loads with the shipped code
+    assert AutoConfig.from_pretrained(folder / "export", trust_remote_code=True).architectures == ["ViPyloQwenModel"]
+    AutoModel.from_pretrained(folder / "export", trust_remote_code=True)  # loads with the shipped code
 
 
 @pytest.mark.slow

@@ -159,47 +159,43 @@ def test_resume_continues_from_the_checkpoint_step(run_a, small_files, tmp_path,
         torch.testing.assert_close(weights_b[key], weights_a[key], atol=1e-5, rtol=1e-4)
 
 
-def _gather_worker(rank: int, world: int, port: int, path: str) -> None:
-    import torch.distributed as dist
-
-    from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        data = torch.load(path)
-        results = {}
-        for task in ("instr", "ocr", "text_pair"):
-            q = data["q"][rank * 4 : rank * 4 + 4].clone().requires_grad_()
-            p = data["p"][rank * 4 : rank * 4 + 4].clone().requires_grad_()
-            scores = data["scores"][rank * 4 : rank * 4 + 4]
-            router = ViPyloQwenRouterLoss(torch.nn.Linear(1, 1), gather_across_devices=True)
-            terms = router.compute_loss_from_embeddings(task, [q, p], scores)
-            total = torch.stack(list(terms.values())).sum()
-            total.backward()
-            results[task] = {"terms": {k: v.item() for k, v in terms.items()}, "q_grad": q.grad, "p_grad": p.grad}
-        torch.save(results, f"{path}.rank{rank}")
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_two_gloo_processes_gather_infonce_candidates(tmp_path):
-    """Each process sees all 8 rows as candidates: its InfoNCE equals the single-process loss over the full batch
-    restricted to its own rows (and differs from a local-only loss)."""
-    import torch.multiprocessing as mp
-
-    from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
-
+def gloo_prepare(folder: Path) -> None:
+    """The inputs of :func:`gloo_worker`: 8 rows of query / positive embeddings and scores (conftest ``gloo_pair``)."""
     generator = torch.Generator().manual_seed(0)
     data = {
         "q": torch.randn(8, 6, generator=generator, dtype=torch.float64),
         "p": torch.randn(8, 6, generator=generator, dtype=torch.float64),
         "scores": torch.tensor([0.9, 0.2, 0.7, 0.6, 0.1, 0.95, 0.8, 0.3], dtype=torch.float64),
     }
-    path = str(tmp_path / "data.pt")
-    torch.save(data, path)
-    mp.start_processes(_gather_worker, args=(2, free_port(), path), nprocs=2, start_method="spawn")
+    torch.save(data, folder / "data.pt")
+
+
+def gloo_worker(rank: int, folder: str) -> None:
+    """In each of the 2 gloo processes: the InfoNCE terms and gradients of its 4 rows, candidates gathered."""
+    from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
+
+    data = torch.load(f"{folder}/data.pt")
+    results = {}
+    for task in ("instr", "ocr", "text_pair"):
+        q = data["q"][rank * 4 : rank * 4 + 4].clone().requires_grad_()
+        p = data["p"][rank * 4 : rank * 4 + 4].clone().requires_grad_()
+        scores = data["scores"][rank * 4 : rank * 4 + 4]
+        router = ViPyloQwenRouterLoss(torch.nn.Linear(1, 1), gather_across_devices=True)
+        terms = router.compute_loss_from_embeddings(task, [q, p], scores)
+        total = torch.stack(list(terms.values())).sum()
+        total.backward()
+        results[task] = {"terms": {k: v.item() for k, v in terms.items()}, "q_grad": q.grad, "p_grad": p.grad}
+    torch.save(results, f"{folder}/data.pt.rank{rank}")
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_gather_infonce_candidates(gloo_pair):
+    """Each process sees all 8 rows as candidates: its InfoNCE equals the single-process loss over the full batch
+    restricted to its own rows (and differs from a local-only loss)."""
+    from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
+
+    path = str(gloo_pair[__name__] / "data.pt")
+    data = torch.load(path)
     ranks = [torch.load(f"{path}.rank{r}") for r in range(2)]
     router = ViPyloQwenRouterLoss(torch.nn.Linear(1, 1))
     for task in ("instr", "ocr", "text_pair"):
