@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 import zlib
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import xxhash
 
-import xxhash  # noqa: E402
-
-from bench.harness import bench_parser, finish, interleaved, median, results_header, target  # noqa: E402
-from vipyloqwen_tools.train.checksums import CHUNK, file_checksum  # noqa: E402
+from bench.harness import bench_parser, finish, interleaved, median, results_header, target
+from vipyloqwen_tools.train.checksums import CHUNK, file_checksum
 
 
 def chunks(path: Path):
