@@ -74,6 +74,13 @@ def train_command(config_path: Path, *flags: str) -> list[str]:
     return [sys.executable, str(ROOT / "train_st.py"), "--config", str(config_path), *flags]
 
 
+def gated_command(config_path: Path, gate: Path, *flags: str, hold_after: int = 1) -> list[str]:
+    """``train_st.py`` held after step ``hold_after`` until ``gate`` exists (``tests/gated_train.py``): a fault
+    test meets the run at a known point, however fast the machine."""
+    held = ["--hold-after", str(hold_after), "--gate", str(gate)]
+    return [sys.executable, str(ROOT / "tests" / "gated_train.py"), *held, "--config", str(config_path), *flags]
+
+
 def reference(tmp_path_factory) -> tuple[Path, tuple[Path, Path], Path]:
     """``(root, (train, eval), out)`` of the uninterrupted reference run (built once per session; tests take it
     through the conftest fixture ``reference_run``)."""

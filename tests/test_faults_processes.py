@@ -20,7 +20,17 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import free_port
-from fault_runs import ROOT, assert_same_weights, config, env, reference, settings, train_command, write_yaml
+from fault_runs import (
+    ROOT,
+    assert_same_weights,
+    config,
+    env,
+    gated_command,
+    reference,
+    settings,
+    train_command,
+    write_yaml,
+)
 
 from vipyloqwen_tools.train.checkpoints import STAGING, checkpoint_problem, complete_checkpoints
 from vipyloqwen_tools.train.run_lock import LOCK_FILE
@@ -57,6 +67,11 @@ def start(command: list[str], log: Path, threads: int = THREADS) -> subprocess.P
     return subprocess.Popen(command, env=env(threads), stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
+def held_after_step_1(log: Path) -> bool:
+    """Step 1 is logged: a gated run (``fault_runs.gated_command``) now waits for its gate before step 2."""
+    return logged_steps(log) >= 1
+
+
 def lock_record(out: Path) -> dict:
     text = (out / LOCK_FILE).read_text() if (out / LOCK_FILE).is_file() else ""
     return json.loads(text) if text.strip() else {}
@@ -67,18 +82,18 @@ def test_sigterm_ends_the_step_saves_and_exits_4_then_resume_is_exact(ref, tmp_p
     from vipyloqwen_tools.train.run import train
 
     _, data, out = ref
-    run, log = tmp_path / "run", tmp_path / "first.log"
-    process = start(train_command(write_yaml(tmp_path / "run.yaml", settings(run, *data))), log)
-    wait_until(lambda: logged_steps(log) >= 1, process, 600, "step 1", log)
-    os.kill(process.pid, signal.SIGTERM)
+    run, log, gate = tmp_path / "run", tmp_path / "first.log", tmp_path / "gate"
+    process = start(gated_command(write_yaml(tmp_path / "run.yaml", settings(run, *data)), gate), log)
+    wait_until(lambda: held_after_step_1(log), process, 600, "step 1", log)
+    os.kill(process.pid, signal.SIGTERM)  # between steps 1 and 2: step 2 runs, then the run stops
+    wait_until(lambda: "SIGTERM: stopping after" in log.read_text(), process, 60, "the handler's line", log)
+    gate.touch()
     assert process.wait(timeout=600) == EXIT_STOPPED, log.read_text()[-4000:]
     text = log.read_text()
     assert f"SIGTERM: stopping after the current step with a complete checkpoint (pid {process.pid})" in text
     step = int(text.split("error: stopped on SIGTERM at step ")[1].split(":")[0])
-    assert logged_steps(log) == step and step >= 1  # the step under way ended; no further step began
-    assert (
-        f"{run / f'checkpoint-{step}'} is complete; nothing was exported. Run the same command with --resume" in text
-    )
+    assert logged_steps(log) == step == 2  # the step under way ended; no further step began
+    assert f"{run / f'checkpoint-{step}'} is complete; nothing was exported. Run the same command with --resume" in text
     assert checkpoint_problem(run / f"checkpoint-{step}", verify=True) is None
     assert not (run / "final").exists() and not (run / STAGING).exists()
     assert lock_record(run) == {}  # released
@@ -89,13 +104,13 @@ def test_sigterm_ends_the_step_saves_and_exits_4_then_resume_is_exact(ref, tmp_p
 
 def test_a_second_sigterm_exits_at_once(ref, tmp_path):
     _, data, _ = ref
-    run, log = tmp_path / "run", tmp_path / "run.log"
-    process = start(train_command(write_yaml(tmp_path / "run.yaml", settings(run, *data))), log)
-    wait_until(lambda: logged_steps(log) >= 1, process, 600, "step 1", log)
+    run, log, gate = tmp_path / "run", tmp_path / "run.log", tmp_path / "gate"
+    process = start(gated_command(write_yaml(tmp_path / "run.yaml", settings(run, *data)), gate), log)
+    wait_until(lambda: held_after_step_1(log), process, 600, "step 1", log)
     before = [step for step, _ in complete_checkpoints(run)]
-    os.kill(process.pid, signal.SIGTERM)
+    os.kill(process.pid, signal.SIGTERM)  # held before step 2: the stop cannot finish before the second signal
     time.sleep(REPEAT_S + 0.1)  # a repeat sooner than this is the same request delivered twice
-    assert process.poll() is None, "the stop finished before the second signal: " + log.read_text()[-2000:]
+    assert process.poll() is None, "the run ended before the second signal: " + log.read_text()[-2000:]
     second = time.monotonic()
     os.kill(process.pid, signal.SIGTERM)
     assert process.wait(timeout=60) == -signal.SIGTERM, log.read_text()[-4000:]
@@ -109,10 +124,10 @@ def test_a_second_run_on_the_folder_exits_at_once_and_a_dead_runs_lock_is_taken_
     from vipyloqwen_tools.train.run import train
 
     _, data, out = ref
-    run = tmp_path / "run"
+    run, gate = tmp_path / "run", tmp_path / "gate"
     config_path = write_yaml(tmp_path / "run.yaml", settings(run, *data))
     first_log = tmp_path / "first.log"
-    first = start(train_command(config_path), first_log)
+    first = start(gated_command(config_path, gate), first_log)  # held after step 1 while the second run tries
     try:
         wait_until(lambda: lock_record(run).get("pid") == first.pid, first, 600, "the first run's lock", first_log)
         started = time.monotonic()
@@ -122,6 +137,7 @@ def test_a_second_run_on_the_folder_exits_at_once_and_a_dead_runs_lock_is_taken_
         assert f"error: output folder {run} is in use by another run (pid {first.pid} on " in second.stderr
         assert "Traceback" not in second.stderr and "attention:" not in second.stderr  # stopped before the model
         assert first.poll() is None and lock_record(run)["pid"] == first.pid  # the first run goes on, undisturbed
+        gate.touch()
         wait_until(lambda: checkpoint_problem(run / "checkpoint-3") is None if (run / "checkpoint-3").is_dir()
                    else False, first, 600, "checkpoint-3", first_log)  # fmt: skip
     finally:
@@ -139,11 +155,12 @@ def test_a_second_run_on_the_folder_exits_at_once_and_a_dead_runs_lock_is_taken_
 
 
 # ------------------------------------------------------------------------------------------------ torchrun
-def torchrun(config_path: Path, *flags: str) -> list[str]:
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        str(ROOT / "train_st.py"), "--config", str(config_path), *flags,
-    ]  # fmt: skip
+def torchrun(config_path: Path, *flags: str, gate: Path | None = None) -> list[str]:
+    """``torchrun --nproc_per_node 2 train_st.py``; with ``gate``, both ranks are held after step 1 until it exists."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    if gate is None:
+        return [*launch, str(ROOT / "train_st.py"), "--config", str(config_path), *flags]
+    return [*launch, *gated_command(config_path, gate, *flags)[1:]]  # the same script, without the interpreter
 
 
 def worker_of_rank(launcher: subprocess.Popen, rank: int) -> int | None:
@@ -166,9 +183,9 @@ def test_torchrun_one_lock_for_the_run_and_sigterm_to_one_rank_stops_both(ref, t
     an uninterrupted torchrun run, bit for bit."""
     _, data, _ = ref
     values = dict(max_steps=6, save_steps=100, per_device_train_batch_size=2)
-    run, log = tmp_path / "run", tmp_path / "first.log"
+    run, log, gate = tmp_path / "run", tmp_path / "first.log", tmp_path / "gate"
     config_path = write_yaml(tmp_path / "run.yaml", settings(run, *data, **values))
-    first = start(torchrun(config_path), log, threads=1)
+    first = start(torchrun(config_path, gate=gate), log, threads=1)  # both ranks held after step 1
     try:
         wait_until(lambda: lock_record(run).get("world_size") == 2, first, 600, "the run's lock", log)
         holder = lock_record(run)["pid"]
@@ -177,16 +194,23 @@ def test_torchrun_one_lock_for_the_run_and_sigterm_to_one_rank_stops_both(ref, t
         assert second.returncode != 0 and second.stderr.count("exitcode: 2") >= 1, second.stderr[-4000:]
         assert f"error: output folder {run} is in use by another run (pid {holder} on " in second.stderr
         assert second.stderr.count("error: output folder") == 1  # printed by its rank 0 only; both ranks exit 2
-        wait_until(lambda: logged_steps(log) >= 1, first, 600, "step 1", log)
+        wait_until(lambda: held_after_step_1(log), first, 600, "step 1", log)
         rank1 = worker_of_rank(first, 1)
         os.kill(rank1, signal.SIGTERM)  # one rank only: the other learns it from the all-reduce
+        wait_until(lambda: "SIGTERM: stopping after" in log.read_text(), first, 60, "rank 1's handler line", log)
+        gate.touch()
         first.wait(timeout=600)
     finally:
-        if first.poll() is None:
+        if first.poll() is None:  # a failed assertion: no worker outlives the test (they would load later tests)
+            for rank in (0, 1):
+                pid = worker_of_rank(first, rank)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
             first.kill()
     text = log.read_text()
     assert f"SIGTERM: stopping after the current step with a complete checkpoint (pid {rank1})" in text
     step = int(text.split("error: stopped on SIGTERM at step ")[1].split(":")[0])
+    assert step == 2  # held after step 1, then step 2 ran on both ranks and they stopped together
     assert text.count("exitcode: 4") >= 1 and "exitcode: 1" not in text, text[-4000:]
     checkpoint = run / f"checkpoint-{step}"
     assert checkpoint_problem(checkpoint, verify=True) is None
