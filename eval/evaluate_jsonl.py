@@ -4,7 +4,7 @@ Per task (registry key), with the held-out evaluator training uses (``vipyloqwen
 Sentence-Transformers' InformationRetrievalEvaluator / EmbeddingSimilarityEvaluator), so both give the same numbers:
 
 - retrieval: each query is ranked against all candidates of its task, the distinct documents of that task
-  (every row's positive and explicit negative, deduplicated by text + images). Reported: R@1, R@5, R@10,
+  (every row's positive and explicit negatives, deduplicated by text + images). Reported: R@1, R@5, R@10,
   MRR@10 and nDCG@10 (one relevant document per query: its own positive). Ties count against the query
   (a candidate scoring exactly the positive's cosine ranks above it). For text_pair only rows with
   score >= --positive-threshold (default 0.5) are retrieval queries: a 0.1-scored pair is not a match.
@@ -15,8 +15,8 @@ text_pair whose two sides are symmetric (both prefixed). ``--prefix-documents`` 
 
 Rows (field names of vipyloqwen_tools/data.py): ``task`` (registry key or prefix token), ``query`` and
 ``positive`` (a string, or {"text": str, "images": [path, ...], "turns": [{"role", "content"}, ...]}),
-optional ``negative`` (same shape), ``score`` in [0, 1] (required for text_pair), optional ``id``. Image
-paths are relative to the JSONL file's folder (or absolute). A malformed line stops the run with its line
+optional ``negative`` / ``negatives`` (same shape; a list), ``score`` in [0, 1] (required for text_pair), optional
+``id``. Image paths are relative to the JSONL file's folder (or absolute). A malformed line stops the run with its line
 number (``--skip-bad-rows``, the flag training uses, lists them and goes on; ``--skip-bad-lines`` is its old name).
 
 Example::

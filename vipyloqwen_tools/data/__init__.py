@@ -10,6 +10,11 @@ Schema: one JSON object per line.
                         ("image", the key of Sentence-Transformers' dicts, is read as "images")
     positive  required  the document side: a string, or {"text": str, "images": [path, ...]}
     negative  optional  an explicit hard negative, same shape as positive
+    negatives optional  a list of 1-32 explicit negatives, each the shape of positive (what scripts/mine.py
+                        writes); with "negative" too, that one comes first. A negative that is the same
+                        document as the positive (same text after the encode path's normalisation, same image
+                        paths) is an error
+    negative_scores     optional  one number per entry of "negatives" (the miner's scores; checked, not used)
     score     number in [0, 1]; required for text_pair (graded similarity), optional elsewhere
     id        optional  any string, kept in reports
 
@@ -31,14 +36,16 @@ is checked at the end of every validation. Reading scales: :func:`validate_file`
 split the file into byte ranges for ``num_proc`` worker processes (default: the machine's cores), which validate,
 verify each distinct image once and write the good rows straight into per-task Arrow files (memory-mapped on
 disk; flat memory). One dataset per task, keyed by the registry name (``<task>+neg`` for the rows of a task that
-carry an explicit negative, so every batch has one column layout). Images are stored as paths and opened only
-when a batch is built. With a ``cache_dir`` the report and the datasets are cached under the file's fingerprint
-(validate once: a second run reuses them).
+carry explicit negatives, so every batch has one column layout), with the identity key of every side
+(:mod:`~vipyloqwen_tools.data.identity`: what training's false-negative masking compares). Images are stored as
+paths and opened only when a batch is built. With a ``cache_dir`` the report and the datasets are cached under the
+file's fingerprint (validate once: a second run reuses them).
 
 Modules: :mod:`~vipyloqwen_tools.data.lines` (lossless lines, byte ranges), :mod:`~vipyloqwen_tools.data.schema`
 (one row), :mod:`~vipyloqwen_tools.data.report` (the report, the invariant), :mod:`~vipyloqwen_tools.data.scan`
 (parallel validation), :mod:`~vipyloqwen_tools.data.arrow` (Arrow files), :mod:`~vipyloqwen_tools.data.cache`
-(validate once). This module is the entry point: the room's public names are imported from here.
+(validate once), :mod:`~vipyloqwen_tools.data.identity` (document identity keys). This module is the entry point:
+the room's public names are imported from here.
 
 May import: the Hub files (the task registry), pyarrow, PIL. Nothing else of this package.
 """
@@ -144,12 +151,13 @@ def load_task_datasets(
 ):
     """Arrow-backed per-task datasets from a JSONL file: a ``DatasetDict`` keyed by registry task.
 
-    Each dataset has the columns ``anchor, positive[, negative][, score]`` (``score`` only for text_pair), stored
-    as ``{"text", "images"}`` structs and turned into ST inputs by a transform at batch time. Rows of a task that
-    carry an explicit negative form the dataset ``<task>+neg``. Bad lines are never loaded: without a ``report``
-    any bad line is a :class:`DataError`; with the file's :func:`validate_file` report they are skipped (training
-    refuses them, or writes them to a rejects file first). Built by ``num_proc`` workers and cached in
-    ``cache_dir`` (default :func:`default_cache_dir`) under the file's fingerprint.
+    Each dataset has the columns ``anchor, positive[, negatives][, score], _keys`` (``score`` only for text_pair),
+    stored as ``{"text", "images"}`` structs and turned into ST inputs by a transform at batch time (``negatives``
+    into ``negative, negative2, ...``). Rows of a task that carry explicit negatives form the dataset ``<task>+neg``.
+    Bad lines are never loaded: without a ``report`` any bad line is a :class:`DataError`; with the file's
+    :func:`validate_file` report they are skipped (training refuses them, or writes them to a rejects file first).
+    Built by ``num_proc`` workers and cached in ``cache_dir`` (default :func:`default_cache_dir`) under the file's
+    fingerprint.
 
     Example::
 

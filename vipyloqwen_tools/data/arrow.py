@@ -2,12 +2,18 @@
 
 Each worker writes, for its byte range, one Arrow stream file per dataset name (``<range>/<name>.arrow``) in
 batches of :data:`BATCH_ROWS` rows, so no process ever holds a Python list of every row. A dataset name is the
-registry task, or ``<task>+neg`` for the rows of a task that carry an explicit negative (one column layout per
+registry task, or ``<task>+neg`` for the rows of a task that carry explicit negatives (one column layout per
 batch). :func:`open_task_datasets` memory-maps the files (``datasets.Dataset.from_file``) and concatenates the
 ranges in file order: a task's rows keep their order in the JSONL file, however many workers wrote them.
 
-Columns: ``anchor, positive[, negative][, score]`` (``score`` only for text_pair), sides stored as
-``{"text", "images"}`` structs (image paths, opened only at batch time by :func:`st_transform`). Beside each
+Stored columns: ``anchor, positive[, negatives][, score], _keys`` (``score`` only for text_pair), sides stored as
+``{"text", "images"}`` structs (image paths, opened only at batch time by :func:`st_transform`); ``negatives`` is a
+list of such structs (1-:data:`~vipyloqwen_tools.data.schema.MAX_NEGATIVES` per row); ``_keys`` the identity key of
+every side (:mod:`~vipyloqwen_tools.data.identity`: query, positive, negatives), computed here by the workers so
+that training masks false negatives from the data, not from the embeddings. At batch time :func:`st_transform` turns
+``negatives`` into the columns ``negative, negative2, ... negativeK`` (K = the dataset's widest row; a shorter row
+is padded with its first negative, whose key is then :data:`~vipyloqwen_tools.data.identity.NO_DOCUMENT`, so the
+loss never counts the copy). Beside each
 ``<name>.arrow``, ``<name>.lines.npy`` holds every row's line number in its range and byte offset in the file, and
 ``ranges.json`` the first line of every range: :func:`row_source` finds the JSONL line of a dataset row from them
 (training names it when the row's image turns out unreadable at batch time).
@@ -15,6 +21,7 @@ Columns: ``anchor, positive[, negative][, score]`` (``score`` only for text_pair
 
 from __future__ import annotations
 
+import functools
 import json
 from array import array
 from pathlib import Path
@@ -22,17 +29,28 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
 from configuration_vipyloqwen import TASKS
+from vipyloqwen_tools.data.identity import NO_DOCUMENT, row_keys
 
 BATCH_ROWS = 4096
 SIDE = pa.struct([("text", pa.string()), ("images", pa.list_(pa.string()))])
 TASK_ORDER = {name: index for index, name in enumerate(TASKS)}
+KEYS_COLUMN = "_keys"  # identity keys of a row's sides (query, positive, negatives); popped before tokenising
 
 
 def dataset_name(row: dict[str, Any]) -> str:
-    return f"{row['task']}+neg" if row["negative"] is not None else row["task"]
+    return f"{row['task']}+neg" if row["negatives"] else row["task"]
+
+
+def negative_column(index: int) -> str:
+    """The batch column of a row's ``index``-th explicit negative (from 0): ``negative``, ``negative2``, ...
+
+    Not ``negative_2``: Sentence-Transformers gathers a column's features by the prefix ``<column>_``, so
+    ``negative_2_input_ids`` would be read as part of ``negative``."""
+    return "negative" if index == 0 else f"negative{index + 1}"
 
 
 def task_of(name: str) -> str:
@@ -47,9 +65,10 @@ def sort_names(names) -> list[str]:
 def schema_for(name: str) -> pa.Schema:
     fields = [("anchor", SIDE), ("positive", SIDE)]
     if name.endswith("+neg"):
-        fields.append(("negative", SIDE))
+        fields.append(("negatives", pa.list_(SIDE)))
     if task_of(name) == "text_pair":
         fields.append(("score", pa.float32()))
+    fields.append((KEYS_COLUMN, pa.list_(pa.int64())))
     return pa.schema(fields)
 
 
@@ -76,16 +95,18 @@ class RangeWriter:
             # about twice as fast as converting a list of dicts.
             columns = schema_for(name).names
             buffer = self.buffers[name] = {
-                f"{c}.{leaf}" if c != "score" else c: []
+                f"{c}.{leaf}" if c in ("anchor", "positive") else c: []
                 for c in columns
-                for leaf in (("text", "images") if c != "score" else ("",))
+                for leaf in (("text", "images") if c in ("anchor", "positive") else ("",))
             }
-        for column, side in (("anchor", "query"), ("positive", "positive"), ("negative", "negative")):
-            if f"{column}.text" in buffer:
-                buffer[f"{column}.text"].append(row[side]["text"])
-                buffer[f"{column}.images"].append(row[side]["images"])
+        for column, side in (("anchor", "query"), ("positive", "positive")):
+            buffer[f"{column}.text"].append(row[side]["text"])
+            buffer[f"{column}.images"].append(row[side]["images"])
+        if "negatives" in buffer:
+            buffer["negatives"].append(row["negatives"])
         if "score" in buffer:
             buffer["score"].append(row["score"])
+        buffer[KEYS_COLUMN].append(row_keys(row))
         if len(buffer["anchor.text"]) >= BATCH_ROWS:
             self._flush(name)
 
@@ -99,8 +120,8 @@ class RangeWriter:
             self.writers[name] = (sink, pa.ipc.new_stream(sink, schema))
         arrays = []
         for field in schema:
-            if field.name == "score":
-                arrays.append(pa.array(buffer["score"], pa.float32()))
+            if field.name in ("score", "negatives", KEYS_COLUMN):
+                arrays.append(pa.array(buffer[field.name], field.type))
             else:
                 text = pa.array(buffer[f"{field.name}.text"], pa.string())
                 images = pa.array(buffer[f"{field.name}.images"], pa.list_(pa.string()))
@@ -151,6 +172,14 @@ def read_line_at(path: str | Path, offset: int) -> str:
     return data.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", errors="backslashreplace")
 
 
+def negatives_per_row(dataset) -> int:
+    """The explicit negative columns a batch of ``dataset`` gets: its widest row's count (0 without negatives)."""
+    if "negatives" not in dataset.column_names:
+        return 0
+    widest = pc.max(pc.list_value_length(dataset.data.column("negatives"))).as_py()
+    return int(widest or 0)
+
+
 def open_task_datasets(folder: Path, transform: bool = True):
     """The per-task ``DatasetDict`` from the range folders under ``folder`` (memory-mapped, file order)."""
     from datasets import Dataset, DatasetDict, concatenate_datasets
@@ -163,7 +192,7 @@ def open_task_datasets(folder: Path, transform: bool = True):
         parts = [Dataset.from_file(str(file)) for file in files]
         dataset = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
         if transform:
-            dataset.set_transform(st_transform)
+            dataset.set_transform(functools.partial(st_transform, negatives=negatives_per_row(dataset)))
         out[name] = dataset
     return out
 
@@ -210,12 +239,28 @@ def to_st_input(side: dict[str, Any] | None) -> str | dict[str, Any]:
     return item
 
 
-def st_transform(batch: dict[str, list]) -> dict[str, list]:
-    """Dataset transform: stored sides -> ST inputs (text, or {"text", "image": [PIL]}); scores pass through."""
+def st_transform(batch: dict[str, list], negatives: int | None = None) -> dict[str, list]:
+    """Dataset transform: stored sides -> ST inputs (text, or {"text", "image": [PIL]}); scores pass through.
+
+    The ``negatives`` list becomes the columns :func:`negative_column` 0..``negatives``-1 (default: the batch's
+    widest row; :func:`open_task_datasets` fixes it per dataset, so every batch of a dataset has the same columns);
+    a row with fewer is padded with its first negative, and its ``_keys`` with
+    :data:`~vipyloqwen_tools.data.identity.NO_DOCUMENT`.
+    """
+    if negatives is None:
+        negatives = max((len(row) for row in batch.get("negatives") or []), default=0)
     out: dict[str, list] = {}
     for column, values in batch.items():
-        if column in ("anchor", "positive", "negative"):
+        if column in ("anchor", "positive"):
             out[column] = [to_st_input(value) for value in values]
+        elif column == "negatives":
+            for index in range(negatives):
+                out[negative_column(index)] = [
+                    to_st_input(row[index] if index < len(row) else row[0]) for row in values
+                ]
+        elif column == KEYS_COLUMN:
+            width = 2 + negatives
+            out[column] = [list(keys) + [NO_DOCUMENT] * (width - len(keys)) for keys in values]
         else:
             out[column] = values
     return out
@@ -223,10 +268,13 @@ def st_transform(batch: dict[str, list]) -> dict[str, list]:
 
 __all__ = [
     "BATCH_ROWS",
+    "KEYS_COLUMN",
     "ImageReadError",
     "open_image",
     "RangeWriter",
     "dataset_name",
+    "negative_column",
+    "negatives_per_row",
     "open_task_datasets",
     "read_line_at",
     "row_source",

@@ -43,7 +43,8 @@ from vipyloqwen_tools.data.schema import DataError
 logger = logging.getLogger(__name__)
 # Bump when the schema, the Arrow layout or the report format changes. 2: full-file content hash; row lines.
 # 3: images checked against every size rule of the model's image path (images_vipyloqwen.check_image_file).
-CACHE_VERSION = 3
+# 4: explicit negatives as a list column, identity keys per side (_keys).
+CACHE_VERSION = 4
 
 
 def stat_key(path: str | os.PathLike) -> dict[str, Any]:

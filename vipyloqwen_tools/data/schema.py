@@ -23,12 +23,16 @@ from PIL import Image, ImageFile
 
 from configuration_vipyloqwen import MAX_IMAGES_PER_ITEM, TASKS, resolve_task
 from images_vipyloqwen import ImageSizeError, check_image_file, pil_limit_lifted
+from vipyloqwen_tools.data.identity import same_input
 
 IMAGE_TASKS = frozenset(name for name, spec in TASKS.items() if "image" in spec.query)
 TEXT_ONLY_TASKS = frozenset(TASKS) - IMAGE_TASKS
-SIDES = ("query", "positive", "negative")
+SIDES = ("query", "positive", "negatives")  # "negatives": a list of sides (the explicit negatives)
 ROLES = ("user", "assistant", "system")
-ROW_FIELDS = ("task", "query", "positive", "negative", "score", "id")
+ROW_FIELDS = ("task", "query", "positive", "negative", "negatives", "negative_scores", "score", "id")
+# Explicit negatives per row, at most. Every row of a task's "+neg" dataset is padded to the widest row's count (one
+# column layout per batch), so one row with many negatives makes every batch of that task embed that many.
+MAX_NEGATIVES = 32
 
 ImageCheck = Callable[[str], "str | None"]
 
@@ -151,11 +155,44 @@ def parse_side(value: Any, side: str, task: str, root: str, image_check: ImageCh
     return {"text": text if text is not None and text.strip() else None, "images": resolved}
 
 
+def _parse_negatives(row: dict[str, Any], task: str, root: str, image_check: ImageCheck | None) -> list[dict]:
+    """The explicit negatives of a row: the single ``negative`` first, then the ``negatives`` list."""
+    negatives = []
+    if row.get("negative") is not None:
+        negatives.append(parse_side(row["negative"], "negative", task, root, image_check))
+    if "negatives" in row:
+        value = row["negatives"]
+        if not isinstance(value, list):
+            raise ValueError(
+                f"negatives: expected a list of 1-{MAX_NEGATIVES} documents (each a string or "
+                f'{{"text", "images"}}), got {type(value).__name__}'
+            )
+        if not value:
+            raise ValueError(f"negatives: empty list; give 1-{MAX_NEGATIVES} documents or leave the field out")
+        for index, side in enumerate(value):
+            negatives.append(parse_side(side, f"negatives[{index}]", task, root, image_check))
+    if len(negatives) > MAX_NEGATIVES:
+        raise ValueError(f"{len(negatives)} explicit negatives (negative + negatives), at most {MAX_NEGATIVES}")
+    scores = row.get("negative_scores")
+    if scores is not None:
+        listed = len(row.get("negatives") or [])
+        if not isinstance(scores, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scores
+        ):
+            raise ValueError("negative_scores: expected a list of numbers (one per entry of negatives)")
+        if len(scores) != listed:
+            raise ValueError(f"negative_scores: {len(scores)} scores for {listed} negatives")
+    return negatives
+
+
 def parse_row(text: str, root: str, image_check: ImageCheck | None = None) -> dict[str, Any]:
     """Validate and normalise one decoded JSONL line; raises ValueError with the reason.
 
-    Returns ``{"task", "query", "positive", "negative" (or None), "score" (or None), "id" (or None)}`` with
-    sides normalised to ``{"text", "images"}`` (absolute image paths).
+    Returns ``{"task", "query", "positive", "negatives" (a list, maybe empty), "score" (or None), "id" (or None)}``
+    with sides normalised to ``{"text", "images"}`` (absolute image paths). ``negatives`` holds the single
+    ``negative`` (first) and the ``negatives`` list of the line; ``negative_scores`` (the miner's) is checked and
+    not kept. A negative that is the same input as the positive (text after the encode path's normalisation, image
+    paths: :func:`~vipyloqwen_tools.data.identity.same_input`) is an error.
     """
     try:
         row = json.loads(text)
@@ -187,20 +224,33 @@ def parse_row(text: str, root: str, image_check: ImageCheck | None = None) -> di
             raise ValueError(f"score must be a number in [0, 1], got {score!r}")
         if not 0.0 <= score <= 1.0:
             raise ValueError(SCORE_RANGE_ERROR.format(score=score))
-    negative = row.get("negative")
+    query = parse_side(row["query"], "query", task, root, image_check)
+    positive = parse_side(row["positive"], "positive", task, root, image_check)
+    negatives = _parse_negatives(row, task, root, image_check)
+    names = (["negative"] if row.get("negative") is not None else []) + [
+        f"negatives[{i}]" for i in range(len(row.get("negatives") or []))
+    ]
+    for name, negative in zip(names, negatives, strict=True):
+        if same_input(negative, positive):
+            raise ValueError(f"{name}: the same document as the positive (a correct answer is not a negative)")
     return {
         "task": task,
-        "query": parse_side(row["query"], "query", task, root, image_check),
-        "positive": parse_side(row["positive"], "positive", task, root, image_check),
-        "negative": parse_side(negative, "negative", task, root, image_check) if negative is not None else None,
+        "query": query,
+        "positive": positive,
+        "negatives": negatives,
         "score": float(score) if score is not None else None,
         "id": str(row["id"]) if row.get("id") is not None else None,
     }
 
 
+def row_sides(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sides of a normalised row in column order: query, positive, every explicit negative."""
+    return [row["query"], row["positive"], *row["negatives"]]
+
+
 def row_images(row: dict[str, Any]) -> list[str]:
-    """Every image path of a normalised row (query, positive, negative), in order."""
-    return [p for side in SIDES if row[side] is not None for p in row[side]["images"]]
+    """Every image path of a normalised row (query, positive, negatives), in order."""
+    return [p for side in row_sides(row) for p in side["images"]]
 
 
 def check_row(text: str, root: str, image_check: ImageCheck | None) -> dict[str, Any]:
@@ -227,6 +277,7 @@ __all__ = [
     "IMAGE_PATH_RULE",
     "SCORE_RANGE_ERROR",
     "IMAGE_TASKS",
+    "MAX_NEGATIVES",
     "ROLES",
     "ROW_FIELDS",
     "SIDES",
@@ -238,5 +289,6 @@ __all__ = [
     "parse_row",
     "parse_side",
     "row_images",
+    "row_sides",
     "verify_image",
 ]

@@ -16,11 +16,12 @@ What is counted, per process (bytes):
   token), each split into a per-forward part and a per-layer part, with and without gradient checkpointing;
   bf16 / fp16 halve them, except the per-layer checkpoints under autocast (the residual stream stays fp32
   because the weights are fp32); the sdpa attention mask of a padded batch (rows x length^2 bytes);
-- batches are single-task: per dataset (task, or ``task+neg`` for rows with an explicit negative) the batch of
-  ``per_device_train_batch_size`` rows that are all the largest row (``worst``) or the 99th-percentile row
-  (``p99``), per column; without GradCache every column's forward is live at once, with GradCache
+- batches are single-task: per dataset (task, or ``task+neg`` for rows with explicit negatives: one column per
+  negative, as many as the dataset's widest row, shorter rows padded with their first negative as training pads
+  them) the batch of ``per_device_train_batch_size`` rows that are all the largest row (``worst``) or the
+  99th-percentile row (``p99``), per column; without GradCache every column's forward is live at once, with GradCache
   (``cached_mini_batch_size``) one mini-batch of one column, plus the embeddings of the full batch;
-- the gathered embeddings and the loss (InfoNCE over world x batch candidates, Matryoshka dims).
+- the gathered embeddings and the loss (InfoNCE over world x batch x (1 + negatives) candidates, Matryoshka dims).
 
 The activation constants were fitted to peak-RSS measurements at the real 2B widths on CPU
 (``bench/planner_calibrate.py``, results in ``bench/results/planner-calibration.json``); other widths scale them
@@ -55,6 +56,7 @@ from configuration_vipyloqwen import DEFAULT_MAX_IMAGE_TOKENS, DEFAULT_MIN_IMAGE
 from images_vipyloqwen import PATCHES_PER_TOKEN
 from processing_vipyloqwen import image_token_count
 from vipyloqwen_tools.checkpoint.architectures import qwen2_vl_2b_config, qwen2_vl_2b_widths
+from vipyloqwen_tools.data.arrow import negative_column
 
 logger = logging.getLogger("vipyloqwen.planner")
 
@@ -200,6 +202,7 @@ class Setup:
     attention: str = "sdpa"
     matryoshka_dims: Sequence[int] | None = None
     headroom: float = DEFAULT_HEADROOM
+    negatives: int = 1  # explicit negative columns per row in the limits plan (scripts/mine.py --num-negatives)
 
     def __post_init__(self) -> None:
         if self.sharding not in SHARDINGS:
@@ -208,6 +211,8 @@ class Setup:
             self.sharding = "ddp"
         if self.world_size < 1:
             raise ValueError(f"world size must be >= 1, got {self.world_size}")
+        if self.negatives < 0:
+            raise ValueError(f"negatives must be >= 0, got {self.negatives}")
 
     @property
     def live_rows(self) -> int:
@@ -224,7 +229,8 @@ class Setup:
             f"{self.world_size} process(es), sharding {self.sharding}, {self.precision}, gradient checkpointing "
             f"{'on' if self.gradient_checkpointing else 'off'}, {self.per_device_batch} per device x "
             f"{self.gradient_accumulation} accumulation = {self.effective_batch} effective{cache}, "
-            f"max_length {self.max_length}, max_image_tokens {self.max_image_tokens}, attention {self.attention}"
+            f"max_length {self.max_length}, max_image_tokens {self.max_image_tokens}, attention {self.attention}, "
+            f"{self.negatives} explicit negative(s) per row"
         )
 
 
@@ -256,7 +262,7 @@ def side_shape(text_tokens: int, images: Sequence[int], max_length: int) -> tupl
 def limit_batches(setup: Setup, tasks: Iterable[str] | None = None) -> list[BatchShape]:
     """The worst batch per task from the config limits alone (no data): ``max_length`` text tokens on every side,
     5 images x ``max_image_tokens`` on the query side of the image tasks (the registry's document side is text),
-    and an explicit negative column."""
+    and ``setup.negatives`` explicit negative columns."""
     shapes = []
     for task in tasks or TASKS:
         spec = TASKS[task]
@@ -264,7 +270,8 @@ def limit_batches(setup: Setup, tasks: Iterable[str] | None = None) -> list[Batc
         doc_images = [setup.max_image_tokens] * MAX_IMAGES_PER_ITEM if "image" in spec.document else []
         anchor = Column("anchor", *side_shape(setup.max_length, images, setup.max_length))
         doc = side_shape(setup.max_length, doc_images, setup.max_length)
-        shapes.append(BatchShape(task, "limits", (anchor, Column("positive", *doc), Column("negative", *doc))))
+        negatives = tuple(Column(negative_column(k), *doc) for k in range(setup.negatives))
+        shapes.append(BatchShape(task, "limits", (anchor, Column("positive", *doc), *negatives)))
     return shapes
 
 
@@ -527,12 +534,23 @@ def plan_limits(
 # ---------------------------------------------------------------------------------------- data profile
 @dataclass
 class DataProfile:
-    """Per dataset (task / task+neg) and column: LLM tokens and vision patches of every good row."""
+    """Per dataset (task / task+neg) and column: LLM tokens and vision patches of every good row (``negatives``:
+    per ``+neg`` dataset, every row's list of its negatives' shapes)."""
 
     path: Path
     rows: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)
     lengths: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
+    negatives: dict[str, list[list[tuple[int, int]]]] = field(default_factory=dict)
+
+    def columns(self, dataset: str) -> dict[str, list[tuple[int, int]]]:
+        """Every column's per-row shapes, the explicit negatives laid out as training lays them out
+        (:func:`vipyloqwen_tools.data.arrow.st_transform`: K columns, a shorter row padded with its first)."""
+        columns = dict(self.lengths.get(dataset, {}))
+        rows = self.negatives.get(dataset) or []
+        for k in range(max((len(r) for r in rows), default=0)):
+            columns[negative_column(k)] = [r[k] if k < len(r) else r[0] for r in rows]
+        return columns
 
     def bad_summary(self, limit: int = 20) -> str:
         lines = [f"{self.path}: {len(self.bad)} bad line(s), not counted in the plan (training refuses them):"]
@@ -546,7 +564,8 @@ class DataProfile:
         import numpy as np
 
         shapes = []
-        for dataset, columns in sorted(self.lengths.items()):
+        for dataset in sorted(self.lengths):
+            columns = self.columns(dataset)
             for case in ("worst", "p99"):
                 cols = []
                 for name, values in columns.items():
@@ -595,7 +614,13 @@ def profile_data(
         texts = [text for *_, text in pending]
         counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
         for (dataset, column, images, _), count in zip(pending, counts, strict=True):
-            profile.lengths.setdefault(dataset, {}).setdefault(column, []).append(side_shape(count, images, max_length))
+            shape = side_shape(count, images, max_length)
+            if column == "negatives[0]":  # a row's first negative opens its list
+                profile.negatives.setdefault(dataset, []).append([shape])
+            elif column.startswith("negatives["):
+                profile.negatives[dataset][-1].append(shape)
+            else:
+                profile.lengths.setdefault(dataset, {}).setdefault(column, []).append(shape)
         pending.clear()
 
     for number, _, row, error in iter_file(path, check_images=False, image_root=image_root):
@@ -604,16 +629,14 @@ def profile_data(
             continue
         if max_rows is not None and profile.rows >= max_rows:
             break
-        dataset = row["task"] + ("+neg" if row["negative"] is not None else "")
+        dataset = row["task"] + ("+neg" if row["negatives"] else "")
         sides = []
         try:
             for column, side in (
                 ("anchor", row["query"]),
                 ("positive", row["positive"]),
-                ("negative", row["negative"]),
+                *((f"negatives[{k}]", negative) for k, negative in enumerate(row["negatives"])),
             ):
-                if side is None:
-                    continue
                 tokens = []
                 for image in side["images"]:
                     if image not in sizes:
@@ -695,8 +718,10 @@ def setup_from_config(
     precision: str | None = None,
     accelerate_config: str | os.PathLike | None = None,
     attention: str | None = None,
+    negatives: int = 1,
 ) -> Setup:
-    """A :class:`Setup` from a ``TrainConfig`` and the launcher (flags win over the accelerate file / env)."""
+    """A :class:`Setup` from a ``TrainConfig`` and the launcher (flags win over the accelerate file / env);
+    ``negatives``: explicit negative columns per row (the training data's widest row, or the miner's K)."""
     launcher_size, launcher_sharding = launcher_world(accelerate_config)
     size = world_size or launcher_size
     kind = sharding or launcher_sharding
@@ -716,15 +741,17 @@ def setup_from_config(
         max_image_tokens=int(config.max_image_tokens or DEFAULT_MAX_IMAGE_TOKENS),
         attention=attention,
         matryoshka_dims=config.matryoshka_dims,
+        negatives=negatives,
     )
 
 
-def check_training_memory(config: Any, model: Any, precision: str) -> MemoryPlan | None:
+def check_training_memory(config: Any, model: Any, precision: str, negatives: int = 1) -> MemoryPlan | None:
     """Called by ``train()`` before the first step: refuse a run predicted not to fit (:class:`MemoryPlanError`).
 
     Device memory is CUDA's total memory, or ``config.device_memory_gb``; without either (a CPU run without the
     setting) the check is skipped. The config limits are checked first (no data pass); only if they do not fit is
-    the training file profiled. ``config.ignore_memory_plan`` logs the plan and trains anyway.
+    the training file profiled. ``negatives``: explicit negative columns per row (the datasets' widest row).
+    ``config.ignore_memory_plan`` logs the plan and trains anyway.
     """
     device = device_memory_bytes(getattr(config, "device_memory_gb", None))
     if device is None:
@@ -733,7 +760,7 @@ def check_training_memory(config: Any, model: Any, precision: str) -> MemoryPlan
     module = model[0]
     arch = Architecture.from_model(module.model, name=str(config.model))
     attention = getattr(model, "vipyloqwen_attention", None)
-    setup = setup_from_config(config, precision=precision, attention=attention)
+    setup = setup_from_config(config, precision=precision, attention=attention, negatives=negatives)
     plan = plan_limits(arch, setup, device)
     if not plan.fits:
         profile = profile_data(

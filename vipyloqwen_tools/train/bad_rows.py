@@ -200,10 +200,10 @@ class BadRowGuard:
 
     # ---------------------------------------------------------------- one bad row
     def row_images(self, dataset: str, index: int) -> list[str]:
-        """Every image path of the row at position ``index`` of a trained dataset (query, positive, negative), as
+        """Every image path of the row at position ``index`` of a trained dataset (query, positive, negatives), as
         stored."""
         stored = self.rows.stored_row(dataset, index)
-        sides = [stored.get(side) or {} for side in ("anchor", "positive", "negative")]
+        sides = [stored.get(side) or {} for side in ("anchor", "positive")] + list(stored.get("negatives") or [])
         return [image for side in sides for image in side.get("images") or []]
 
     def learn(self, row: BadRow) -> dict[str, Any]:

@@ -73,6 +73,10 @@ class TrainConfig:
     cached_mini_batch_size: int | None = None
     gather_across_devices: bool = True
     prefix_documents: bool = False
+    # false negatives (docs/training.md "Negatives"): candidates that are the same document as a correct answer are
+    # masked out of every in-batch term; a margin also masks candidates scoring above the positive by that much
+    mask_false_negatives: bool = True
+    false_negative_margin: float | None = None
     # bookkeeping
     logging_steps: int = 10
     eval_steps: int | None = 500
@@ -158,6 +162,8 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.false_negative_margin is not None and not self.false_negative_margin >= 0:
+            raise ValueError(f"false_negative_margin must be >= 0 (or null: off), got {self.false_negative_margin}")
         if self.per_device_train_batch_size < 2:
             raise ValueError("per_device_train_batch_size must be >= 2 (in-batch negatives)")
         from vipyloqwen_tools.train.guard import POLICIES

@@ -5,7 +5,7 @@
 For each task of the eval rows:
 
 - **Retrieval.** Every query (the anchor, encoded with its task prefix) is ranked by cosine against the task's
-  candidates: its distinct documents (every row's positive and explicit negative, deduplicated by text + images),
+  candidates: its distinct documents (every row's positive and explicit negatives, deduplicated by text + images),
   encoded without prefix, or with it for text_pair, whose sides are symmetric (and for every task with
   ``prefix_documents``). One relevant document per query, its own positive: R@1, R@5, R@10, MRR@10 and nDCG@10 are
   ST's accuracy@k, MRR@10 and NDCG@10. For text_pair only rows with ``score >= positive_threshold`` (0.5) are
@@ -238,9 +238,8 @@ class ViPyloQwenEvaluator(BaseEvaluator):
         rows = self.rows[task]
         candidates: dict[str, dict] = {}
         for row in rows:
-            for side in (row["positive"], row["negative"]):
-                if side is not None:
-                    candidates.setdefault(_key(side), side)
+            for side in (row["positive"], *row["negatives"]):
+                candidates.setdefault(_key(side), side)
         index = {key: j for j, key in enumerate(candidates)}
         threshold = self.positive_threshold
         queries = [

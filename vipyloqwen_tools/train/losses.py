@@ -8,14 +8,22 @@ Task -> terms (``configuration_vipyloqwen.TASKS[task].loss`` names the recipe):
 - ``infonce+cosine`` (instr): symmetric InfoNCE + ``mean(1 - cos(anchor, positive))``.
 - ``infonce+triplet`` (ocr, vqa_single, vqa_multi): symmetric InfoNCE + triplet margin loss on cosine
   distance, ``relu(margin - (1 - cos(a, p)) ... )`` written out as ``relu(cos(a, n) - cos(a, p) + margin)``.
-  The negative ``n`` is the row's explicit negative (third column) when present, else the hardest
-  in-batch negative (the most similar other row's positive). ``vqa_multi`` has its own margin.
+  The negative ``n`` is the hardest of the row's explicit negatives (columns 3...) when it has them, else the
+  hardest in-batch negative (the most similar other row's positive). ``vqa_multi`` has its own margin.
 
-Symmetric InfoNCE (temperature ``T``) is the mean of two cross-entropies: anchor -> all positives (+ all
-explicit negatives) and positive -> all anchors, the logits being cosines divided by ``T``. With
+Symmetric InfoNCE (temperature ``T``) is the mean of two cross-entropies: anchor -> all positives (+ every
+explicit negative of every row) and positive -> all anchors, the logits being cosines divided by ``T``. With
 ``gather_across_devices`` the candidates of every process are gathered first (ST's
 ``all_gather_with_grad``; padded when the processes hold different row counts after a row was dropped at batch
 time, :mod:`~vipyloqwen_tools.train.gather`), so each process's anchors see the whole global batch.
+
+False negatives (:mod:`~vipyloqwen_tools.train.false_negatives`): with the rows' identity keys (``keys``, from the
+data), a candidate that is the same document as a correct answer of the row is masked in both InfoNCE directions,
+never picked as the triplet's hardest negative, and an explicit negative equal to the positive is masked too; a row
+left without a valid negative has no triplet term. ``false_negative_margin`` also masks candidates scoring above
+the row's own pair by that margin. The counts of one batch are in :attr:`ViPyloQwenRouterLoss.last_stats`
+(``<task>/masked``, ``<task>/masked_margin``, ``<task>/candidates``; the trainer logs them). Without duplicates
+(and without a margin hit) the loss is bit-identical to the unmasked one.
 
 Every term is multiplied by its weight (default 1) and returned in a dict keyed ``"<task>/<term>"``; the
 trainer sums them and logs each. With ``matryoshka_dims`` the terms are computed at every dimension
@@ -36,6 +44,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +54,7 @@ from sentence_transformers.base.losses.gradcache import CachedLossMixin
 from torch import Tensor, nn
 
 from configuration_vipyloqwen import TASKS
+from vipyloqwen_tools.train.false_negatives import IdentityMasks, above_margin, identity_masks
 from vipyloqwen_tools.train.gather import gather_rows, rows_before
 
 # Term names per loss recipe (the registry's TaskSpec.loss).
@@ -53,6 +63,9 @@ RECIPE_TERMS: dict[str, tuple[str, ...]] = {
     "infonce+cosine": ("infonce", "cosine"),
     "infonce+triplet": ("infonce", "triplet"),
 }
+# Counts logged per task beside the terms (not added to the loss): candidates masked as correct answers (both
+# InfoNCE directions), masked by the margin rule, and every in-batch candidate compared (the share's denominator).
+STAT_NAMES = ("masked", "masked_margin", "candidates")
 
 
 def task_of_dataset(name: str) -> str:
@@ -82,6 +95,9 @@ class ViPyloQwenRouterLoss(nn.Module):
         matryoshka_weights: one weight per dim (default 1 each).
         gather_across_devices: gather InfoNCE candidates from every process (needs torch.distributed).
         mini_batch_size: if set, the per-dataset losses are GradCache losses with this mini-batch size.
+        mask_false_negatives: mask candidates that are correct answers (needs the batch's identity keys); False
+            trains on them as before and still counts them.
+        false_negative_margin: also mask candidates with ``s_ij > s_ii + margin`` (None: off).
 
     Example::
 
@@ -102,6 +118,8 @@ class ViPyloQwenRouterLoss(nn.Module):
         matryoshka_weights: Sequence[float] | None = None,
         gather_across_devices: bool = False,
         mini_batch_size: int | None = None,
+        mask_false_negatives: bool = True,
+        false_negative_margin: float | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -132,6 +150,12 @@ class ViPyloQwenRouterLoss(nn.Module):
         if mini_batch_size is not None and mini_batch_size <= 0:
             raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size}")
         self.mini_batch_size = mini_batch_size
+        if false_negative_margin is not None and not false_negative_margin >= 0:
+            raise ValueError(f"false_negative_margin must be >= 0 or None, got {false_negative_margin}")
+        self.mask_false_negatives = bool(mask_false_negatives)
+        self.false_negative_margin = None if false_negative_margin is None else float(false_negative_margin)
+        self.batch_keys: Tensor | None = None  # set by the trainer around each batch (:meth:`keys_for_batch`)
+        self.last_stats: dict[str, Tensor] = {}
 
     @staticmethod
     def _check_weights(weights: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
@@ -157,92 +181,203 @@ class ViPyloQwenRouterLoss(nn.Module):
             return tensor
         return gather_rows(tensor, with_grad)  # the ranks may hold different counts (a row dropped at batch time)
 
-    def symmetric_infonce(self, anchors: Tensor, positives: Tensor, negatives: Tensor | None, rows: Tensor) -> Tensor:
+    def _distributed(self) -> bool:
+        return self.gather_across_devices and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+    def _masked_mean(self, per_row: Tensor, weights: Tensor) -> Tensor:
+        """``sum(per_row * weights) / count``; under a process group the count is the mean over the ranks, so the
+        ranks' average (what DDP optimises) is the global masked mean. An empty selection gives 0 (graph kept)."""
+        count = weights.sum()
+        if self._distributed():
+            # DDP averages the ranks' losses (and gradients). For the global masked mean sum_all / count_all when
+            # the ranks select different numbers of rows, each rank divides its sum by the mean count over the ranks.
+            world = torch.distributed.get_world_size()
+            total = count.detach().clone()
+            torch.distributed.all_reduce(total)
+            count = total / world
+        return (per_row * weights).sum() / count.clamp(min=1.0 / 1024)
+
+    def _count(self, stats: dict[str, Tensor] | None, name: str, mask: Tensor | None, rows: Tensor) -> None:
+        if stats is not None and mask is not None:
+            stats[name] = stats[name] + (mask & rows[:, None]).sum()
+
+    def symmetric_infonce(
+        self,
+        anchors: Tensor,
+        positives: Tensor,
+        negatives: Sequence[Tensor] | Tensor | None,
+        rows: Tensor,
+        masks: IdentityMasks | None = None,
+        stats: dict[str, Tensor] | None = None,
+    ) -> Tensor:
         """Mean of anchor->documents and positive->anchors cross-entropies over the local ``rows`` (bool mask).
 
         Candidates are gathered across processes when enabled; ``rows`` marks which local rows are positive pairs.
-        Under a process group the local sum is divided by the mean selected count over the ranks, so the ranks'
-        average (what DDP optimises) is the global masked mean.
+        ``negatives``: the explicit negative columns (each ``[B, D]``). ``masks``: the batch's identity masks
+        (:func:`~vipyloqwen_tools.train.false_negatives.identity_masks`); masked candidates get no logit (-inf).
+        ``stats``: counts are added to it (see :data:`STAT_NAMES`).
         """
         batch = anchors.size(0)
         offset = rows_before(batch, anchors.device) if self.gather_across_devices else 0
         all_anchors = self._gather(anchors)
         all_positives = self._gather(positives)
-        documents = [all_positives]
-        if negatives is not None:
-            documents.append(self._gather(negatives))
+        if isinstance(negatives, Tensor):
+            negatives = [negatives]
+        documents = [all_positives] + [self._gather(negative) for negative in negatives or ()]
         targets = torch.arange(offset, offset + batch, device=anchors.device)
-        logits_q2d = _cos_matrix(anchors, torch.cat(documents)) / self.temperature
-        logits_d2q = _cos_matrix(positives, all_anchors) / self.temperature
+        cos_q2d = _cos_matrix(anchors, torch.cat(documents))
+        cos_d2q = _cos_matrix(positives, all_anchors)
         # Diagnostic (the training trace reads it): candidates each row was compared with, after the gather.
-        self.last_candidates = {"documents": int(logits_q2d.size(1)), "anchors": int(logits_d2q.size(1))}
+        self.last_candidates = {"documents": int(cos_q2d.size(1)), "anchors": int(cos_d2q.size(1))}
+        own = torch.arange(batch, device=anchors.device)
+        margin_q2d = above_margin(cos_q2d, cos_q2d[own, targets], self.false_negative_margin)
+        margin_d2q = above_margin(cos_d2q, cos_d2q[own, targets], self.false_negative_margin)
+        for margin in (margin_q2d, margin_d2q):
+            if margin is not None:
+                margin[own, targets] = False
+        q2d_mask = d2q_mask = None
+        if masks is not None:
+            real = ~masks.padding[None, :]
+            self._count(stats, "masked", masks.q2d & real, rows)
+            self._count(stats, "masked", masks.d2q, rows)
+            if self.mask_false_negatives:
+                q2d_mask, d2q_mask = masks.q2d, masks.d2q
+            else:  # today's in-batch loss: only padded slots (copies, not documents) are left out
+                q2d_mask = masks.padding[None, :].expand_as(cos_q2d).clone()
+                q2d_mask[own, targets] = False
+        if margin_q2d is not None:  # counted where not masked already
+            self._count(stats, "masked_margin", margin_q2d if q2d_mask is None else margin_q2d & ~q2d_mask, rows)
+            self._count(stats, "masked_margin", margin_d2q if d2q_mask is None else margin_d2q & ~d2q_mask, rows)
+            q2d_mask = margin_q2d if q2d_mask is None else q2d_mask | margin_q2d
+            d2q_mask = margin_d2q if d2q_mask is None else d2q_mask | margin_d2q
+        if stats is not None:
+            slots = (
+                torch.ones_like(cos_q2d, dtype=torch.bool)
+                if masks is None
+                else ~masks.padding[None, :].expand_as(cos_q2d)
+            )
+            compared = slots.sum(dim=1) - 1 + cos_d2q.size(1) - 1  # minus the target in each direction
+            stats["candidates"] = stats["candidates"] + (compared * rows).sum()
+        logits_q2d = cos_q2d / self.temperature
+        logits_d2q = cos_d2q / self.temperature
+        if q2d_mask is not None:
+            logits_q2d = logits_q2d.masked_fill(q2d_mask, float("-inf"))
+        if d2q_mask is not None:
+            logits_d2q = logits_d2q.masked_fill(d2q_mask, float("-inf"))
         per_row = 0.5 * (
             F.cross_entropy(logits_q2d, targets, reduction="none")
             + F.cross_entropy(logits_d2q, targets, reduction="none")
         )
-        weights = rows.to(per_row.dtype)
-        count = weights.sum()
-        if self.gather_across_devices and torch.distributed.is_available() and torch.distributed.is_initialized():
-            # DDP averages the ranks' losses (and gradients). For the global masked mean sum_all / count_all when
-            # the ranks select different numbers of rows (text_pair positives), each rank divides its sum by the
-            # mean count over the ranks instead of its own count.
-            world = torch.distributed.get_world_size()
-            total = count.detach().clone()
-            torch.distributed.all_reduce(total)
-            count = total / world
-        # An empty selection gives 0 while keeping the graph connected.
-        return (per_row * weights).sum() / count.clamp(min=1.0 / 1024)
+        return self._masked_mean(per_row, rows.to(per_row.dtype))
 
-    def triplet(self, anchors: Tensor, positives: Tensor, negatives: Tensor | None, margin: float) -> Tensor:
-        """``mean(relu(cos(a, n) - cos(a, p) + margin))``; n = explicit negative, else the hardest in-batch one."""
+    def triplet(
+        self,
+        anchors: Tensor,
+        positives: Tensor,
+        negatives: Sequence[Tensor] | Tensor | None,
+        margin: float,
+        masks: IdentityMasks | None = None,
+    ) -> Tensor:
+        """``mean(relu(cos(a, n) - cos(a, p) + margin))``; n = the hardest explicit negative, else the hardest in-batch
+        one, never a masked candidate (see the module docstring); rows left without a valid negative are left out."""
         positive_cos = F.cosine_similarity(anchors, positives, dim=-1)
-        if negatives is not None:
-            negative_cos = F.cosine_similarity(anchors, negatives, dim=-1)
+        if isinstance(negatives, Tensor):
+            negatives = [negatives]
+        invalid: Tensor | None = None
+        if negatives:
+            candidates = torch.stack([F.cosine_similarity(anchors, n, dim=-1) for n in negatives], dim=1)
+            if masks is not None:
+                invalid = masks.explicit if self.mask_false_negatives else masks.explicit_padding
         else:
             batch = anchors.size(0)
             offset = rows_before(batch, anchors.device) if self.gather_across_devices else 0
-            similarities = _cos_matrix(anchors, self._gather(positives))
+            candidates = _cos_matrix(anchors, self._gather(positives))
             own = torch.arange(batch, device=anchors.device)
-            similarities = similarities.index_put(
-                (own, own + offset), torch.tensor(float("-inf"), dtype=similarities.dtype, device=anchors.device)
+            candidates = candidates.index_put(
+                (own, own + offset), torch.tensor(float("-inf"), dtype=candidates.dtype, device=anchors.device)
             )
-            if similarities.size(1) < 2:
+            if candidates.size(1) < 2:
                 raise ValueError("the hardest in-batch negative needs a batch of at least 2 rows")
-            negative_cos = similarities.max(dim=1).values
-        return F.relu(negative_cos - positive_cos + margin).mean()
+            if masks is not None and self.mask_false_negatives:
+                invalid = masks.q2d[:, : candidates.size(1)]
+        margin_mask = above_margin(candidates, positive_cos, self.false_negative_margin)
+        if margin_mask is not None:
+            invalid = margin_mask if invalid is None else invalid | margin_mask
+        if invalid is not None:
+            candidates = candidates.masked_fill(invalid, float("-inf"))
+        negative_cos = candidates.max(dim=1).values
+        losses = F.relu(negative_cos - positive_cos + margin)
+        valid = torch.isfinite(negative_cos)
+        if not self._distributed() and bool(valid.all()):
+            return losses.mean()
+        # relu(-inf) = 0 with a zero gradient: a row without a valid negative adds nothing
+        return self._masked_mean(torch.where(valid, losses, torch.zeros_like(losses)), valid.to(losses.dtype))
 
-    def _terms_at(self, task: str, anchors: Tensor, positives: Tensor, negatives: Tensor | None, labels) -> dict:
+    def _rows(self, task: str, labels: Tensor | None, anchors: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The rows that are positive pairs, and text_pair's scores (checked)."""
+        if TASKS[task].loss != "infonce+mse":
+            return torch.ones(anchors.size(0), dtype=torch.bool, device=anchors.device), None
+        if labels is None:
+            raise ValueError("text_pair needs a score per row (column 'score')")
+        dtype = torch.promote_types(anchors.dtype, torch.float32)
+        scores = labels.to(anchors.device, dtype).view(-1)
+        if scores.numel() != anchors.size(0):
+            raise ValueError(f"text_pair: {scores.numel()} scores for {anchors.size(0)} rows")
+        return scores >= self.score_threshold, scores
+
+    def _terms_at(
+        self,
+        task: str,
+        anchors: Tensor,
+        positives: Tensor,
+        negatives: list[Tensor],
+        rows: Tensor,
+        scores: Tensor | None,
+        masks: IdentityMasks | None,
+        stats: dict[str, Tensor] | None,
+    ) -> dict:
         recipe = TASKS[task].loss
+        infonce = self.symmetric_infonce(anchors, positives, negatives, rows, masks, stats)
         if recipe == "infonce+mse":
-            if labels is None:
-                raise ValueError("text_pair needs a score per row (column 'score')")
-            dtype = torch.promote_types(anchors.dtype, torch.float32)
-            scores = labels.to(anchors.device, dtype).view(-1)
-            if scores.numel() != anchors.size(0):
-                raise ValueError(f"text_pair: {scores.numel()} scores for {anchors.size(0)} rows")
-            rows = scores >= self.score_threshold
             cos = F.cosine_similarity(anchors, positives, dim=-1)
-            return {
-                "infonce": self.symmetric_infonce(anchors, positives, negatives, rows),
-                "mse": F.mse_loss(cos.to(dtype), scores),
-            }
-        all_rows = torch.ones(anchors.size(0), dtype=torch.bool, device=anchors.device)
-        infonce = self.symmetric_infonce(anchors, positives, negatives, all_rows)
+            return {"infonce": infonce, "mse": F.mse_loss(cos.to(scores.dtype), scores)}
         if recipe == "infonce+cosine":
             return {"infonce": infonce, "cosine": (1.0 - F.cosine_similarity(anchors, positives, dim=-1)).mean()}
         if recipe == "infonce+triplet":
-            return {"infonce": infonce, "triplet": self.triplet(anchors, positives, negatives, self.margins[task])}
+            triplet = self.triplet(anchors, positives, negatives, self.margins[task], masks)
+            return {"infonce": infonce, "triplet": triplet}
         raise ValueError(f"task {task!r}: no loss recipe {recipe!r}")
 
+    def _identity(self, keys: Tensor | None, rows: Tensor, columns: int) -> IdentityMasks | None:
+        if keys is None:
+            return None
+        keys = keys.to(rows.device)
+        if keys.dim() != 2 or keys.size(0) != rows.size(0) or keys.size(1) != columns:
+            raise ValueError(f"keys: expected [{rows.size(0)}, {columns}] (one per column), got {list(keys.shape)}")
+        offset = rows_before(rows.size(0), rows.device) if self.gather_across_devices else 0
+        return identity_masks(keys, rows, lambda t: self._gather(t, with_grad=False), offset)
+
+    @contextlib.contextmanager
+    def keys_for_batch(self, keys: Tensor | None):
+        """The identity keys of the batch being computed (``[B, columns]``: query, positive, negatives), read by
+        :meth:`forward` and the GradCache loss; the trainer sets them around each batch."""
+        previous, self.batch_keys = self.batch_keys, keys
+        try:
+            yield
+        finally:
+            self.batch_keys = previous
+
     def compute_loss_from_embeddings(
-        self, task: str, embeddings: Sequence[Tensor], labels: Tensor | None = None
+        self, task: str, embeddings: Sequence[Tensor], labels: Tensor | None = None, keys: Tensor | None = None
     ) -> dict[str, Tensor]:
-        """The weighted loss terms of one single-task batch.
+        """The weighted loss terms of one single-task batch; its counts go to :attr:`last_stats`.
 
         Args:
             task: registry key or prefix token (``"ocr"`` / ``"<ocr>"``).
-            embeddings: one ``[B, D]`` tensor per column: anchor, positive, optional explicit negative.
+            embeddings: one ``[B, D]`` tensor per column: anchor, positive, explicit negatives (0 or more).
             labels: ``[B]`` scores in [0, 1] (text_pair only; ignored otherwise).
+            keys: ``[B, columns]`` identity keys (:mod:`vipyloqwen_tools.data.identity`), one per column: what the
+                false-negative masking compares; without them nothing is masked by identity.
 
         Returns:
             ``{"<task>/<term>": weighted scalar}`` (plus ``"<task>/<term>@<dim>"`` for smaller Matryoshka dims).
@@ -257,15 +392,17 @@ class ViPyloQwenRouterLoss(nn.Module):
         name = resolve_task(task)
         if name is None:
             raise ValueError(f"task {task!r} has no loss: give a registry task")
-        if not 2 <= len(embeddings) <= 3:
+        if len(embeddings) < 2:
             raise ValueError(
-                f"{name}: expected 2 or 3 embedding columns (anchor, positive[, negative]), got {len(embeddings)}"
+                f"{name}: expected 2 or more embedding columns (anchor, positive, negatives...), got {len(embeddings)}"
             )
         sizes = {int(e.size(0)) for e in embeddings}
         if len(sizes) != 1:
             raise ValueError(f"{name}: columns have different batch sizes {sorted(sizes)}")
-        anchors, positives = embeddings[0], embeddings[1]
-        negatives = embeddings[2] if len(embeddings) == 3 else None
+        anchors, positives, negatives = embeddings[0], embeddings[1], list(embeddings[2:])
+        rows, scores = self._rows(name, labels, anchors)
+        masks = self._identity(keys, rows, len(embeddings))
+        stats = {stat: torch.zeros((), dtype=torch.long, device=anchors.device) for stat in STAT_NAMES}
         dims = self.matryoshka_dims or [anchors.size(-1)]
         dim_weights = self.matryoshka_weights if self.matryoshka_dims else [1.0]
         out: dict[str, Tensor] = {}
@@ -273,13 +410,27 @@ class ViPyloQwenRouterLoss(nn.Module):
             if dim > anchors.size(-1):
                 raise ValueError(f"matryoshka dim {dim} exceeds the embedding width {anchors.size(-1)}")
 
-            def cut(t: Tensor | None, dim: int = dim) -> Tensor | None:
-                return None if t is None else F.normalize(t[..., :dim], p=2, dim=-1)
+            def cut(t: Tensor, dim: int = dim) -> Tensor:
+                return F.normalize(t[..., :dim], p=2, dim=-1)
 
-            terms = self._terms_at(name, cut(anchors), cut(positives), cut(negatives), labels)
+            terms = self._terms_at(
+                name,
+                cut(anchors),
+                cut(positives),
+                [cut(n) for n in negatives],
+                rows,
+                scores,
+                masks,
+                stats if index == 0 else None,  # counted at the full width
+            )
             suffix = "" if index == 0 else f"@{dim}"
             for term, value in terms.items():
                 out[f"{name}/{term}{suffix}"] = value * (self.weight(name, term) * dim_weight)
+        if self._distributed():
+            counts = torch.stack([stats[stat] for stat in STAT_NAMES])
+            torch.distributed.all_reduce(counts)  # the global batch's counts
+            stats = dict(zip(STAT_NAMES, counts, strict=True))
+        self.last_stats = {f"{name}/{stat}": value.detach() for stat, value in stats.items()}
         return out
 
     # ------------------------------------------------------------------ routing
@@ -292,7 +443,7 @@ class ViPyloQwenRouterLoss(nn.Module):
         from vipyloqwen_tools.train.distributed import embed_columns_once  # ST's embed_columns, DDP-safe
 
         embeddings = embed_columns_once(self.model, list(sentence_features))
-        return self.compute_loss_from_embeddings(task, embeddings, labels)
+        return self.compute_loss_from_embeddings(task, embeddings, labels, self.batch_keys)
 
 
 class TaskLoss(nn.Module):
@@ -319,6 +470,8 @@ class TaskLoss(nn.Module):
             "weights": self.router.weights,
             "matryoshka_dims": self.router.matryoshka_dims,
             "gather_across_devices": self.router.gather_across_devices,
+            "mask_false_negatives": self.router.mask_false_negatives,
+            "false_negative_margin": self.router.false_negative_margin,
         }
 
 
@@ -334,7 +487,7 @@ class CachedTaskLoss(CachedLossMixin, TaskLoss):
 
     def calculate_loss(self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False):
         embeddings = [torch.cat(chunks, dim=0) for chunks in reps]
-        terms = self.router.compute_loss_from_embeddings(self.task, embeddings, labels)
+        terms = self.router.compute_loss_from_embeddings(self.task, embeddings, labels, self.router.batch_keys)
         total = torch.stack(list(terms.values())).sum()
         self._last_terms = {name: value.detach() for name, value in terms.items()}
         if with_backward:
@@ -354,4 +507,4 @@ class CachedTaskLoss(CachedLossMixin, TaskLoss):
         return terms
 
 
-__all__ = ["ViPyloQwenRouterLoss", "TaskLoss", "CachedTaskLoss", "RECIPE_TERMS", "task_of_dataset"]
+__all__ = ["ViPyloQwenRouterLoss", "TaskLoss", "CachedTaskLoss", "RECIPE_TERMS", "STAT_NAMES", "task_of_dataset"]

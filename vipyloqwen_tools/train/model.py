@@ -111,10 +111,11 @@ def load_model(config: TrainConfig, precision: str) -> SentenceTransformer:
     return model
 
 
-def prepare_model(config: TrainConfig, run: RunSetup) -> SentenceTransformer:
+def prepare_model(config: TrainConfig, run: RunSetup, negatives: int = 1) -> SentenceTransformer:
     """The run's model: loaded once per process (the tiny model is built by the main process first), with the run's
     Matryoshka widths and gradient checkpointing; refused before the first step if the memory plan says it does not
-    fit (:func:`vipyloqwen_tools.plan.planner.check_training_memory`)."""
+    fit (:func:`vipyloqwen_tools.plan.planner.check_training_memory`; ``negatives``: explicit negative columns per
+    row, :attr:`vipyloqwen_tools.train.run_data.RunData.negatives`)."""
     with main_process_first(run.args):  # the tiny model is built once, then loaded (no --ddp-timeout on this wait)
         model = load_model(config, run.precision)
     if config.matryoshka_dims:
@@ -123,7 +124,7 @@ def prepare_model(config: TrainConfig, run: RunSetup) -> SentenceTransformer:
     if config.gradient_checkpointing:
         model[0].model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model[0].model.config.use_cache = False
-    check_training_memory(config, model, run.precision)  # refuses a run predicted not to fit, before the first step
+    check_training_memory(config, model, run.precision, negatives)  # refuses a run predicted not to fit, before step 1
     return model
 
 

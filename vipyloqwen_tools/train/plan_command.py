@@ -66,6 +66,13 @@ def build_plan_parser() -> argparse.ArgumentParser:
         help="auto (the config's train_file if it exists) | limits (config limits only) | PATH to a JSONL file",
     )
     parser.add_argument("--max-rows", type=int, help="profile only the first N good rows")
+    parser.add_argument(
+        "--negatives",
+        type=int,
+        default=1,
+        help="explicit negatives per row in the limits plan (scripts/mine.py --num-negatives; default 1); a data "
+        "plan counts the file's own",
+    )
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="default: the config's precision")
     parser.add_argument("--headroom", type=float, help="share of device memory kept free (default 0.10)")
     parser.add_argument("--json", type=Path, help="also write the plans as JSON here")
@@ -81,7 +88,9 @@ def plan_command(argv: list[str], config_parser: argparse.ArgumentParser) -> int
     overrides = vars(config_parser.parse_args(rest))
     config = TrainConfig.from_yaml(overrides.pop("config"), **overrides)
     arch = Architecture.resolve(args.architecture, config.model)
-    setup = setup_from_config(config, args.world_size, args.sharding, args.precision, args.accelerate_config)
+    setup = setup_from_config(
+        config, args.world_size, args.sharding, args.precision, args.accelerate_config, negatives=args.negatives
+    )
     if args.headroom is not None:
         setup.headroom = args.headroom
     device = device_memory_bytes(getattr(config, "device_memory_gb", None))

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from configuration_vipyloqwen import TASKS
 from vipyloqwen_tools.data import DataError, image_folder, prepare_task_datasets, write_rejects
+from vipyloqwen_tools.data.arrow import negative_column
+from vipyloqwen_tools.data.schema import MAX_NEGATIVES
 from vipyloqwen_tools.train.evaluation import document_prefix
 from vipyloqwen_tools.train.losses import task_of_dataset
 
@@ -71,6 +73,7 @@ def training_prompts(dataset_names, prefix_documents: bool) -> dict[str, dict[st
         task = task_of_dataset(name)
         columns = {"anchor": TASKS[task].prefix}
         if (doc := document_prefix(task, prefix_documents)) is not None:
-            columns.update(positive=doc, negative=doc)
+            # every explicit negative column a batch may have (negative, negative2, ...: data.arrow.st_transform)
+            columns.update({"positive": doc, **{negative_column(k): doc for k in range(MAX_NEGATIVES)}})
         prompts[name] = columns
     return prompts

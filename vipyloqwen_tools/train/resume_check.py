@@ -56,6 +56,8 @@ RUN_DEFINING: dict[str, str] = {
     "matryoshka_dims": "Matryoshka dimensions",
     "matryoshka_weights": "Matryoshka weights",
     "gather_across_devices": "InfoNCE candidates from every process",
+    "mask_false_negatives": "correct answers masked out of the in-batch negatives",
+    "false_negative_margin": "in-batch candidates masked above the positive's score by this margin",
     "prefix_documents": "task prefix on documents",
     "max_length": "token limit per input",
     "max_image_tokens": "image token limit",

@@ -49,7 +49,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     run = open_run(config)  # precision, trainer arguments (the process group), trace, the output folder's lock
     try:
         data = prepare_run_data(config, run)  # validated once, per-task datasets with row ids, prompts, settings
-        model = prepare_model(config, run)  # loaded, Matryoshka widths, gradient checkpointing, memory plan checked
+        model = prepare_model(config, run, data.negatives)  # loaded, Matryoshka widths, checkpointing, memory plan
         trainer = build_trainer(config, run, model, data, callbacks)  # router loss, evaluator, guards, trace, signals
         # --resume: the newest complete checkpoint that verifies, refused if run-defining settings changed
         resume_from = resume_point(trainer, config, data.settings)

@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any
 
 from vipyloqwen_tools.data import ValidationReport
+from vipyloqwen_tools.data.arrow import negatives_per_row
 from vipyloqwen_tools.train import distributed, resume_check
 from vipyloqwen_tools.train.arguments import RunSetup
 from vipyloqwen_tools.train.bad_rows import BadRowGuard
@@ -30,13 +31,15 @@ class RunData:
     """``datasets``: a DatasetDict, one dataset per task (with row ids); ``report``: the train file's validation
     report; ``row_guard``: rows unreadable at batch time; ``settings``: what every checkpoint records
     (:func:`vipyloqwen_tools.train.resume_check.run_settings`); ``evaluation``: the eval rows and where they come
-    from (:mod:`.eval_data`)."""
+    from (:mod:`.eval_data`); ``negatives``: the explicit negative columns of the widest dataset, at least 1 (what
+    the memory plan counts)."""
 
     datasets: Any
     report: ValidationReport
     row_guard: BadRowGuard
     settings: dict[str, Any]
     evaluation: EvalData = dataclasses.field(default_factory=lambda: EvalData(None, "none"))
+    negatives: int = 1
 
 
 def prepare_run_data(config: TrainConfig, run: RunSetup) -> RunData:
@@ -51,7 +54,8 @@ def prepare_run_data(config: TrainConfig, run: RunSetup) -> RunData:
     distributed.check_task_grouping(datasets, config.per_device_train_batch_size, run.args.world_size)
     run.args.prompts = training_prompts(datasets.keys(), config.prefix_documents)
     settings = resume_check.run_settings(config, datasets, run.args.world_size, run.precision)
-    return RunData(datasets, report, row_guard, settings, evaluation)
+    negatives = max([1, *(negatives_per_row(dataset) for dataset in datasets.values())])
+    return RunData(datasets, report, row_guard, settings, evaluation, negatives)
 
 
 __all__ = ["RunData", "prepare_run_data"]

@@ -244,6 +244,7 @@ def reference_loss(
     from sentence_transformers import SentenceTransformer
 
     from vipyloqwen_tools.data import load_task_datasets
+    from vipyloqwen_tools.data.arrow import KEYS_COLUMN, negative_column
     from vipyloqwen_tools.train.losses import ViPyloQwenRouterLoss
     from vipyloqwen_tools.train.prepare import training_prompts
 
@@ -257,13 +258,14 @@ def reference_loss(
     processor_kwargs = {"max_image_tokens": max_image_tokens} if max_image_tokens else {}
     model = SentenceTransformer(str(model_dir), trust_remote_code=True, device="cpu", processor_kwargs=processor_kwargs)
     model.max_seq_length = max_length
-    columns = [c for c in ("anchor", "positive", "negative") if c in batch]
+    columns = ["anchor", "positive"] + [negative_column(k) for k in range(len(batch[KEYS_COLUMN][0]) - 2)]
     with torch.no_grad():
         embeddings = [
             model.encode(batch[c], prompt=prompts.get(c), convert_to_tensor=True, batch_size=len(rows)) for c in columns
         ]
         labels = torch.tensor(batch["score"]) if "score" in batch else None
-        terms = ViPyloQwenRouterLoss(model).compute_loss_from_embeddings(name, embeddings, labels)
+        keys = torch.tensor(batch[KEYS_COLUMN])  # the false-negative masks, as the training run had them
+        terms = ViPyloQwenRouterLoss(model).compute_loss_from_embeddings(name, embeddings, labels, keys)
     single = sum(float(value) for value in terms.values())
     distributed = sum(batch["loss"] for batch in first) / len(first)
     return {"task": name, "distributed": distributed, "single": single, "rel_diff": abs(distributed - single) / single}

@@ -21,6 +21,7 @@ from transformers import PrinterCallback, ProgressCallback
 from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
 
 from configuration_vipyloqwen import TASKS
+from vipyloqwen_tools.data.arrow import KEYS_COLUMN
 from vipyloqwen_tools.train import distributed
 from vipyloqwen_tools.train.arguments import RunSetup
 from vipyloqwen_tools.train.checkpoints import AtomicCheckpointsMixin
@@ -64,9 +65,10 @@ class ViPyloQwenTrainer(
         self.row_guard = row_guard  # train/bad_rows.py: rows whose images fail to open at batch time
         super().__init__(*args, **kwargs)
         self.trace = trace
+        from vipyloqwen_tools.train.false_negatives import KeysCollator
         from vipyloqwen_tools.train.trace import RowIdCollator
 
-        self.data_collator = RowIdCollator(self.data_collator)
+        self.data_collator = KeysCollator(RowIdCollator(self.data_collator))
         if trace is not None:
             self.add_callback(trace)
         if row_guard is not None:
@@ -95,12 +97,16 @@ class ViPyloQwenTrainer(
         from vipyloqwen_tools.train.trace import ROW_COLUMN
 
         rows = inputs.pop(ROW_COLUMN, None)
+        keys = inputs.pop(KEYS_COLUMN, None)  # identity keys of the batch's sides: the loss masks false negatives
         name = inputs.get("dataset_name")
         self._last_terms, self._last_rows = {}, rows
-        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss_fn = self.loss[name] if isinstance(self.loss, dict) else self.loss
+        router = getattr(loss_fn, "router", None)
+        with router.keys_for_batch(keys) if router is not None else contextlib.nullcontext():
+            out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if router is not None and self.model.training:
+            self._add_to_log(router.last_stats)  # masked / candidates counts, logged beside the terms
         if self.trace is not None and self.model.training:
-            loss_fn = self.loss[name] if isinstance(self.loss, dict) else self.loss
-            router = getattr(loss_fn, "router", None)
             self.trace.note_batch(name, rows, self._last_terms, getattr(router, "last_candidates", None))
         return out
 
@@ -173,9 +179,13 @@ class ViPyloQwenTrainer(
         if not self.model.training:
             return
         self._last_terms = dict(loss)  # for the guard and the trace
+        self._add_to_log(loss)
+
+    def _add_to_log(self, values: dict[str, torch.Tensor]) -> None:
+        """Sums and counts per key since the last log (the loss terms, and the loss's masked / candidates counts)."""
         sums = self.__dict__.setdefault("_term_sums", {})
         counts = self.__dict__.setdefault("_term_counts", {})
-        for key, value in loss.items():
+        for key, value in values.items():
             # A non-finite term is logged as such (NaN / inf), never dropped or shown as 0.
             sums[key] = sums.get(key, 0.0) + value.detach().float()
             counts[key] = counts.get(key, 0) + 1
@@ -201,9 +211,9 @@ class ViPyloQwenTrainer(
 
     def _all_term_keys(self) -> list[str]:
         # Every process must all-reduce the same keys: all tasks' base terms.
-        from vipyloqwen_tools.train.losses import RECIPE_TERMS
+        from vipyloqwen_tools.train.losses import RECIPE_TERMS, STAT_NAMES
 
-        return [f"{task}/{term}" for task, spec in TASKS.items() for term in RECIPE_TERMS[spec.loss]]
+        return [f"{task}/{term}" for task, spec in TASKS.items() for term in RECIPE_TERMS[spec.loss] + STAT_NAMES]
 
 
 def build_trainer(
@@ -223,6 +233,8 @@ def build_trainer(
         matryoshka_weights=config.matryoshka_weights,
         gather_across_devices=config.gather_across_devices,
         mini_batch_size=config.cached_mini_batch_size,
+        mask_false_negatives=config.mask_false_negatives,
+        false_negative_margin=config.false_negative_margin,
     )
     evaluator = None
     if data.evaluation.rows is not None:  # an eval file, a held-out split of the train file, or none (eval_data.py)
