@@ -93,13 +93,18 @@ def test_per_task_datasets_are_arrow_backed_with_lazy_images(mixed_file: Path, t
         load_task_datasets(mixed_file, cache_dir=tmp_path / "cache")
     datasets = load_task_datasets(mixed_file, cache_dir=tmp_path / "cache", report=validate_file(mixed_file))
     assert sorted(datasets) == ["ocr", "text_pair"]  # bad lines are not loaded
-    assert datasets["text_pair"].column_names == ["anchor", "positive", "score"]
-    assert datasets["ocr"].column_names == ["anchor", "positive"]
+    assert datasets["text_pair"].column_names == ["anchor", "positive", "score", "_keys"]
+    assert datasets["ocr"].column_names == ["anchor", "positive", "_keys"]  # _keys: identity (test_data_negatives)
     stored = datasets["ocr"].with_format(None)[0]["anchor"]
     assert stored["text"] == "Chữ gì?" and stored["images"][0].endswith("ok.png")  # a path on disk, not pixels
     row = datasets["ocr"][0]  # the transform opens the image at batch time
     assert row["anchor"]["text"] == "Chữ gì?" and isinstance(row["anchor"]["image"][0], Image.Image)
-    assert datasets["text_pair"][0] == {"anchor": "con mèo", "positive": "the cat", "score": pytest.approx(0.9)}
+    first = datasets["text_pair"][0]
+    assert {k: first[k] for k in ("anchor", "positive", "score")} == {
+        "anchor": "con mèo",
+        "positive": "the cat",
+        "score": pytest.approx(0.9),
+    }
     assert datasets["ocr"].cache_files  # memory-mapped Arrow on disk
 
 
@@ -122,7 +127,8 @@ def test_rows_with_explicit_negatives_get_their_own_dataset(tmp_path: Path):
     )
     datasets = load_task_datasets(write_jsonl(tmp_path / "neg.jsonl", lines), cache_dir=tmp_path / "cache")
     assert sorted(datasets) == ["instr", "instr+neg"]
-    assert datasets["instr+neg"].column_names == ["anchor", "positive", "negative"]
+    assert datasets["instr+neg"].column_names == ["anchor", "positive", "negatives", "_keys"]
+    assert list(datasets["instr+neg"][0]) == ["anchor", "positive", "negative", "_keys"]  # at batch time
     assert datasets["instr"][2]["anchor"] == "user: Xin chào\nassistant: Chào bạn\nuser: tiếp"
 
 

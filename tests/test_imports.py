@@ -2,7 +2,7 @@
 
 The graph is read from the source (every ``import`` statement, function-level ones included: a lazy import hides a
 circle from Python, not from the design). Layers, lowest first: the Hub files, ``vipyloqwen_tools.checkpoint`` /
-``.data``, ``.train`` / ``.plan`` / ``.index``, ``.release``, then the entry points (scripts, bench, eval, tests).
+``.data``, ``.train`` / ``.plan`` / ``.index`` / ``.mine``, ``.release``, then the entry points (scripts, bench, eval, tests).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer(module: str) -> int | None:
-    """0: Hub files; 1: checkpoint, data; 2: train, plan, index; 3: release, eval; None: scripts, bench, tests,
+    """0: Hub files; 1: checkpoint, data; 2: train, plan, index, mine; 3: release, eval; None: scripts, bench, tests,
     train_st.py (entry points: they may import anything)."""
     if module.endswith("_vipyloqwen") and "." not in module:
         return 0
@@ -107,7 +107,7 @@ def layer(module: str) -> int | None:
         return 3
     if parts[0] != "vipyloqwen_tools" or len(parts) < 2:
         return None
-    return {"checkpoint": 1, "data": 1, "train": 2, "plan": 2, "index": 2, "release": 3}.get(parts[1])
+    return {"checkpoint": 1, "data": 1, "train": 2, "plan": 2, "index": 2, "mine": 2, "release": 3}.get(parts[1])
 
 
 def test_the_graph_sees_lazy_and_relative_imports(tmp_path):

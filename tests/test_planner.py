@@ -24,6 +24,7 @@ from vipyloqwen_tools.plan.planner import (
     launcher_world,
     limit_batches,
     plan_limits,
+    predict,
     profile_data,
     static_parts,
 )
@@ -107,6 +108,18 @@ def test_limit_batches_use_max_length_and_five_images_on_image_queries():
     assert [c.name for c in shapes["ocr"].columns] == ["anchor", "positive", "negative"]
 
 
+def test_the_plan_counts_every_explicit_negative():
+    """Mined rows carry K negatives: K document columns per row, and K x more InfoNCE candidates."""
+    arch = Architecture.qwen2_vl_2b()
+    one, four = Setup(per_device_batch=8), Setup(per_device_batch=8, negatives=4)
+    shape = {b.dataset: b for b in limit_batches(four)}["ocr"]
+    assert [c.name for c in shape.columns] == ["anchor", "positive", "negative", "negative2", "negative3", "negative4"]
+    small = predict(arch, one, {b.dataset: b for b in limit_batches(one)}["ocr"])
+    large = predict(arch, four, shape)
+    assert large.parts["activations: LLM tokens"] > small.parts["activations: LLM tokens"]
+    assert large.parts["embeddings + loss"] > small.parts["embeddings + loss"]
+
+
 @pytest.mark.parametrize(
     ("size", "budget"),
     [((10, 40), 64), ((120, 90), 64), ((1240, 1754), 64), ((1240, 1754), 1024), ((3000, 40), 256), ((28, 28), 16)],
@@ -152,7 +165,7 @@ def test_profile_of_a_generated_file(tmp_path, processor):
     ocr = profile.lengths["ocr"]
     assert ocr["anchor"] == [(1 + n("đọc chữ") + 4 + 2, 16), (1 + n("ảnh") + 50 + 2 + 4 + 2, 4 * 54)]
     assert ocr["positive"] == [(1 + n("một hai"), 0), (1 + n("ba"), 0)]
-    assert set(profile.lengths["instr+neg"]) == {"anchor", "positive", "negative"}
+    assert set(profile.columns("instr+neg")) == {"anchor", "positive", "negative"}
     worst = {(b.dataset, b.case): b for b in profile.batches()}
     assert worst[("ocr", "worst")].columns[0] == Column("anchor", 1 + n("ảnh") + 58, 216)
 

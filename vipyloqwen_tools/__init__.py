@@ -12,12 +12,13 @@ plans, indexes and releases them. One room per concept:
                 helpers, the per-step trace, the retrieval evaluator
 ``plan``        the memory planner (``train_st.py plan``)
 ``index``       the vector index of ``scripts/index.py``: items, build, store, search
+``mine``        hard-negative mining of ``scripts/mine.py``: rows, embeddings, search, selection rules
 ``release``     the Hub release: assemble the folder, verify it in a clean process, README generation
 ==============  ==========================================================================================
 
 Dependency direction (one way; ``tests/test_imports.py`` fails on any import circle):
-Hub files <- ``checkpoint``, ``data`` <- ``train``, ``plan``, ``index`` <- ``release``, ``scripts/``, ``bench/``,
-``eval/``.
+Hub files <- ``checkpoint``, ``data`` <- ``train``, ``plan``, ``index`` <- ``mine`` (index, train's document prompt)
+<- ``release``, ``scripts/``, ``bench/``, ``eval/``.
 """
 
 from vipyloqwen_tools import moved as _moved
