@@ -108,7 +108,7 @@ def test_per_task_datasets_are_arrow_backed_with_lazy_images(mixed_file: Path, t
     assert datasets["ocr"].cache_files  # memory-mapped Arrow on disk
 
 
-def test_rows_with_explicit_negatives_get_their_own_dataset(tmp_path: Path):
+def test_a_task_with_explicit_negatives_is_one_dataset(tmp_path: Path):
     lines = [
         json.dumps({"task": "instr", "query": f"q{i}", "positive": f"p{i}", **({"negative": "n"} if i % 2 else {})})
         for i in range(4)
@@ -126,10 +126,11 @@ def test_rows_with_explicit_negatives_get_their_own_dataset(tmp_path: Path):
         )
     )
     datasets = load_task_datasets(write_jsonl(tmp_path / "neg.jsonl", lines), cache_dir=tmp_path / "cache")
-    assert sorted(datasets) == ["instr", "instr+neg"]
+    assert sorted(datasets) == ["instr+neg"]  # rows with negatives first, then the rows without (padded slots)
     assert datasets["instr+neg"].column_names == ["anchor", "positive", "negatives", "_keys"]
     assert list(datasets["instr+neg"][0]) == ["anchor", "positive", "negative", "_keys"]  # at batch time
-    assert datasets["instr"][2]["anchor"] == "user: Xin chào\nassistant: Chào bạn\nuser: tiếp"
+    assert [datasets["instr+neg"][i]["anchor"] for i in range(4)] == ["q1", "q3", "q0", "q2"]
+    assert datasets["instr+neg"][4]["anchor"] == "user: Xin chào\nassistant: Chào bạn\nuser: tiếp"
 
 
 def test_iter_file_is_lossless_and_names_each_bad_line(tmp_path: Path):

@@ -66,16 +66,17 @@ def test_datasets_hold_every_negative_and_the_keys(tmp_path: Path):
         _row(query="q2", positive="p2"),
     ]
     datasets = load_task_datasets(write_jsonl(tmp_path / "train.jsonl", rows), cache_dir=tmp_path / "cache")
-    assert sorted(datasets) == ["instr", "instr+neg"]
+    assert sorted(datasets) == ["instr+neg"]  # one dataset per task: the row without negatives joins it
     mined = datasets["instr+neg"]
-    first, second = mined[0], mined[1]
+    first, second, third = mined[0], mined[1], mined[2]
     assert [first[c] for c in ("negative", "negative2", "negative3")] == ["a", "b", "c"]
     assert [second[c] for c in ("negative", "negative2", "negative3")] == ["d", "d", "d"]  # padded with its first
+    assert [third[c] for c in ("negative", "negative2", "negative3")] == ["p2", "p2", "p2"]  # none: its positive
     keys = mined.with_format(None)["_keys"]
     parsed = [parse_line(json.dumps(r), tmp_path, check_images=False) for r in rows]
-    assert keys == [row_keys(parsed[0]), row_keys(parsed[1])]  # stored as computed, unpadded
+    assert keys == [row_keys(p) for p in parsed]  # stored as computed, unpadded
     assert second["_keys"] == row_keys(parsed[1]) + [NO_DOCUMENT, NO_DOCUMENT]  # padded at batch time
-    assert datasets["instr"][0]["_keys"] == row_keys(parsed[2])
+    assert third["_keys"] == row_keys(parsed[2]) + [NO_DOCUMENT] * 3
 
 
 def test_keys_are_equal_exactly_when_the_processor_makes_the_same_input(processor):

@@ -141,18 +141,36 @@ def test_the_mask_rules():
     assert masks.explicit[:, 0].tolist() == [False, False, False, False, False, True]
 
 
-def test_explicit_negative_equal_to_the_positive_is_masked_and_leaves_no_triplet_term():
+def test_an_explicit_negative_equal_to_the_positive_is_masked():
+    """Row 0's explicit negative is its positive: masked in InfoNCE, and its triplet falls back to the hardest
+    in-batch negative; rows 1 and 2 share a positive and their explicit negatives are it too: no valid negative at
+    all, so no triplet term."""
     rows = 6
     anchors, positives, negatives = _unit(rows, seed=7), _unit(rows, seed=8), _unit(rows, seed=9)
+    positives[2] = positives[1]
     keys = _distinct_keys(rows, 3)
-    keys[0, 2] = keys[0, 1]  # row 0's explicit negative is its positive (the same document)
+    keys[0, 2] = keys[0, 1]
+    keys[2, 1] = keys[1, 1]
+    keys[1, 2] = keys[2, 2] = keys[1, 1]
     router = _router()
     terms = router.compute_loss_from_embeddings("ocr", [anchors, positives, negatives], None, keys)
     positive_cos = F.cosine_similarity(anchors, positives, dim=-1)
-    negative_cos = F.cosine_similarity(anchors, negatives, dim=-1)
-    expected = F.relu(negative_cos - positive_cos + 0.2)[1:].mean()  # row 0 has no valid negative: no term
-    assert terms["ocr/triplet"].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert router.last_stats["ocr/masked"].item() >= 1
+    hardest = F.cosine_similarity(anchors, negatives, dim=-1)
+    in_batch = (anchors @ positives.T)[0, 1:].max()  # row 0: the most similar other positive
+    hardest[0] = in_batch
+    per_row = F.relu(hardest - positive_cos + 0.2)
+    # rows 1 and 2: explicit masked, in-batch: each other's positive is the same document, the rest stay negatives
+    for row in (1, 2):
+        others = [j for j in range(rows) if j not in (1, 2)]
+        per_row[row] = F.relu((anchors[row] @ positives[others].T).max() - positive_cos[row] + 0.2)
+    assert terms["ocr/triplet"].item() == pytest.approx(per_row.mean().item(), rel=1e-6)
+    assert router.last_stats["ocr/masked"].item() >= 3
+    # two rows sharing one answer, their explicit negatives that answer too: no valid negative, no term
+    pair = _unit(2, seed=30)
+    same = _unit(1, seed=31).repeat(2, 1)
+    keys = torch.tensor([[1, 5, 5], [2, 5, 5]])
+    alone = _router().compute_loss_from_embeddings("ocr", [pair, same, same], None, keys)
+    assert alone["ocr/triplet"].item() == 0.0 and alone["ocr/infonce"].item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_the_hardest_explicit_negative_of_several():
@@ -251,3 +269,31 @@ def test_two_processes_mask_duplicates_across_ranks(tmp_path):
         if task == "text_pair":  # mse is a per-rank mean, as DDP averages it: compare InfoNCE's share only
             continue
         torch.testing.assert_close(grads, q.grad, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_training_on_rows_sharing_one_answer_logs_zero_infonce_and_triplet(tmp_path):
+    """The issue's measurement as a new user would run it: 48 vqa_single rows, different questions and images, the
+    same correct answer "Có", batch 8, learning rate 1e-9. Before masking: infonce 2.61 and triplet 0.200 (the
+    margin: the "hardest negative" was the positive itself). Now both are 0 on the first step and the masked
+    candidates are logged."""
+    from conftest import make_image, tiny_run_config, write_jsonl
+
+    from vipyloqwen_tools.train.run import train
+
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(48):
+        make_image(56, 56, seed=i).save(tmp_path / "img" / f"{i}.png")
+        rows.append({"task": "vqa_single", "query": {"text": f"Câu hỏi số {i}?", "images": [f"img/{i}.png"]},
+                     "positive": "Có"})  # fmt: skip
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    settings = dict(max_steps=1, per_device_train_batch_size=8, learning_rate=1e-9, max_length=64,
+                    max_image_tokens=16, save_steps=100)  # fmt: skip
+    masked = train(tiny_run_config(tmp_path / "masked", data, **settings))["log_history"][0]
+    assert masked["vqa_single/infonce"] == pytest.approx(0.0, abs=1e-4)
+    assert masked["vqa_single/triplet"] == pytest.approx(0.0, abs=1e-4)
+    assert masked["vqa_single/masked"] == 2 * 8 * 7  # every other row's answer and every other question
+    before = train(tiny_run_config(tmp_path / "before", data, mask_false_negatives=False, **settings))["log_history"]
+    assert before[0]["vqa_single/triplet"] == pytest.approx(0.2, abs=1e-4)  # what training did before
+    assert before[0]["vqa_single/infonce"] > 1.0 and before[0]["vqa_single/masked"] == 2 * 8 * 7  # counted, not masked

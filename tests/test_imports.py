@@ -2,7 +2,8 @@
 
 The graph is read from the source (every ``import`` statement, function-level ones included: a lazy import hides a
 circle from Python, not from the design). Layers, lowest first: the Hub files, ``vipyloqwen_tools.checkpoint`` /
-``.data``, ``.train`` / ``.plan`` / ``.index`` / ``.mine``, ``.release``, then the entry points (scripts, bench, eval, tests).
+``.data``, ``.train`` / ``.plan`` / ``.index`` / ``.mine``, ``.release``, then the entry points (scripts, bench, eval,
+tests).
 """
 
 from __future__ import annotations

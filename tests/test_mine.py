@@ -97,9 +97,10 @@ def test_the_output_line_keeps_the_input_as_it_was():
 @pytest.mark.slow
 def test_the_ann_recall_and_exact_scores(tmp_path):
     generator = np.random.default_rng(0)
-    vectors = generator.standard_normal((3000, 32)).astype(np.float32)
+    centres = generator.standard_normal((40, 32)).astype(np.float32)  # clustered, as embeddings of topics are
+    vectors = centres[generator.integers(0, 40, 3000)] + 0.5 * generator.standard_normal((3000, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    queries = vectors[:50] + 0.3 * generator.standard_normal((50, 32)).astype(np.float32)
+    queries = vectors[:50] + 0.2 * generator.standard_normal((50, 32)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     scores, ids = AnnPool.build(vectors, tmp_path / "ann").search(queries, depth=10)
     exact = torch.from_numpy(queries @ vectors.T).topk(10, dim=1).indices

@@ -8,7 +8,8 @@ ranges in file order: a task's rows keep their order in the JSONL file, however 
 
 Stored columns: ``anchor, positive[, negatives][, score], _keys`` (``score`` only for text_pair), sides stored as
 ``{"text", "images"}`` structs (image paths, opened only at batch time by :func:`st_transform`); ``negatives`` is a
-list of such structs (1-:data:`~vipyloqwen_tools.data.schema.MAX_NEGATIVES` per row); ``_keys`` the identity key of
+list of such structs (1-:data:`~vipyloqwen_tools.data.schema.MAX_NEGATIVES` per row; a task's rows without any join
+its ``+neg`` dataset when it is opened, :func:`open_task_datasets`); ``_keys`` the identity key of
 every side (:mod:`~vipyloqwen_tools.data.identity`: query, positive, negatives), computed here by the workers so
 that training masks false negatives from the data, not from the embeddings. At batch time :func:`st_transform` turns
 ``negatives`` into the columns ``negative, negative2, ... negativeK`` (K = the dataset's widest row; a shorter row
@@ -149,18 +150,28 @@ def write_range_lines(folder: Path, first_lines: list[int]) -> None:
     (folder / "ranges.json").write_text(json.dumps({"first_lines": first_lines}), encoding="utf-8")
 
 
+def _members(folder: Path, name: str) -> list[str]:
+    """The stored datasets that make up dataset ``name``, in order: a task's rows without explicit negatives join its
+    ``+neg`` dataset when it has one (:func:`open_task_datasets`)."""
+    task = task_of(name)
+    if name.endswith("+neg") and any(folder.glob(f"r*/{task}.arrow")):
+        return [name, task]
+    return [name]
+
+
 def row_source(folder: Path, name: str, index: int) -> tuple[int, int]:
     """``(line number, byte offset)`` in the JSONL file of row ``index`` of dataset ``name`` under ``folder``."""
     first_lines = json.loads((folder / "ranges.json").read_text(encoding="utf-8"))["first_lines"]
     remaining = index
-    for part in sorted(p for p in folder.iterdir() if p.is_dir()):
-        file = part / f"{name}.lines.npy"
-        if not file.is_file():
-            continue
-        sources = np.load(file, mmap_mode="r")
-        if remaining < sources.shape[1]:
-            return first_lines[int(part.name[1:])] + int(sources[0, remaining]) - 1, int(sources[1, remaining])
-        remaining -= sources.shape[1]
+    for member in _members(folder, name):
+        for part in sorted(p for p in folder.iterdir() if p.is_dir()):
+            file = part / f"{member}.lines.npy"
+            if not file.is_file():
+                continue
+            sources = np.load(file, mmap_mode="r")
+            if remaining < sources.shape[1]:
+                return first_lines[int(part.name[1:])] + int(sources[0, remaining]) - 1, int(sources[1, remaining])
+            remaining -= sources.shape[1]
     raise IndexError(f"dataset {name!r} has no row {index} in {folder}")
 
 
@@ -180,17 +191,39 @@ def negatives_per_row(dataset) -> int:
     return int(widest or 0)
 
 
+def _without_negatives_joined(with_negatives, without):
+    """``with_negatives`` followed by the rows of ``without`` (given an empty ``negatives`` list each)."""
+    from datasets import concatenate_datasets
+
+    empty = pa.ListArray.from_arrays(pa.array(np.zeros(len(without) + 1, dtype=np.int32)), pa.array([], SIDE))
+    without = without.add_column("negatives", empty, feature=with_negatives.features["negatives"])
+    return concatenate_datasets([with_negatives, without.select_columns(with_negatives.column_names)])
+
+
 def open_task_datasets(folder: Path, transform: bool = True):
-    """The per-task ``DatasetDict`` from the range folders under ``folder`` (memory-mapped, file order)."""
+    """The per-task ``DatasetDict`` from the range folders under ``folder`` (memory-mapped, file order).
+
+    A task whose rows carry explicit negatives is one dataset, ``<task>+neg``: its rows with negatives first (file
+    order), then its rows without (an empty ``negatives`` list: every slot of theirs is padding, masked by the loss).
+    So the few rows a miner found no candidate for train with the others, instead of forming a dataset too small
+    for one task-grouped step; a task without any negatives stays ``<task>`` (no negative columns at all).
+    """
     from datasets import Dataset, DatasetDict, concatenate_datasets
 
     ranges = sorted(p for p in folder.iterdir() if p.is_dir())
-    names = sort_names({path.stem for part in ranges for path in part.glob("*.arrow")})
-    out = DatasetDict()
-    for name in names:
+    stored = sort_names({path.stem for part in ranges for path in part.glob("*.arrow")})
+
+    def load(name: str):
         files = [part / f"{name}.arrow" for part in ranges if (part / f"{name}.arrow").is_file()]
         parts = [Dataset.from_file(str(file)) for file in files]
-        dataset = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+        return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+    out = DatasetDict()
+    for name in stored:
+        if not name.endswith("+neg") and f"{name}+neg" in stored:
+            continue  # joins its task's +neg dataset
+        members = _members(folder, name)
+        dataset = load(name) if len(members) == 1 else _without_negatives_joined(load(name), load(members[1]))
         if transform:
             dataset.set_transform(functools.partial(st_transform, negatives=negatives_per_row(dataset)))
         out[name] = dataset
@@ -244,8 +277,8 @@ def st_transform(batch: dict[str, list], negatives: int | None = None) -> dict[s
 
     The ``negatives`` list becomes the columns :func:`negative_column` 0..``negatives``-1 (default: the batch's
     widest row; :func:`open_task_datasets` fixes it per dataset, so every batch of a dataset has the same columns);
-    a row with fewer is padded with its first negative, and its ``_keys`` with
-    :data:`~vipyloqwen_tools.data.identity.NO_DOCUMENT`.
+    a row with fewer is padded with its first negative (none: its positive), and its ``_keys`` with
+    :data:`~vipyloqwen_tools.data.identity.NO_DOCUMENT`: the loss never counts a padded slot.
     """
     if negatives is None:
         negatives = max((len(row) for row in batch.get("negatives") or []), default=0)
@@ -254,9 +287,11 @@ def st_transform(batch: dict[str, list], negatives: int | None = None) -> dict[s
         if column in ("anchor", "positive"):
             out[column] = [to_st_input(value) for value in values]
         elif column == "negatives":
+            fillers = [row[0] if row else positive for row, positive in zip(values, batch["positive"], strict=True)]
             for index in range(negatives):
                 out[negative_column(index)] = [
-                    to_st_input(row[index] if index < len(row) else row[0]) for row in values
+                    to_st_input(row[index] if index < len(row) else filler)
+                    for row, filler in zip(values, fillers, strict=True)
                 ]
         elif column == KEYS_COLUMN:
             width = 2 + negatives

@@ -58,7 +58,8 @@ class MineError(ValueError):
 class MineStats:
     """Counts of one run. ``rows = full + short + none + not_positive``; ``already``: rows of windows mined by an
     earlier (interrupted) run, ``this_run``: rows mined now (their sum is ``rows``); ``search``: per task, ``exact``,
-    ``ann`` or ``db``; ``dropped``: candidates removed per filter rule; ``seconds``: per phase."""
+    ``ann`` or ``db``; ``dropped``: candidates removed per filter rule; ``seconds``: per phase (``embed``,
+    ``ann_index``: building the ANN indexes, ``mine``: search and selection, ``total``)."""
 
     rows: int = 0
     rejected: int = 0
@@ -287,7 +288,7 @@ def mine(
         )
         if relative and out.resolve().parent != data.resolve().parent:
             log(f"[mine] note: {out} is not in {data.parent}: its image paths are relative to {data.parent}")
-        timer = time.perf_counter()
+        timer, index_seconds = time.perf_counter(), 0.0
         searches: dict[str, _Candidates] = {}
         embedded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         common = dict(
@@ -315,15 +316,18 @@ def mine(
                 pool = rows.candidates
                 stats.pool[task] = len(pool)
                 if len(pool) >= ann_min_rows:
+                    building = time.perf_counter()
                     folder = work / f"ann-{task}"
                     if group.rank == 0:
                         AnnPool.build(vectors, folder)
                     group.barrier()
                     searches[task] = _Candidates(pool, vectors, AnnPool.build(vectors, folder), "ann")
+                    index_seconds += time.perf_counter() - building
                 else:
                     searches[task] = _Candidates(pool, vectors, None, "exact")
             stats.search[task] = searches[task].mode
-        stats.seconds["embed"] = round(time.perf_counter() - timer, 3)
+        stats.seconds["embed"] = round(time.perf_counter() - timer - index_seconds, 3)
+        stats.seconds["ann_index"] = round(index_seconds, 3)
         timer = time.perf_counter()
         parts = work / "parts"
         parts.mkdir(parents=True, exist_ok=True)

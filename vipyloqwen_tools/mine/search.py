@@ -82,7 +82,7 @@ class AnnPool:
         import lancedb
 
         db = lancedb.connect(str(folder))
-        if "pool" in db.table_names() and (folder / "indexed").is_file():
+        if (folder / "indexed").is_file() and "pool" in db.list_tables().tables:
             return cls(db.open_table("pool"), vectors)
         rows, dim = vectors.shape
         data = pa.table(

@@ -543,13 +543,27 @@ class DataProfile:
     lengths: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
     negatives: dict[str, list[list[tuple[int, int]]]] = field(default_factory=dict)
 
+    def datasets(self) -> list[str]:
+        """The datasets as training opens them: a task with explicit negatives is one ``+neg`` dataset
+        (:func:`vipyloqwen_tools.data.arrow.open_task_datasets`)."""
+        return sorted(name for name in self.lengths if not (f"{name}+neg" in self.lengths and "+" not in name))
+
     def columns(self, dataset: str) -> dict[str, list[tuple[int, int]]]:
-        """Every column's per-row shapes, the explicit negatives laid out as training lays them out
-        (:func:`vipyloqwen_tools.data.arrow.st_transform`: K columns, a shorter row padded with its first)."""
-        columns = dict(self.lengths.get(dataset, {}))
-        rows = self.negatives.get(dataset) or []
+        """Every column's per-row shapes, laid out as training lays them out
+        (:func:`vipyloqwen_tools.data.arrow.st_transform`: K negative columns, a shorter row padded with its first
+        negative, a row without any with its positive)."""
+        columns = {name: list(values) for name, values in self.lengths.get(dataset, {}).items()}
+        rows = list(self.negatives.get(dataset) or [])
+        task = dataset.split("+")[0]
+        if dataset.endswith("+neg") and task in self.lengths:  # the task's rows without negatives join
+            for name, values in self.lengths[task].items():
+                columns.setdefault(name, []).extend(values)
+            rows += [[] for _ in self.lengths[task]["anchor"]]
+        positives = columns.get("positive", [])
         for k in range(max((len(r) for r in rows), default=0)):
-            columns[negative_column(k)] = [r[k] if k < len(r) else r[0] for r in rows]
+            columns[negative_column(k)] = [
+                r[k] if k < len(r) else (r[0] if r else positive) for r, positive in zip(rows, positives, strict=True)
+            ]
         return columns
 
     def bad_summary(self, limit: int = 20) -> str:
@@ -564,7 +578,7 @@ class DataProfile:
         import numpy as np
 
         shapes = []
-        for dataset in sorted(self.lengths):
+        for dataset in self.datasets():
             columns = self.columns(dataset)
             for case in ("worst", "p99"):
                 cols = []

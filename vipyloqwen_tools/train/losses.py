@@ -8,7 +8,7 @@ Task -> terms (``configuration_vipyloqwen.TASKS[task].loss`` names the recipe):
 - ``infonce+cosine`` (instr): symmetric InfoNCE + ``mean(1 - cos(anchor, positive))``.
 - ``infonce+triplet`` (ocr, vqa_single, vqa_multi): symmetric InfoNCE + triplet margin loss on cosine
   distance, ``relu(margin - (1 - cos(a, p)) ... )`` written out as ``relu(cos(a, n) - cos(a, p) + margin)``.
-  The negative ``n`` is the hardest of the row's explicit negatives (columns 3...) when it has them, else the
+  The negative ``n`` is the hardest of the row's explicit negatives (columns 3...) when it has valid ones, else the
   hardest in-batch negative (the most similar other row's positive). ``vqa_multi`` has its own margin.
 
 Symmetric InfoNCE (temperature ``T``) is the mean of two cross-entropies: anchor -> all positives (+ every
@@ -270,6 +270,28 @@ class ViPyloQwenRouterLoss(nn.Module):
         )
         return self._masked_mean(per_row, rows.to(per_row.dtype))
 
+    def _hardest(self, candidates: Tensor, invalid: Tensor | None, positive_cos: Tensor) -> Tensor:
+        """The most similar valid candidate per row (``-inf`` for a row without one); the margin rule applies."""
+        margin_mask = above_margin(candidates, positive_cos, self.false_negative_margin)
+        if margin_mask is not None:
+            invalid = margin_mask if invalid is None else invalid | margin_mask
+        if invalid is not None:
+            candidates = candidates.masked_fill(invalid, float("-inf"))
+        return candidates.max(dim=1).values
+
+    def _in_batch_hardest(self, anchors: Tensor, positives: Tensor, masks: IdentityMasks | None, positive_cos: Tensor):
+        batch = anchors.size(0)
+        offset = rows_before(batch, anchors.device) if self.gather_across_devices else 0
+        candidates = _cos_matrix(anchors, self._gather(positives))
+        own = torch.arange(batch, device=anchors.device)
+        candidates = candidates.index_put(
+            (own, own + offset), torch.tensor(float("-inf"), dtype=candidates.dtype, device=anchors.device)
+        )
+        if candidates.size(1) < 2:
+            raise ValueError("the hardest in-batch negative needs a batch of at least 2 rows")
+        invalid = masks.q2d[:, : candidates.size(1)] if masks is not None and self.mask_false_negatives else None
+        return self._hardest(candidates, invalid, positive_cos)
+
     def triplet(
         self,
         anchors: Tensor,
@@ -278,34 +300,23 @@ class ViPyloQwenRouterLoss(nn.Module):
         margin: float,
         masks: IdentityMasks | None = None,
     ) -> Tensor:
-        """``mean(relu(cos(a, n) - cos(a, p) + margin))``; n = the hardest explicit negative, else the hardest in-batch
-        one, never a masked candidate (see the module docstring); rows left without a valid negative are left out."""
+        """``mean(relu(cos(a, n) - cos(a, p) + margin))``: n = the row's hardest valid explicit negative, else (none,
+        or all masked) the hardest valid in-batch one; never a masked candidate (see the module docstring). Rows left
+        without any valid negative are left out of the mean."""
         positive_cos = F.cosine_similarity(anchors, positives, dim=-1)
         if isinstance(negatives, Tensor):
             negatives = [negatives]
-        invalid: Tensor | None = None
         if negatives:
-            candidates = torch.stack([F.cosine_similarity(anchors, n, dim=-1) for n in negatives], dim=1)
+            explicit = torch.stack([F.cosine_similarity(anchors, n, dim=-1) for n in negatives], dim=1)
+            invalid = None
             if masks is not None:
                 invalid = masks.explicit if self.mask_false_negatives else masks.explicit_padding
+            negative_cos = self._hardest(explicit, invalid, positive_cos)
+            if masks is not None:  # a collective under a process group: every rank computes it (one layout per step)
+                fallback = self._in_batch_hardest(anchors, positives, masks, positive_cos)
+                negative_cos = torch.where(torch.isfinite(negative_cos), negative_cos, fallback)
         else:
-            batch = anchors.size(0)
-            offset = rows_before(batch, anchors.device) if self.gather_across_devices else 0
-            candidates = _cos_matrix(anchors, self._gather(positives))
-            own = torch.arange(batch, device=anchors.device)
-            candidates = candidates.index_put(
-                (own, own + offset), torch.tensor(float("-inf"), dtype=candidates.dtype, device=anchors.device)
-            )
-            if candidates.size(1) < 2:
-                raise ValueError("the hardest in-batch negative needs a batch of at least 2 rows")
-            if masks is not None and self.mask_false_negatives:
-                invalid = masks.q2d[:, : candidates.size(1)]
-        margin_mask = above_margin(candidates, positive_cos, self.false_negative_margin)
-        if margin_mask is not None:
-            invalid = margin_mask if invalid is None else invalid | margin_mask
-        if invalid is not None:
-            candidates = candidates.masked_fill(invalid, float("-inf"))
-        negative_cos = candidates.max(dim=1).values
+            negative_cos = self._in_batch_hardest(anchors, positives, masks, positive_cos)
         losses = F.relu(negative_cos - positive_cos + margin)
         valid = torch.isfinite(negative_cos)
         if not self._distributed() and bool(valid.all()):
