@@ -16,7 +16,16 @@ def plot_history(log_history: list[dict[str, Any]], out: str | os.PathLike) -> P
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
-    term_keys = sorted({k for entry in log_history for k in entry if "/" in k and not k.startswith("eval_")})
+    from vipyloqwen_tools.train.losses import STAT_NAMES  # counts (masked candidates), not loss terms
+
+    term_keys = sorted(
+        {
+            k
+            for entry in log_history
+            for k in entry
+            if "/" in k and not k.startswith("eval_") and k.rpartition("/")[2] not in STAT_NAMES
+        }
+    )
     for key in term_keys:
         points = [(e["step"], e[key]) for e in log_history if key in e]
         left.plot(*zip(*points, strict=False), label=key, linewidth=1.2)
