@@ -15,9 +15,9 @@ that are correct answers (``<task>/masked`` / ``<task>/candidates`` over the log
 by ``in-batch``, masked by the others.
 
 ``mine``: mining ``--rows`` synthetic text rows (instr; answers shared by several questions, as short answers are)
-with the tiny model on this machine's cores, exact search vs the LanceDB ANN (IVF-PQ) on the same embeddings (the
-ANN run starts from the exact run's embedding files): seconds per phase, and the ANN's recall of the exact run's
-negatives.
+with the tiny model on this machine's cores: embedded once (the ``exact+margin`` run: K=4, relative margin 0.05),
+then the same embeddings mined exactly and with the LanceDB ANN (IVF-PQ), K=4 without a filter: seconds per phase,
+and the ANN's recall of the exact run's negatives.
 
     python bench/negatives_bench.py train --steps 120 --seeds 0 1 2 --out bench/results/negatives-train.json
     python bench/negatives_bench.py mine --rows 100000 --out bench/results/negatives-mining.json
@@ -190,7 +190,45 @@ def synthetic_rows(count: int, seed: int = 0) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _agreement(a: Path, b: Path) -> float | None:
+    """The share of the negatives in ``a`` that ``b`` returns for the same row (rows in the same order)."""
+    found = total = 0
+    with a.open(encoding="utf-8") as first, b.open(encoding="utf-8") as second:
+        for line_a, line_b in zip(first, second, strict=True):
+            x, y = json.loads(line_a).get("negatives", []), json.loads(line_b).get("negatives", [])
+            total += len(x)
+            found += len(set(x) & set(y))
+    return round(found / total, 4) if total else None
+
+
+def depth_sweep(embeddings: Path, work: Path, queries: int = 2000) -> list[dict[str, Any]]:
+    """The ANN's recall of the exact 4 nearest documents when it retrieves ``depth`` and rescores them exactly, for
+    the first ``queries`` queries (what :data:`vipyloqwen_tools.mine.search.ANN_OVERFETCH` was chosen from)."""
+    import numpy as np
+    import torch
+
+    from vipyloqwen_tools.mine.search import AnnPool
+
+    def load(name: str) -> np.ndarray:
+        return np.concatenate([np.load(p) for p in sorted((embeddings / name).glob("w*.npy"))])
+
+    documents, vectors = load("documents-instr"), load("queries-instr")[:queries]
+    exact = torch.from_numpy(vectors @ documents.T).topk(MINED_K, dim=1).indices.tolist()
+    pool = AnnPool.build(documents, work / "ann-sweep")
+    sweep = []
+    for depth in (MINED_K, 10, 40, 100):
+        started = time.perf_counter()
+        scores, ids = pool.search(vectors, depth)
+        seconds = time.perf_counter() - started
+        best = ids.gather(1, scores.topk(MINED_K, dim=1).indices).tolist()
+        recall = sum(len(set(a) & set(b)) for a, b in zip(best, exact, strict=True)) / (MINED_K * len(exact))
+        sweep.append({"depth": depth, "recall_at_4": round(recall, 4), "seconds": round(seconds, 2)})
+        print(sweep[-1], flush=True)
+    return sweep
+
+
 def run_mine(args: argparse.Namespace) -> dict[str, Any]:
+    """Embeds once (the first run, ``exact+margin``), then mines the same embeddings exact and with the ANN."""
     import torch
 
     from vipyloqwen_tools.mine import MineOptions, mine
@@ -202,34 +240,35 @@ def run_mine(args: argparse.Namespace) -> dict[str, Any]:
     data = work / "rows.jsonl"
     if not data.is_file():
         data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in synthetic_rows(args.rows)), "utf-8")
-    options = MineOptions(num_negatives=MINED_K, relative_margin=MINED_MARGIN)
-    common = dict(batch_size=args.batch_size, window=args.window, keep_work=True, log=print)
-    exact = mine(str(init), data, work / "exact.jsonl", options, work_dir=work / "exact.work", ann_min_rows=10**12,
-                 **common)  # fmt: skip
-    ann_work = work / "ann.work"
-    if not (ann_work / "emb").is_dir():  # the same embeddings: only the search differs
-        ann_work.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(work / "exact.work" / "emb", ann_work / "emb")
-        shutil.copy(work / "exact.work" / "validation.json", ann_work / "validation.json")
-    ann = mine(str(init), data, work / "ann.jsonl", options, work_dir=ann_work, ann_min_rows=1, **common)
-    found = total = 0
-    for line_exact, line_ann in zip(
-        (work / "exact.jsonl").open(encoding="utf-8"), (work / "ann.jsonl").open(encoding="utf-8"), strict=True
-    ):
-        a, b = json.loads(line_exact).get("negatives", []), json.loads(line_ann).get("negatives", [])
-        total += len(a)
-        found += len(set(a) & set(b))
+    margin = MineOptions(num_negatives=MINED_K, relative_margin=MINED_MARGIN)
+    plain = MineOptions(num_negatives=MINED_K)
+    runs = {"exact+margin": (margin, 10**12), "exact": (plain, 10**12), "ann": (plain, 1)}
+    source = work / "exact+margin.work"
+    results: dict[str, Any] = {}
+    for name, (options, ann_min_rows) in runs.items():
+        folder = work / f"{name}.work"
+        if name != "exact+margin" and not (folder / "emb").is_dir():  # the same embeddings: only the search differs
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(source / "emb", folder / "emb")
+            shutil.copy(source / "validation.json", folder / "validation.json")
+        stats = mine(
+            str(init), data, work / f"{name}.jsonl", options, work_dir=folder, ann_min_rows=ann_min_rows,
+            batch_size=args.batch_size, window=args.window, keep_work=name == "exact+margin", log=print,
+        )  # fmt: skip
+        results[name] = {
+            "options": {k: v for k, v in options.__dict__.items() if v is not None},
+            "seconds": stats.seconds, "pool": stats.pool, "search": stats.search, "full": stats.full,
+            "short": stats.short, "none": stats.none, "dropped": stats.dropped,
+            "load_after": round(os.getloadavg()[0], 2),
+        }  # fmt: skip
     return {
         **results_header("negatives-mining"),
         "rows": args.rows,
-        "options": {"num_negatives": MINED_K, "relative_margin": MINED_MARGIN},
         "threads": args.threads,
-        "exact": {"seconds": exact.seconds, "pool": exact.pool, "search": exact.search, "full": exact.full,
-                  "short": exact.short, "none": exact.none},
-        "ann": {"seconds": ann.seconds, "pool": ann.pool, "search": ann.search, "full": ann.full, "short": ann.short,
-                "none": ann.none},
-        "ann_recall_of_exact_negatives": round(found / total, 4) if total else None,
-    }  # fmt: skip
+        "runs": results,
+        "ann_recall_of_exact_negatives": _agreement(work / "exact.jsonl", work / "ann.jsonl"),
+        "ann_depth_sweep": depth_sweep(source / "emb", work),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

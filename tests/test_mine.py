@@ -235,6 +235,21 @@ def test_returned_negatives_are_the_best_allowed_by_encode(mined, auto_model):
             assert strict <= got_keys  # the same K, up to ties at the K-th score
 
 
+def test_the_ann_path_searches_deeper_until_the_filters_leave_enough(mined, auto_model, tmp_path):
+    """The ANN retrieves ST's default depth; rows the margin leaves short are searched again deeper (up to the pool),
+    so on this small pool the ANN run returns what the exact run returns."""
+    root, data, stats, options = mined
+    ann = mine(auto_model, data, root / "ann.jsonl", options, batch_size=8, window=5, ann_min_rows=1,
+               work_dir=tmp_path / "work", log=lambda m: None)  # fmt: skip
+    assert set(ann.search.values()) == {"ann"} and (ann.full, ann.short, ann.none) == (stats.full, stats.short,
+                                                                                      stats.none)  # fmt: skip
+    for exact_row, ann_row in zip(_parse(root / "out.jsonl"), _parse(root / "ann.jsonl"), strict=True):
+        assert sorted(map(json.dumps, exact_row.get("negatives", []))) == sorted(
+            map(json.dumps, ann_row.get("negatives", []))
+        )
+        assert ann_row.get("negative_scores", []) == pytest.approx(exact_row.get("negative_scores", []), abs=1e-5)
+
+
 def test_the_miner_refuses_a_work_folder_of_other_settings(mined, auto_model, tmp_path):
     from vipyloqwen_tools.mine import MineError
 

@@ -43,8 +43,8 @@ import torch
 from configuration_vipyloqwen import TASKS
 from vipyloqwen_tools.mine.embed import DEFAULT_WINDOW, embed_sides
 from vipyloqwen_tools.mine.rows import Pool, RowTable, TaskRows, corpus_pool, document_value, read_rows
-from vipyloqwen_tools.mine.search import DEFAULT_ANN_MIN_ROWS, AnnPool, DbPool, exact_scores
-from vipyloqwen_tools.mine.select import MineOptions, choose
+from vipyloqwen_tools.mine.search import ANN_OVERFETCH, DEFAULT_ANN_MIN_ROWS, AnnPool, DbPool, exact_scores
+from vipyloqwen_tools.mine.select import Chosen, MineOptions, choose
 from vipyloqwen_tools.train.evaluation import document_prefix
 
 ROWS_PER_SEARCH = 256  # rows scored at once: bounds the [rows, pool] score matrix of the exact search
@@ -148,6 +148,10 @@ class _Candidates:
         else:
             keys = self.keys
         return scores, ids, torch.where(ids >= 0, keys[ids.clamp(min=0)], torch.zeros_like(ids))
+
+    def size(self) -> int:
+        """Candidates in the pool (for a db: its rows)."""
+        return self.searcher.store.count() if self.mode == "db" else len(self.pool)
 
     def value(self, index: int) -> Any:
         if self.mode == "db":
@@ -382,6 +386,42 @@ def _finish(out: Path, parts: Path, table: RowTable, data: Path, rejects_path: P
     _write_atomic(rejects_path, "".join(record + "\n" for record in records))
 
 
+def _search_and_choose(
+    candidates: _Candidates,
+    vectors: np.ndarray,
+    excluded_keys: list[list[int]],
+    positive: torch.Tensor,
+    batch: list,
+    options: MineOptions,
+) -> Chosen:
+    """The negatives of a batch of rows. The exact search scores every candidate at once; an approximate one (ANN,
+    db) retrieves ``range_max`` (or ST's default depth, at least :data:`~.search.ANN_OVERFETCH` times what a row
+    needs) plus the excluded ones, rescored exactly, and for the rows left with fewer than ``num_negatives`` (the
+    filters drop the best candidates when a model ranks much of the pool above the positive) searches again 4x
+    deeper, up to the whole pool."""
+    width = max(len(keys) for keys in excluded_keys)
+    excluded = torch.tensor([keys + [0] * (width - len(keys)) for keys in excluded_keys], dtype=torch.long)
+    lines = [row.line for row in batch]
+    depth = max(options.retrieval_depth(), ANN_OVERFETCH * (options.range_min + options.num_negatives)) + width
+    cap = max(depth, options.range_max + width) if options.range_max is not None else candidates.size()
+    rows = torch.arange(len(batch))
+    result: Chosen | None = None
+    while True:
+        scores, ids, keys = candidates.find(vectors[rows.numpy()], depth)
+        mask = (keys[:, :, None] == excluded[rows][:, None, :]).any(dim=-1) | (ids < 0)
+        chosen = choose(scores, ids, mask, positive[rows].to(scores.dtype), [lines[i] for i in rows], options)
+        if result is None:
+            result = chosen
+        else:  # the deeper search replaces the shallower one for these rows
+            result.ids[rows], result.scores[rows] = chosen.ids, chosen.scores
+            for rule, per_row in chosen.dropped.items():
+                result.dropped.setdefault(rule, torch.zeros(len(batch), dtype=per_row.dtype))[rows] = per_row
+        short = (chosen.ids >= 0).sum(dim=1) < options.num_negatives
+        if candidates.mode == "exact" or not bool(short.any()) or depth >= cap:
+            return result
+        rows, depth = rows[short], min(cap, depth * 4)
+
+
 def _mine_window(
     table: RowTable,
     start: int,
@@ -398,7 +438,6 @@ def _mine_window(
     by_task: dict[str, list] = {}
     for _line, task, index in order:
         by_task.setdefault(task, []).append(table.tasks[task].rows[index])
-    depth = options.retrieval_depth()
     for task, rows in by_task.items():
         data = table.tasks[task]
         queries, _ = embedded[task]
@@ -411,14 +450,10 @@ def _mine_window(
             batch = mined[begin : begin + ROWS_PER_SEARCH]
             vectors = np.asarray(queries[[row.query for row in batch]], dtype=np.float32)
             excluded_keys = [sorted(data.answers.get(row.query, set()) | set(row.own_negatives)) for row in batch]
-            width = max(len(keys) for keys in excluded_keys)
-            excluded = torch.tensor([keys + [0] * (width - len(keys)) for keys in excluded_keys], dtype=torch.long)
-            scores, ids, keys = searches[task].find(vectors, depth + width)
-            mask = (keys[:, :, None] == excluded[:, None, :]).any(dim=-1) | (ids < 0)
-            positive = torch.tensor([positive_scores[task][row.query] for row in batch], dtype=scores.dtype)
-            chosen = choose(scores, ids, mask, positive, [row.line for row in batch], options)
-            for rule, count in chosen.dropped.items():
-                counts["dropped"][rule] = counts["dropped"].get(rule, 0) + count
+            positive = torch.tensor([positive_scores[task][row.query] for row in batch])
+            chosen = _search_and_choose(searches[task], vectors, excluded_keys, positive, batch, options)
+            for rule, per_row in chosen.dropped.items():
+                counts["dropped"][rule] = counts["dropped"].get(rule, 0) + int(per_row.sum())
             for row, row_ids, row_scores in zip(batch, chosen.ids.tolist(), chosen.scores.tolist(), strict=True):
                 found = [(i, s) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
                 if not found:

@@ -24,8 +24,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-# Pools from this size on are searched with the ANN (``--ann-min-rows``); measured in bench/negatives_bench.py.
+# Pools from this size on are searched with the ANN (``--ann-min-rows``): an exact search keeps the pool's vectors in
+# memory (1M x 1024 dims = 4 GB) and scores every one; the ANN's time per query grows far slower with the pool
+# (bench/negatives_bench.py, docs/training-internals.md Appendix E).
 DEFAULT_ANN_MIN_ROWS = 1_000_000
+# The ANN retrieves this many times the candidates a row needs (range_min + num_negatives) and rescores them exactly:
+# the PQ codes alone order near neighbours poorly. Measured on 100k tiny-model embeddings (bench/negatives_bench.py):
+# the exact top 4 found 34% at 1x, 54% at 2.5x, 86% at 10x, 96% at 25x, in about twice the time of 1x.
+ANN_OVERFETCH = 25
 
 
 def exact_scores(queries: np.ndarray, documents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,7 +53,7 @@ def _search(table: Any, queries: np.ndarray, depth: int, where: str | None, colu
     from vipyloqwen_tools.index.search import NPROBES, REFINE_FACTOR
 
     builder = table.search(np.ascontiguousarray(queries, dtype=np.float32), vector_column_name="vector")
-    builder = builder.distance_type("dot").limit(depth).select(columns)
+    builder = builder.distance_type("dot").limit(depth).select([*columns, "_distance"])
     if where:
         builder = builder.where(where, prefilter=True)
     with warnings.catch_warnings():
@@ -136,4 +142,4 @@ class DbPool:
         return scores.masked_fill(ids < 0, float("-inf")), ids
 
 
-__all__ = ["DEFAULT_ANN_MIN_ROWS", "AnnPool", "DbPool", "exact_scores"]
+__all__ = ["ANN_OVERFETCH", "DEFAULT_ANN_MIN_ROWS", "AnnPool", "DbPool", "exact_scores"]

@@ -86,11 +86,11 @@ class MineOptions:
 @dataclasses.dataclass
 class Chosen:
     """``ids``: ``[rows, num_negatives]`` candidate ids, hardest first, ``-1`` where a row has fewer; ``scores``
-    their scores; ``dropped``: candidates removed per rule (``relative_margin``, ...), summed over the rows."""
+    their scores; ``dropped``: candidates removed per rule (``relative_margin``, ...), ``[rows]`` counts."""
 
     ids: Tensor
     scores: Tensor
-    dropped: dict[str, int]
+    dropped: dict[str, Tensor]
 
 
 def choose(
@@ -112,7 +112,7 @@ def choose(
         options: the rules.
     """
     scores = scores.masked_fill(excluded, float("-inf"))
-    dropped: dict[str, int] = {}
+    dropped: dict[str, Tensor] = {}
     if options.range_max is not None and scores.size(1) > options.range_max:
         window = torch.topk(scores, options.range_max, dim=1)
         scores = torch.full_like(scores, float("-inf")).scatter(1, window.indices, window.values)
@@ -127,7 +127,7 @@ def choose(
         rules.append(("min_score", scores < options.min_score))
     for name, drop in rules:
         drop &= torch.isfinite(scores)
-        dropped[name] = int(drop.sum())
+        dropped[name] = drop.sum(dim=1)
         scores = scores.masked_fill(drop, float("-inf"))
     width = options.num_negatives
     if options.sampling_strategy == "top":
