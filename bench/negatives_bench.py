@@ -36,12 +36,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.harness import results_header, write_json
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.harness import results_header, write_json  # noqa: E402
 
 WAYS: dict[str, dict[str, Any]] = {
     "in-batch": {"mask_false_negatives": False},

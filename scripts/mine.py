@@ -34,14 +34,13 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, report  # noqa: E402
-from vipyloqwen_tools.index.store import StoreError  # noqa: E402
-from vipyloqwen_tools.mine import MineError, MineOptions, mine  # noqa: E402
-from vipyloqwen_tools.mine.embed import DEFAULT_WINDOW  # noqa: E402
-from vipyloqwen_tools.mine.search import DEFAULT_ANN_MIN_ROWS  # noqa: E402
-from vipyloqwen_tools.mine.select import SAMPLING_STRATEGIES  # noqa: E402
+from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, report
+from vipyloqwen_tools.index.store import StoreError
+from vipyloqwen_tools.mine import MineError, MineOptions, mine
+from vipyloqwen_tools.mine.embed import DEFAULT_WINDOW
+from vipyloqwen_tools.mine.search import DEFAULT_ANN_MIN_ROWS
+from vipyloqwen_tools.mine.select import SAMPLING_STRATEGIES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

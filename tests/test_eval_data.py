@@ -86,7 +86,7 @@ def test_hold_out_takes_rows_out_of_training_the_same_every_time(own_data):
     trained = {row["anchor"]["text"] for row in train["text_pair"].with_format(None)}
     assert not held & trained and len(held | trained) == 10
     ocr = rows["ocr"][0]
-    assert ocr["task"] == "ocr" and ocr["query"]["images"][0].endswith(".png") and ocr["negative"] is None
+    assert ocr["task"] == "ocr" and ocr["query"]["images"][0].endswith(".png") and ocr["negatives"] == []
     assert rows["text_pair"][0]["score"] == pytest.approx(0.8)
     _, again, _ = hold_out(load(), 0.2, seed=7)
     assert again == rows

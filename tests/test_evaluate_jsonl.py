@@ -162,9 +162,9 @@ def test_planted_ties_give_the_same_r1_through_training_and_eval(tiny_checkpoint
         make_image(56, 56, seed=i + 11).save(tmp_path / f"q{i}.png")
     tied = ["<vqa_single> có", "<vqa_single>    có"]
     lines = [
-        # vqa_single: the only two candidates are the tie, so the tie decides R@1.
-        {"task": "vqa_single", "query": {"text": "Có xe không?", "images": ["q0.png"]}, "positive": tied[0],
-         "negative": tied[1]},
+        # vqa_single: the only two candidates are the tie (each row's positive; a row's negative may not be its own
+        # positive's input, the validator refuses that), so the tie decides R@1.
+        {"task": "vqa_single", "query": {"text": "Có xe không?", "images": ["q0.png"]}, "positive": tied[0]},
         {"task": "vqa_single", "query": {"text": "Có người không?", "images": ["q1.png"]}, "positive": tied[1]},
         {"task": "text_pair", "query": "con mèo đỏ", "positive": "the red cat", "score": 0.95},
         {"task": "text_pair", "query": "trời mưa", "positive": "it is raining", "score": 0.8},

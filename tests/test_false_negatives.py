@@ -10,12 +10,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import free_port
 
 from vipyloqwen_tools.data.identity import NO_DOCUMENT
 from vipyloqwen_tools.train.false_negatives import identity_masks
@@ -211,63 +208,63 @@ def test_the_margin_rule_masks_candidates_above_the_positive():
     assert plain.last_stats["instr/masked_margin"].item() == 0
 
 
-def _worker(rank: int, port: int, path: str) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        data = torch.load(path)
-        mine = slice(4 * rank, 4 * rank + 4)
-        results = {}
-        for task in ("vqa_single", "text_pair"):
-            q = data["q"][mine].clone().requires_grad_()
-            router = ViPyloQwenRouterLoss(torch.nn.Linear(1, 1), gather_across_devices=True)
-            terms = router.compute_loss_from_embeddings(
-                task, [q, data["p"][mine], data["n"][mine]], data["scores"][mine], data["keys"][mine]
-            )
-            torch.stack(list(terms.values())).sum().backward()
-            results[task] = {k: v.item() for k, v in terms.items()}
-            results[task]["stats"] = {k: v.item() for k, v in router.last_stats.items()}
-            results[task]["grad"] = q.grad
-        torch.save(results, f"{path}.rank{rank}")
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_two_processes_mask_duplicates_across_ranks(tmp_path):
-    """Rank 0's row 0 and rank 1's row 5 share the positive; rank 1's row 6 has rank 0's row 1's query."""
-    import torch.multiprocessing as mp
-
-    rows = 8
-    keys = _distinct_keys(rows, 3)
+def _two_rank_data() -> dict[str, torch.Tensor]:
+    """8 rows on 2 ranks: rank 0's row 0 and rank 1's row 5 share the positive; rank 1's row 6 has rank 0's row 1's
+    query."""
+    keys = _distinct_keys(8, 3)
     keys[5, 1] = keys[0, 1]
     keys[6, 0] = keys[1, 0]
-    data = {
-        "q": _unit(rows, seed=20, dtype=torch.float64),
-        "p": _unit(rows, seed=21, dtype=torch.float64),
-        "n": _unit(rows, seed=22, dtype=torch.float64),
+    return {
+        "q": _unit(8, seed=20, dtype=torch.float64),
+        "p": _unit(8, seed=21, dtype=torch.float64),
+        "n": _unit(8, seed=22, dtype=torch.float64),
         "scores": torch.tensor([0.9, 0.8, 0.7, 0.6, 0.9, 0.95, 0.8, 0.75], dtype=torch.float64),
         "keys": keys,
     }
-    path = str(tmp_path / "data.pt")
-    torch.save(data, path)
-    mp.start_processes(_worker, args=(free_port(), path), nprocs=2, start_method="spawn")
-    ranks = [torch.load(f"{path}.rank{r}") for r in range(2)]
+
+
+def gloo_prepare(folder) -> None:
+    """The inputs of :func:`gloo_worker` (conftest ``gloo_pair``)."""
+    torch.save(_two_rank_data(), folder / "data.pt")
+
+
+def gloo_worker(rank: int, folder: str) -> None:
+    """In each of the 2 gloo processes: its 4 rows' loss terms, masked counts and anchor gradients, per task."""
+    data = torch.load(f"{folder}/data.pt")
+    mine = slice(4 * rank, 4 * rank + 4)
+    results = {}
+    for task in ("vqa_single", "text_pair"):
+        q = data["q"][mine].clone().requires_grad_()
+        router = ViPyloQwenRouterLoss(torch.nn.Linear(1, 1), gather_across_devices=True)
+        terms = router.compute_loss_from_embeddings(
+            task, [q, data["p"][mine], data["n"][mine]], data["scores"][mine], data["keys"][mine]
+        )
+        torch.stack(list(terms.values())).sum().backward()
+        results[task] = {k: v.item() for k, v in terms.items()}
+        results[task]["stats"] = {k: v.item() for k, v in router.last_stats.items()}
+        results[task]["grad"] = q.grad
+    torch.save(results, f"{folder}/data.pt.rank{rank}")
+
+
+@pytest.mark.slow
+def test_two_processes_mask_duplicates_across_ranks(gloo_pair):
+    """The ranks' mean loss and gradients are the one-process ones of all 8 rows; the counts are the global batch's."""
+    folder = gloo_pair[__name__]
+    data = torch.load(folder / "data.pt")
+    ranks = [torch.load(folder / f"data.pt.rank{r}") for r in range(2)]
     for task in ("vqa_single", "text_pair"):
         q = data["q"].clone().requires_grad_()
         router = _router()
-        full = router.compute_loss_from_embeddings(task, [q, data["p"], data["n"]], data["scores"], keys)
+        full = router.compute_loss_from_embeddings(task, [q, data["p"], data["n"]], data["scores"], data["keys"])
         torch.stack(list(full.values())).sum().backward()
         infonce = f"{task}/infonce"
         assert (ranks[0][task][infonce] + ranks[1][task][infonce]) / 2 == pytest.approx(full[infonce].item(), rel=1e-9)
         for rank in ranks:  # the counts are the global batch's, on every rank
             assert rank[task]["stats"] == {k: v.item() for k, v in router.last_stats.items()}
         assert router.last_stats[f"{task}/masked"].item() > 0
-        grads = torch.cat([ranks[0][task]["grad"], ranks[1][task]["grad"]]) / 2
-        if task == "text_pair":  # mse is a per-rank mean, as DDP averages it: compare InfoNCE's share only
+        if task == "text_pair":  # mse is a per-rank mean, as DDP averages it: the gradients differ by design
             continue
+        grads = torch.cat([ranks[0][task]["grad"], ranks[1][task]["grad"]]) / 2
         torch.testing.assert_close(grads, q.grad, rtol=1e-7, atol=1e-10)
 
 

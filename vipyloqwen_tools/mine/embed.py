@@ -1,11 +1,12 @@
 """Embeddings of the miner's queries and documents: windowed, sharded over ranks, resumable, as training computes them.
 
 A list of sides (``{"text", "images"}``) is cut into windows of ``window`` items in order; a window is batched exactly
-as the model's own ``encode`` batches a call (by length: ``_item_lengths`` / ``_batches``), and rank ``r`` embeds the
-batches ``r, r + N, ...`` of it (so every item is embedded in the same batch whatever the number of processes, and
-1 and N processes give identical vectors). Each rank writes its part of the window (atomic rename); after a barrier
-rank 0 merges the parts into ``<folder>/w<window>.npy`` and removes them. A window whose ``.npy`` exists is done:
-a killed run resumes at the first missing window and embeds nothing twice.
+as the model's own ``encode`` batches a call (by length: ``processor.item_lengths`` / ``length_batches``, each batch
+``processor.batch_inputs``), and rank ``r`` embeds the batches ``r, r + N, ...`` of it (so every item is embedded in
+the same batch whatever the number of processes, and 1 and N processes give identical vectors). Each rank writes its
+part of the window (atomic rename); after a barrier rank 0 merges the parts into ``<folder>/w<window>.npy`` and
+removes them. A window whose ``.npy`` exists is done: a killed run resumes at the first missing window and embeds
+nothing twice.
 
 Queries carry their task prefix (``task=``), documents the training document prompt (``prompt=``,
 :func:`vipyloqwen_tools.train.evaluation.document_prefix`): the inputs training embeds.
@@ -67,11 +68,11 @@ def embed_sides(
     ``group``: the ranks (``.rank``, ``.world``, ``.barrier()``); every rank calls this with the same arguments.
     """
     from prefetch_vipyloqwen import prefetch, resolve_num_workers
+    from processing_vipyloqwen import length_batches
 
     folder.mkdir(parents=True, exist_ok=True)
     processor = model.processor
     device = next(model.parameters()).device
-    images_kwargs = {"max_image_tokens": max_image_tokens} if max_image_tokens else {}
     starts = list(range(0, len(sides), window))
     for number, start in enumerate(starts):
         done = folder / f"w{number:06d}.npy"
@@ -80,22 +81,11 @@ def embed_sides(
         part = folder / f"w{number:06d}-r{group.rank}.npz"
         chunk_sides = sides[start : start + window]
         messages = _inputs(processor, chunk_sides, task, prompt)
-        chunks = model._batches(model._item_lengths(messages, max_image_tokens, max_length), batch_size)
+        chunks = length_batches(processor.item_lengths(messages, max_image_tokens, max_length), batch_size)
         mine = chunks[group.rank :: group.world]
 
         def prepare(chunk: list[int], messages: list = messages) -> dict[str, torch.Tensor]:
-            canonical = [processor.canonicalize(messages[i], i, max_image_tokens) for i in chunk]
-            batch = processor.apply_chat_template(
-                canonical,
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                processor_kwargs={
-                    "text_kwargs": {"padding": True, "truncation": True, "max_length": max_length},
-                    "images_kwargs": images_kwargs,
-                },
-            )
-            return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            return processor.batch_inputs([messages[i] for i in chunk], chunk, max_image_tokens, max_length)
 
         has_images = any(side.get("images") for side in chunk_sides)
         workers = resolve_num_workers(num_workers, len(mine), has_images)

@@ -54,12 +54,12 @@ class EvalData:
 
 
 def eval_row(task: str, stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored training row (``anchor, positive[, negative][, score]``) as an eval row (the schema's names)."""
+    """A stored training row (``anchor, positive[, negatives][, score]``) as an eval row (the schema's names)."""
     return {
         "task": task,
         "query": stored["anchor"],
         "positive": stored["positive"],
-        "negative": stored.get("negative"),
+        "negatives": list(stored.get("negatives") or []),
         "score": stored.get("score"),
         "id": None,
     }

@@ -56,6 +56,10 @@ HELP: dict[str, str] = {
     "cached_mini_batch_size": "GradCache: embed each batch in mini-batches of this size (same loss, less memory)",
     "gather_across_devices": "InfoNCE candidates from every process's batch (multi-process runs)",
     "prefix_documents": "put the task prefix on the document side too (default: text_pair only)",
+    "mask_false_negatives": "never train a candidate that is the same document as a correct answer as a negative "
+    "(docs/training.md: Negatives)",
+    "false_negative_margin": "also mask in-batch candidates scoring above the row's own pair by this margin "
+    "(Qwen3-Embedding's 0.1; null: off)",
     # bookkeeping
     "logging_steps": "a log line (loss terms, learning rate, progress) every this many optimizer steps",
     "eval_steps": "evaluate every this many steps (needs --eval-file or --eval-split); the final weights are always "
