@@ -97,12 +97,13 @@ def test_the_rules_are_the_model_image_path_rules(tmp_path: Path):
 # ------------------------------------------------------------------------------------------------ batch time
 @pytest.fixture
 def guarded_collator(tmp_path: Path, st_model):
-    """The trainer's collator chain (Sentence-Transformers' collator -> row ids -> bad-row guard) over a cached
-    ocr dataset of 4 rows; returns ``(collator, guard, train_file, rows)``."""
+    """The trainer's collator chain (Sentence-Transformers' collator -> row ids -> identity keys -> bad-row guard)
+    over a cached ocr dataset of 4 rows; returns ``(collator, guard, train_file, rows)``."""
     from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
     from torch.utils.data import ConcatDataset
 
     from vipyloqwen_tools.train.bad_rows import BadRowGuard, GuardedRows
+    from vipyloqwen_tools.train.false_negatives import KeysCollator
     from vipyloqwen_tools.train.trace import ROW_COLUMN, RowIdCollator, add_row_ids
 
     for i in range(4):
@@ -116,7 +117,8 @@ def guarded_collator(tmp_path: Path, st_model):
     datasets = add_row_ids(datasets)
     guard = BadRowGuard(report, train_file, tmp_path / "rejects.jsonl", skip=False)
     guard.rows = GuardedRows(ConcatDataset([datasets["instr"], datasets["ocr"]]), ["instr", "ocr"])
-    collator = guard.collator(RowIdCollator(SentenceTransformerDataCollator(preprocess_fn=st_model.preprocess)))
+    inner = SentenceTransformerDataCollator(preprocess_fn=st_model.preprocess)
+    collator = guard.collator(KeysCollator(RowIdCollator(inner)))  # the trainer's chain (ViPyloQwenTrainer)
     features = [dict(datasets["ocr"][i], dataset_name="ocr") for i in range(4)]
     assert all(feature[ROW_COLUMN] == i for i, feature in enumerate(features))
     return collator, guard, train_file, features
@@ -156,7 +158,7 @@ def test_with_skip_the_refused_row_is_dropped_and_the_batch_trains(guarded_colla
 def test_a_batch_level_error_is_not_blamed_on_rows(guarded_collator):
     """An error no row raises alone (here: the processor given a bad setting) is raised as it is: no row learned."""
     collator, guard, _, features = guarded_collator
-    inner = collator.inner.inner
+    inner = collator.inner.inner.inner  # guard -> keys -> row ids -> Sentence-Transformers' collator
     original = inner.preprocess_fn
 
     def only_in_batches(inputs, **kwargs):

@@ -42,6 +42,7 @@ from vipyloqwen_tools.checkpoint.user_errors import ModelSourceError, check_mode
 from vipyloqwen_tools.index.fingerprint import content_hash, fingerprint, packed
 from vipyloqwen_tools.index.folder import read_folder
 from vipyloqwen_tools.index.items import IndexItem, read_items
+from vipyloqwen_tools.index.launcher import LauncherGroup
 from vipyloqwen_tools.index.pdf import max_pixels, placeholder, render_page, split_page_ref
 from vipyloqwen_tools.index.store import (
     DEFAULT_INDEX_MIN_ROWS,
@@ -137,24 +138,8 @@ def probe_vector(model: Any) -> list[float]:
     return cached
 
 
-class _Dist:
-    """The launcher's process group (torchrun's env://), or a one-process stand-in."""
-
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.started = False
-        if self.world > 1 and not torch.distributed.is_initialized():
-            # gloo: CPU tensors only (counts and barriers), whatever device the model runs on.
-            import datetime as dt
-
-            torch.distributed.init_process_group("gloo", timeout=dt.timedelta(hours=6))
-            self.started = True
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
+class _Dist(LauncherGroup):
+    """The launcher's process group, with the build's totals over ranks."""
 
     def total(self, stats: BuildStats, embedded: list[int]) -> BuildStats:
         """Totals over ranks: every rank reads every line, so lines, rejects of the schema, unchanged items and the
@@ -168,10 +153,6 @@ class _Dist:
         total.new, total.changed = stats.new + new, stats.changed + changed
         total.rejected, total.embedded = stats.rejected + load_rejects, new + changed
         return total
-
-    def close(self) -> None:
-        if self.started:
-            torch.distributed.destroy_process_group()
 
 
 @dataclass

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from configuration_vipyloqwen import TASKS
+from vipyloqwen_tools.index.launcher import LauncherGroup
 from vipyloqwen_tools.mine.embed import DEFAULT_WINDOW, embed_sides
 from vipyloqwen_tools.mine.rows import Pool, RowTable, TaskRows, corpus_pool, document_value, read_rows
 from vipyloqwen_tools.mine.search import ANN_OVERFETCH, DEFAULT_ANN_MIN_ROWS, AnnPool, DbPool, exact_scores
@@ -81,29 +82,6 @@ class MineStats:
             setattr(self, name, getattr(self, name) + int(other.get(name, 0)))
         for rule, count in (other.get("dropped") or {}).items():
             self.dropped[rule] = self.dropped.get(rule, 0) + int(count)
-
-
-class _Group:
-    """The launcher's ranks (torchrun's env://, gloo for counts and barriers), or one process."""
-
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.started = False
-        if self.world > 1 and not torch.distributed.is_initialized():
-            import datetime as dt
-
-            torch.distributed.init_process_group("gloo", timeout=dt.timedelta(hours=6))
-            self.started = True
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def close(self) -> None:
-        if self.started:
-            torch.distributed.destroy_process_group()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -170,7 +148,7 @@ def _settings(data: Path, model_name: str, options: MineOptions, extra: dict[str
     }
 
 
-def _open_work(work: Path, settings: dict[str, Any], group: _Group) -> None:
+def _open_work(work: Path, settings: dict[str, Any], group: LauncherGroup) -> None:
     """Create the work folder, or resume one made with the same settings (anything else is refused)."""
     state = work / "state.json"
     if group.rank == 0:
@@ -188,7 +166,7 @@ def _open_work(work: Path, settings: dict[str, Any], group: _Group) -> None:
     group.barrier()
 
 
-def _validate(data: Path, work: Path, group: _Group, num_proc: int | None) -> dict[int, str]:
+def _validate(data: Path, work: Path, group: LauncherGroup, num_proc: int | None) -> dict[int, str]:
     """The validator's bad lines (line -> reason), computed once by rank 0 (kept in the work folder)."""
     from vipyloqwen_tools.data import validate_file
 
@@ -200,7 +178,7 @@ def _validate(data: Path, work: Path, group: _Group, num_proc: int | None) -> di
     return {int(k): v for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
 
 
-def _load_model(model: str | Any, device: str | None, group: _Group) -> tuple[Any, str]:
+def _load_model(model: str | Any, device: str | None, group: LauncherGroup) -> tuple[Any, str]:
     if not isinstance(model, (str, os.PathLike)):
         return model, str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
     from vipyloqwen_tools.checkpoint.user_errors import check_model_source
@@ -260,7 +238,7 @@ def mine(
         raise FileNotFoundError(f"--data: no such file {data}")
     rejects_path = Path(rejects) if rejects else out.with_name(out.stem + ".rejects.jsonl")
     work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
-    group = _Group()
+    group = LauncherGroup()
     try:
         embedder, model_name = _load_model(model, device, group)
         store = None

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from vipyloqwen_tools.data.arrow import KEYS_COLUMN
 from vipyloqwen_tools.data.identity import NO_DOCUMENT
+from vipyloqwen_tools.train.collators import TensorColumnCollator
 
 
 @dataclasses.dataclass
@@ -104,24 +104,11 @@ def above_margin(similarities: Tensor, own: Tensor, margin: float | None) -> Ten
     return similarities.detach() > own.detach()[:, None] + margin
 
 
-class KeysCollator:
-    """Wraps the trainer's collator: takes :data:`~vipyloqwen_tools.data.arrow.KEYS_COLUMN` out of the rows before
-    tokenising and puts it back as one ``[B, 2 + K]`` long tensor (the trainer hands it to the loss)."""
+class KeysCollator(TensorColumnCollator):
+    """Carries :data:`~vipyloqwen_tools.data.arrow.KEYS_COLUMN` past the tokenising collator as one ``[B, 2 + K]``
+    long tensor (the trainer hands it to the loss)."""
 
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str):
-        if name == "inner":  # during unpickling
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        keys = [feature.pop(KEYS_COLUMN) for feature in features if KEYS_COLUMN in feature]
-        batch = self.inner(features)
-        if keys:
-            batch[KEYS_COLUMN] = torch.tensor(keys, dtype=torch.long)
-        return batch
+    column = KEYS_COLUMN
 
 
 __all__ = ["IdentityMasks", "KeysCollator", "above_margin", "identity_masks"]

@@ -41,6 +41,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from vipyloqwen_tools.train.collators import TensorColumnCollator
+
 # The dataset column that carries row indices to the trace (added only while tracing; popped before tokenising).
 ROW_COLUMN = "_trace_row"
 
@@ -60,23 +62,11 @@ def add_row_ids(datasets):
     return datasets
 
 
-class RowIdCollator:
-    """Wraps the trainer's collator: takes :data:`ROW_COLUMN` out of the rows before tokenising, puts it back as a
-    tensor in the batch (so the trainer's ``compute_loss`` can hand it to the trace)."""
+class RowIdCollator(TensorColumnCollator):
+    """Carries :data:`ROW_COLUMN` past the tokenising collator as a ``[B]`` tensor (so the trainer's
+    ``compute_loss`` can hand it to the trace)."""
 
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str):
-        if name == "inner":  # during unpickling
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        rows = [feature.pop(ROW_COLUMN) for feature in features]
-        batch = self.inner(features)
-        batch[ROW_COLUMN] = torch.tensor(rows, dtype=torch.long)
-        return batch
+    column = ROW_COLUMN
 
 
 class TrainingTrace(TrainerCallback):
