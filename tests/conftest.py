@@ -38,11 +38,24 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+TORCH_THREADS = max(1, min(2, os.cpu_count() or 1))
+torch.set_num_threads(TORCH_THREADS)
 
 REPO = Path(__file__).resolve().parent.parent
 # What this session built once (see the module docstring); filled on first use.
 _SESSION: dict[str, Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts with the session's torch threads, whatever an earlier test set: a bench's ``main`` sets
+    ``--threads 1`` in this process, and a run trained in-process with other threads than a child's (or than the
+    session's shared reference run) is not bit-identical to it."""
+    if torch.get_num_threads() != TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
+    yield
+    if torch.get_num_threads() != TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
 
 
 @pytest.fixture(scope="session", autouse=True)

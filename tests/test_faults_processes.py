@@ -37,7 +37,6 @@ from vipyloqwen_tools.train.run_lock import LOCK_FILE
 from vipyloqwen_tools.train.stop_signal import EXIT_STOPPED, REPEAT_S
 
 pytestmark = pytest.mark.slow
-THREADS = torch.get_num_threads()
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +61,10 @@ def logged_steps(log: Path) -> int:
     return log.read_text(errors="replace").count("{'loss': ") if log.is_file() else 0
 
 
-def start(command: list[str], log: Path, threads: int = THREADS) -> subprocess.Popen:
+def start(command: list[str], log: Path, threads: int | None = None) -> subprocess.Popen:
+    """The command in a child with ``threads`` torch threads (default: this process's, as the reference run had)."""
     handle = log.open("w")
+    threads = threads or torch.get_num_threads()
     return subprocess.Popen(command, env=env(threads), stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
