@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vipyloqwen_tools.train.losses import STAT_NAMES  # counts (masked candidates), not loss terms
+
 
 def plot_history(log_history: list[dict[str, Any]], out: str | os.PathLike) -> Path:
     """PNG with per-task loss-term curves (left) and eval metrics (right) over steps."""
@@ -16,7 +18,6 @@ def plot_history(log_history: list[dict[str, Any]], out: str | os.PathLike) -> P
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
-    from vipyloqwen_tools.train.losses import STAT_NAMES  # counts (masked candidates), not loss terms
 
     term_keys = sorted(
         {
@@ -30,7 +31,8 @@ def plot_history(log_history: list[dict[str, Any]], out: str | os.PathLike) -> P
         points = [(e["step"], e[key]) for e in log_history if key in e]
         left.plot(*zip(*points, strict=False), label=key, linewidth=1.2)
     left.set(title="training loss terms per task", xlabel="step", ylabel="loss")
-    left.legend(fontsize=7, ncol=2)
+    if term_keys:  # none when the run ended before its first logging step
+        left.legend(fontsize=7, ncol=2)
     metric_keys = sorted(
         {k for e in log_history for k in e if k.startswith("eval_") and ("r@1" in k or "spearman" in k)}
     )
