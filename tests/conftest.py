@@ -48,11 +48,10 @@ _SESSION: dict[str, Any] = {}
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    """Every test starts with the session's torch threads, whatever an earlier test set: a bench's ``main`` sets
-    ``--threads 1`` in this process, and a run trained in-process with other threads than a child's (or than the
-    session's shared reference run) is not bit-identical to it."""
-    if torch.get_num_threads() != TORCH_THREADS:
-        torch.set_num_threads(TORCH_THREADS)
+    """Every test ends with the session's torch threads, whatever it set: a bench's ``main`` sets ``--threads 1`` in
+    this process, and a run trained in-process with other threads than a child's (or than the session's shared
+    reference run) is not bit-identical to it. At teardown, not setup: the next test's session fixtures (the
+    reference run) are built before its function fixtures."""
     yield
     if torch.get_num_threads() != TORCH_THREADS:
         torch.set_num_threads(TORCH_THREADS)
